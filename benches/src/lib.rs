@@ -1,0 +1,1 @@
+//! Benchmarks live in `srtp.rs` (run `cargo bench -p srtp-engine-benches`).

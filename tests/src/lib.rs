@@ -1,0 +1,1 @@
+//! Scenarios live in the test files beside this crate's Cargo.toml.
