@@ -13,7 +13,9 @@ pub fn sender_ssrc(packet: &[u8]) -> Result<u32, HeaderError> {
     if packet[0] >> 6 != 2 {
         return Err(HeaderError::Version);
     }
-    Ok(u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]))
+    Ok(u32::from_be_bytes([
+        packet[4], packet[5], packet[6], packet[7],
+    ]))
 }
 
 #[cfg(test)]

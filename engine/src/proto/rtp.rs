@@ -82,7 +82,9 @@ mod tests {
 
     #[test]
     fn plain_csrc_and_extension_headers() {
-        let mut p = vec![0x80, 0x00, 0x12, 0x34, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0xaa];
+        let mut p = vec![
+            0x80, 0x00, 0x12, 0x34, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0xaa,
+        ];
         let h = RtpHeader::parse(&p).unwrap();
         assert_eq!((h.seq, h.ssrc, h.len), (0x1234, 0xdeadbeef, 12));
         p[0] = 0x81; // one CSRC, missing

@@ -66,8 +66,12 @@ unsafe extern "C" {
         use_mki: c_uint,
         mki_index: c_uint,
     ) -> c_int;
-    fn srtp_unprotect_mki(ctx: *mut c_void, hdr: *mut c_void, len: *mut c_int, use_mki: c_uint)
-    -> c_int;
+    fn srtp_unprotect_mki(
+        ctx: *mut c_void,
+        hdr: *mut c_void,
+        len: *mut c_int,
+        use_mki: c_uint,
+    ) -> c_int;
     fn srtp_protect_rtcp_mki(
         ctx: *mut c_void,
         hdr: *mut c_void,
@@ -122,7 +126,11 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 fn check(status: c_int) -> Result<(), Error> {
-    if status == 0 { Ok(()) } else { Err(Error(status)) }
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(Error(status))
+    }
 }
 
 /// One master key for [`Session::new`]: key || salt and an MKI (empty for none).
@@ -260,14 +268,18 @@ impl Session {
     pub fn protect_rtp(&mut self, packet: &mut Vec<u8>, mki_index: u32) -> Result<(), Error> {
         let use_mki = self.use_mki as c_uint;
         // SAFETY: the buffer has MAX_TRAILER spare bytes after the packet.
-        self.call(packet, |c, p, l| unsafe { srtp_protect_mki(c, p, l, use_mki, mki_index) })
+        self.call(packet, |c, p, l| unsafe {
+            srtp_protect_mki(c, p, l, use_mki, mki_index)
+        })
     }
 
     /// Unprotects an SRTP packet.
     pub fn unprotect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), Error> {
         let use_mki = self.use_mki as c_uint;
         // SAFETY: `len` covers only the packet, inside the buffer.
-        self.call(packet, |c, p, l| unsafe { srtp_unprotect_mki(c, p, l, use_mki) })
+        self.call(packet, |c, p, l| unsafe {
+            srtp_unprotect_mki(c, p, l, use_mki)
+        })
     }
 
     /// Protects an RTCP packet with master key `mki_index`.
@@ -283,7 +295,9 @@ impl Session {
     pub fn unprotect_rtcp(&mut self, packet: &mut Vec<u8>) -> Result<(), Error> {
         let use_mki = self.use_mki as c_uint;
         // SAFETY: `len` covers only the packet, inside the buffer.
-        self.call(packet, |c, p, l| unsafe { srtp_unprotect_rtcp_mki(c, p, l, use_mki) })
+        self.call(packet, |c, p, l| unsafe {
+            srtp_unprotect_rtcp_mki(c, p, l, use_mki)
+        })
     }
 
     /// Protects in place in a caller buffer without reallocating (for benchmarks): `buf` must

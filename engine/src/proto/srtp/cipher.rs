@@ -60,7 +60,11 @@ impl SessionTransform {
         r: u64,
     ) -> SessionTransform {
         let (enc, auth, salt) = match flow {
-            Flow::Rtp => (kdf::LABEL_RTP_ENCRYPTION, kdf::LABEL_RTP_AUTH, kdf::LABEL_RTP_SALT),
+            Flow::Rtp => (
+                kdf::LABEL_RTP_ENCRYPTION,
+                kdf::LABEL_RTP_AUTH,
+                kdf::LABEL_RTP_SALT,
+            ),
             Flow::Rtcp => (
                 kdf::LABEL_RTCP_ENCRYPTION,
                 kdf::LABEL_RTCP_AUTH,
@@ -453,12 +457,16 @@ mod tests {
     #[test]
     fn rfc7714_16_1_aes128_gcm_rtp() {
         let t = gcm(Suite::AeadAes128Gcm, KEY_128, Flow::Rtp);
-        let expected = hex("8040f17b8041f8d35501a0b2 f24de3a3fb34de6cacba861c9d7e4bcabe633bd5
-             0d294e6f42a5f47a51c7d19b36de3adf8833 899d7f27beb16a9152cf765ee4390cce");
+        let expected = hex(
+            "8040f17b8041f8d35501a0b2 f24de3a3fb34de6cacba861c9d7e4bcabe633bd5
+             0d294e6f42a5f47a51c7d19b36de3adf8833 899d7f27beb16a9152cf765ee4390cce",
+        );
         let mut sealed = seal_rtp(&t, &hex(RTP));
         assert_eq!(sealed, expected);
         let len = sealed.len();
-        let n = t.open_rtp(&mut sealed, 12, len, 0x5501a0b2, 0xf17b, 0).unwrap();
+        let n = t
+            .open_rtp(&mut sealed, 12, len, 0x5501a0b2, 0xf17b, 0)
+            .unwrap();
         assert_eq!(&sealed[..n], &hex(RTP)[..]);
     }
 
@@ -466,8 +474,10 @@ mod tests {
     #[test]
     fn rfc7714_16_2_aes256_gcm_rtp() {
         let t = gcm(Suite::AeadAes256Gcm, KEY_256, Flow::Rtp);
-        let expected = hex("8040f17b8041f8d35501a0b2 32b1de78a822fe12ef9f78fa332e33aab1801238
-             9a58e2f3b50b2a0276ffae0f1ba63799b87b7aa3db36dfffd6b0f9bb7878d7a76c13");
+        let expected = hex(
+            "8040f17b8041f8d35501a0b2 32b1de78a822fe12ef9f78fa332e33aab1801238
+             9a58e2f3b50b2a0276ffae0f1ba63799b87b7aa3db36dfffd6b0f9bb7878d7a76c13",
+        );
         let mut sealed = seal_rtp(&t, &hex(RTP));
         assert_eq!(sealed, expected);
         sealed[20] ^= 1;
@@ -500,8 +510,10 @@ mod tests {
     #[test]
     fn rfc7714_17_1_aes128_gcm_rtcp() {
         let t = gcm(Suite::AeadAes128Gcm, KEY_128, Flow::Rtcp);
-        let expected = hex("81c8000d4d617273 63e94885dcdab67ca727d7662f6b7e997ff5c0f76c06f32d
-             c676a5f1730d6fda4ce09b4686303ded0bb9275bc84aa45896cf4d2fc5abf87245d9eade 800005d4");
+        let expected = hex(
+            "81c8000d4d617273 63e94885dcdab67ca727d7662f6b7e997ff5c0f76c06f32d
+             c676a5f1730d6fda4ce09b4686303ded0bb9275bc84aa45896cf4d2fc5abf87245d9eade 800005d4",
+        );
         assert_eq!(seal_rtcp(&t), expected);
         assert_eq!(open_rtcp(&t, &expected).unwrap(), hex(RTCP));
     }
@@ -510,8 +522,10 @@ mod tests {
     #[test]
     fn rfc7714_17_2_aes256_gcm_rtcp() {
         let t = gcm(Suite::AeadAes256Gcm, KEY_256, Flow::Rtcp);
-        let wire = hex("81c8000d4d617273 d50ae4d1f5ce5d304ba297e47d470c282c3ece5dbffe0a50
-             a2eaa5c1110555be8415f658c61de0476f1b6fad1d1eb30c4446839f57ff6f6cb26ac3be 800005d4");
+        let wire = hex(
+            "81c8000d4d617273 d50ae4d1f5ce5d304ba297e47d470c282c3ece5dbffe0a50
+             a2eaa5c1110555be8415f658c61de0476f1b6fad1d1eb30c4446839f57ff6f6cb26ac3be 800005d4",
+        );
         assert_eq!(seal_rtcp(&t), wire);
         assert_eq!(open_rtcp(&t, &wire).unwrap(), hex(RTCP));
     }

@@ -122,7 +122,10 @@ pub(crate) mod tests {
     /// RFC 3711 Appendix B.3, key derivation test vectors.
     #[test]
     fn rfc3711_b3_key_derivation() {
-        let (k, s) = ("E1F97A0D3E018BE0D64FA32C06DE4139", "0EC675AD498AFEEBB6960B3AABE6");
+        let (k, s) = (
+            "E1F97A0D3E018BE0D64FA32C06DE4139",
+            "0EC675AD498AFEEBB6960B3AABE6",
+        );
         assert_eq!(
             prf(k, s, LABEL_RTP_ENCRYPTION, 16),
             hex("C61E7A93744F39EE10734AFE3FF7A087")
@@ -133,9 +136,11 @@ pub(crate) mod tests {
         );
         assert_eq!(
             prf(k, s, LABEL_RTP_AUTH, 94),
-            hex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA48F0A0ACF3C34E2359E6CDBCE
+            hex(
+                "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA48F0A0ACF3C34E2359E6CDBCE
                  E049646C43D9327AD175578EF72270986371C10C9A369AC2F94A8C5FBCDDDC25
-                 6D6E919A48B610EF17C2041E474035766B68642C59BBFC2F34DB60DBDFB2")
+                 6D6E919A48B610EF17C2041E474035766B68642C59BBFC2F34DB60DBDFB2"
+            )
         );
     }
 
@@ -162,12 +167,18 @@ pub(crate) mod tests {
     /// right-padded, as RFC 7714 11 requires.
     #[test]
     fn rfc9335_a2_gcm_key_derivation() {
-        let (k, s) = ("000102030405060708090a0b0c0d0e0f", "a0a1a2a3a4a5a6a7a8a9aaab");
+        let (k, s) = (
+            "000102030405060708090a0b0c0d0e0f",
+            "a0a1a2a3a4a5a6a7a8a9aaab",
+        );
         assert_eq!(
             prf(k, s, LABEL_RTP_ENCRYPTION, 16),
             hex("077c6143cb221bc355ff23d5f984a16e")
         );
-        assert_eq!(prf(k, s, LABEL_RTP_SALT, 12), hex("9af3e95364ebac9c99c5a7c4"));
+        assert_eq!(
+            prf(k, s, LABEL_RTP_SALT, 12),
+            hex("9af3e95364ebac9c99c5a7c4")
+        );
     }
 
     /// RFC 3711 4.3.1: r enters the low 48 bits of key_id, so derivation with r != 0 equals

@@ -135,7 +135,10 @@ mod tests {
             }
         );
         let k = MasterKey::new(Suite::AeadAes128Gcm, &[1u8; 28]).unwrap();
-        assert_eq!(k.with_mki(&[1, 2, 3, 4, 5]).unwrap_err(), SrtpConfigError::MkiLength(5));
+        assert_eq!(
+            k.with_mki(&[1, 2, 3, 4, 5]).unwrap_err(),
+            SrtpConfigError::MkiLength(5)
+        );
         let k = MasterKey::from_parts(Suite::AesCm256HmacSha1_80, &[2u8; 32], &[3u8; 14]).unwrap();
         assert_eq!(k.key(), &[2u8; 32]);
         assert_eq!(k.salt(), &[3u8; 14]);
@@ -149,6 +152,9 @@ mod tests {
             .unwrap();
         let shown = format!("{k:?}");
         assert!(shown.contains("AesCm128HmacSha1_80"), "{shown}");
-        assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab, "), "{shown}");
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab, "),
+            "{shown}"
+        );
     }
 }

@@ -171,7 +171,9 @@ mod tests {
             }
         }
         assert_eq!(w.highest(), 1999);
-        assert_eq!(w.check(1999 - 1023), ReplayCheck::InWindow);
+        // Accepted: 1999 - 3k. 1999 - 1022 was never received and is inside the window.
+        assert_eq!(w.check(1999 - 1023), ReplayCheck::Duplicate);
+        assert_eq!(w.check(1999 - 1022), ReplayCheck::InWindow);
         assert_eq!(w.check(1999 - 1024), ReplayCheck::TooOld);
     }
 

@@ -182,7 +182,12 @@ impl Suite {
             .iter()
             .find(|p| p.sdp_name == name)
             .map(|p| p.suite)
-            .or_else(|| SDP_ALIASES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s))
+            .or_else(|| {
+                SDP_ALIASES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, s)| *s)
+            })
     }
 
     /// Looks a suite up by its DTLS-SRTP protection profile id.
