@@ -30,6 +30,10 @@ pub(crate) const SRTCP_E_FLAG: u32 = 0x8000_0000;
 const GCM_TAG_LEN: usize = 16;
 
 /// The keys of one direction of SRTP or SRTCP, for one master key and one `r`.
+///
+/// Held inline, not boxed: with a key derivation rate, keys are derived anew on the packet
+/// path, which must not allocate.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum SessionTransform {
     AesCm {
         aes: AesKey,

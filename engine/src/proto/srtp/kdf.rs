@@ -18,7 +18,9 @@ pub(crate) const LABEL_RTCP_SALT: u8 = 0x05;
 
 /// An expanded AES key, 128 or 256 bits (the `aes` crate picks AES-NI at run time).
 /// Round keys are zeroized on drop (the crate's `zeroize` feature).
+/// Inline for the same reason as `SessionTransform`: derivation must not allocate.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AesKey {
     Aes128(aes::Aes128),
     Aes256(aes::Aes256),

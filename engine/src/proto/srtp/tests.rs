@@ -502,7 +502,6 @@ proptest! {
         let first = protect(&mut tx, &rtp(start, 1, 12)).unwrap();
         prop_assert_eq!(unprotect(&mut rx, &first).unwrap(), rtp(start, 1, 12));
         let mut pending: std::collections::VecDeque<(u64, u16, Vec<u8>)> = Default::default();
-        let mut sent = 1u64;
         let mut deliver = |(_, s, wire): (u64, u16, Vec<u8>)| -> Result<(), TestCaseError> {
             // Every eighth packet is lost.
             if s & 7 != 7 {
@@ -510,16 +509,15 @@ proptest! {
             }
             Ok(())
         };
-        for (pick, hold) in ops {
+        for (sent, (pick, hold)) in (1u64..).zip(ops) {
             let seq = start.wrapping_add(sent as u16);
             pending.push_back((sent, seq, protect(&mut tx, &rtp(seq, 1, 12)).unwrap()));
-            sent += 1;
             if !hold || pending.len() > 48 {
                 let p = pending.remove(pick % pending.len()).unwrap();
                 deliver(p)?;
             }
             // Keep reordering inside the 128-packet window.
-            while pending.front().is_some_and(|p| sent - p.0 > 120) {
+            while pending.front().is_some_and(|p| sent + 1 - p.0 > 120) {
                 deliver(pending.pop_front().unwrap())?;
             }
         }
