@@ -148,7 +148,9 @@ impl SessionTransform {
                 tag_len,
             } => {
                 aes.apply_keystream(aes_cm_iv(salt, ssrc, index), &mut buf[header_len..len]);
-                buf[len..len + mki.len()].copy_from_slice(mki);
+                if !mki.is_empty() {
+                    buf[len..len + mki.len()].copy_from_slice(mki);
+                }
                 let roc = ((index >> 16) as u32).to_be_bytes();
                 let tag = hmac_sha1(mac, &buf[..len], &roc);
                 let at = len + mki.len();
@@ -161,7 +163,9 @@ impl SessionTransform {
                 let tag = gcm_seal(key, nonce, header, &mut rest[..len - header_len]);
                 buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
                 let at = len + GCM_TAG_LEN;
-                buf[at..at + mki.len()].copy_from_slice(mki);
+                if !mki.is_empty() {
+                    buf[at..at + mki.len()].copy_from_slice(mki);
+                }
                 at + mki.len()
             }
         }

@@ -268,6 +268,7 @@ impl Core {
     /// Runs `f` with the session keys of `flow` for packet index `index` of key `slot`,
     /// deriving keys for a new `r` when a key derivation rate is set. Newly derived keys
     /// replace the cached ones only if `f` succeeded (the packet authenticated).
+    #[inline]
     fn with_session<R>(
         &mut self,
         slot: usize,
@@ -275,18 +276,35 @@ impl Core {
         index: u64,
         f: impl FnOnce(&SessionTransform) -> Result<R, SrtpError>,
     ) -> Result<R, SrtpError> {
-        let params = self.params;
-        let slot = &mut self.keys[slot];
         let r = self.kdr_shift.map_or(0, |shift| index >> shift);
         let session = match flow {
-            Flow::Rtp => &mut slot.rtp,
-            Flow::Rtcp => &mut slot.rtcp,
+            Flow::Rtp => &self.keys[slot].rtp,
+            Flow::Rtcp => &self.keys[slot].rtcp,
         };
         if session.r == r {
             return f(&session.transform);
         }
-        let fresh = Wiped::new(SessionTransform::derive(params, &slot.master, flow, r));
+        self.with_fresh_session(slot, flow, r, f)
+    }
+
+    /// The slow path of [`Core::with_session`], apart so that the common path does not carry
+    /// the stack frame of a derived key set.
+    #[cold]
+    #[inline(never)]
+    fn with_fresh_session<R>(
+        &mut self,
+        slot: usize,
+        flow: Flow,
+        r: u64,
+        f: impl FnOnce(&SessionTransform) -> Result<R, SrtpError>,
+    ) -> Result<R, SrtpError> {
+        let slot = &mut self.keys[slot];
+        let fresh = Wiped::new(SessionTransform::derive(self.params, &slot.master, flow, r));
         let out = f(&fresh)?;
+        let session = match flow {
+            Flow::Rtp => &mut slot.rtp,
+            Flow::Rtcp => &mut slot.rtcp,
+        };
         *session = Session {
             r,
             transform: fresh,
