@@ -211,6 +211,16 @@ impl Core {
         Some(i)
     }
 
+    /// The stream of `ssrc` if the context has one; otherwise checks that the SSRC may get
+    /// state (which is created only after its packet passed).
+    fn lookup(&mut self, ssrc: u32) -> Result<Option<usize>, SrtpError> {
+        let found = self.find_stream(ssrc);
+        if found.is_none() {
+            self.admit(ssrc)?;
+        }
+        Ok(found)
+    }
+
     /// Whether a new SSRC may get state.
     fn admit(&self, ssrc: u32) -> Result<(), SrtpError> {
         let allowed = self.allowed.as_ref().is_none_or(|a| a.contains(&ssrc));
@@ -313,10 +323,7 @@ impl Core {
     }
 
     fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
-            needed: len,
-            capacity: buf.len(),
-        })?;
+        let packet = packet_in(buf, len)?;
         let header = RtpHeader::parse(packet).map_err(malformed)?;
         let tag_len = self.params.rtp_tag_len;
         let needed = len + self.mki_len + tag_len;
@@ -326,10 +333,7 @@ impl Core {
                 capacity: buf.len(),
             });
         }
-        let found = self.find_stream(header.ssrc);
-        if found.is_none() {
-            self.admit(header.ssrc)?;
-        }
+        let found = self.lookup(header.ssrc)?;
         let (index, check) = self.rtp_index(found, header.seq)?;
         if !check.is_fresh() {
             return Err(SrtpError::IndexReused { index });
@@ -351,10 +355,7 @@ impl Core {
     }
 
     fn unprotect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
-            needed: len,
-            capacity: buf.len(),
-        })?;
+        let packet = packet_in(buf, len)?;
         let tag_len = self.params.rtp_tag_len;
         let trailer = self.mki_len + tag_len;
         let min = rtp::FIXED_HEADER_LEN + trailer;
@@ -364,10 +365,7 @@ impl Core {
         let header = RtpHeader::parse(&packet[..len - trailer]).map_err(malformed)?;
         let mki_at = cipher::mki_offset(self.params.cipher, len, tag_len, self.mki_len);
         let slot = self.slot_for_mki(&packet[mki_at..mki_at + self.mki_len])?;
-        let found = self.find_stream(header.ssrc);
-        if found.is_none() {
-            self.admit(header.ssrc)?;
-        }
+        let found = self.lookup(header.ssrc)?;
         let (index, check) = self.rtp_index(found, header.seq)?;
         if !check.is_fresh() {
             return Err(SrtpError::Replayed { index });
@@ -395,10 +393,7 @@ impl Core {
     }
 
     fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
-            needed: len,
-            capacity: buf.len(),
-        })?;
+        let packet = packet_in(buf, len)?;
         let ssrc = rtcp::sender_ssrc(packet).map_err(malformed)?;
         let tag_len = self.params.rtcp_tag_len;
         let needed = len + 4 + self.mki_len + tag_len;
@@ -408,10 +403,7 @@ impl Core {
                 capacity: buf.len(),
             });
         }
-        let found = self.find_stream(ssrc);
-        if found.is_none() {
-            self.admit(ssrc)?;
-        }
+        let found = self.lookup(ssrc)?;
         let next = found
             .and_then(|i| self.streams[i].rtcp.as_ref())
             .map_or(0, |w| w.highest() + 1);
@@ -433,10 +425,7 @@ impl Core {
     }
 
     fn unprotect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
-            needed: len,
-            capacity: buf.len(),
-        })?;
+        let packet = packet_in(buf, len)?;
         let tag_len = self.params.rtcp_tag_len;
         let trailer = 4 + self.mki_len + tag_len;
         let min = rtcp::HEADER_LEN + trailer;
@@ -455,10 +444,7 @@ impl Core {
         let index = u64::from(e_index & !SRTCP_E_FLAG);
         let mki_at = cipher::mki_offset(kind, len, tag_len, self.mki_len);
         let slot = self.slot_for_mki(&packet[mki_at..mki_at + self.mki_len])?;
-        let found = self.find_stream(ssrc);
-        if found.is_none() {
-            self.admit(ssrc)?;
-        }
+        let found = self.lookup(ssrc)?;
         let check = found
             .and_then(|i| self.streams[i].rtcp.as_ref())
             .map_or(ReplayCheck::Ahead, |w| w.check(index));
@@ -488,10 +474,7 @@ impl Core {
     }
 
     fn set_roc(&mut self, ssrc: u32, roc: u32) -> Result<(), SrtpError> {
-        let found = self.find_stream(ssrc);
-        if found.is_none() {
-            self.admit(ssrc)?;
-        }
+        let found = self.lookup(ssrc)?;
         let stream = self.stream_mut(found, ssrc);
         stream.initial_roc = roc;
         stream.rtp = None;
@@ -523,6 +506,14 @@ impl Core {
             .field("ssrcs", &self.streams.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The packet `buf[..len]`, or the caller's mistake of a length past its buffer.
+fn packet_in(buf: &[u8], len: usize) -> Result<&[u8], SrtpError> {
+    buf.get(..len).ok_or(SrtpError::BufferTooSmall {
+        needed: len,
+        capacity: buf.len(),
+    })
 }
 
 fn malformed(e: rtp::HeaderError) -> SrtpError {
