@@ -75,9 +75,23 @@ impl ReplayWindow {
         self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
     }
 
-    fn clear(&mut self, index: u64) {
-        let bit = index & self.capacity_mask();
-        self.bits[(bit / 64) as usize] &= !(1 << (bit % 64));
+    /// Clears the slots of indices `from..=to` (fewer than the capacity), a word at a time:
+    /// the ring's length is a multiple of 64, so no run of bits straddles its end.
+    fn clear_range(&mut self, from: u64, to: u64) {
+        let mask = self.capacity_mask();
+        let mut i = from;
+        while i <= to {
+            let bit = i & mask;
+            let offset = bit % 64;
+            let n = (64 - offset).min(to - i + 1);
+            let run = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << offset
+            };
+            self.bits[(bit / 64) as usize] &= !run;
+            i += n;
+        }
     }
 
     fn is_set(&self, index: u64) -> bool {
@@ -108,10 +122,7 @@ impl ReplayWindow {
                 self.bits.fill(0);
             } else {
                 // Clear the slots the window moves over; they held indices now too old.
-                for i in self.highest + 1..index {
-                    self.clear(i);
-                }
-                self.clear(index);
+                self.clear_range(self.highest + 1, index);
             }
             self.highest = index;
         }
