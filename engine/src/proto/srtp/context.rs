@@ -9,7 +9,7 @@ use core::fmt;
 
 use super::cipher::{self, Flow, SRTCP_E_FLAG, SessionTransform, Wiped};
 use super::error::{SrtpConfigError, SrtpError};
-use super::key::MasterKey;
+use super::key::{MAX_MKI_LEN, MasterKey};
 use super::replay::{self, ReplayCheck, ReplayWindow};
 use super::roc::{estimate_index, packet_index};
 use super::suite::{Suite, SuiteParams};
@@ -83,21 +83,55 @@ impl SrtpPolicy {
     }
 }
 
-/// The session keys derived for one `r`.
+/// One flow (SRTP or SRTCP) of a master key: the session keys derived for one `r`, and how
+/// many packets the key has passed against its lifetime.
 struct Session {
     r: u64,
     transform: Wiped<SessionTransform>,
+    used: u64,
+    limit: u64,
 }
 
-/// One master key with its session keys and usage counters.
+impl Session {
+    fn new(params: &SuiteParams, master: &MasterKey, flow: Flow, limit: u64) -> Session {
+        Session {
+            r: 0,
+            transform: Wiped::new(SessionTransform::derive(params, master, flow, 0)),
+            used: 0,
+            limit,
+        }
+    }
+
+    fn check_lifetime(&self) -> Result<(), SrtpError> {
+        if self.used >= self.limit {
+            Err(SrtpError::LifetimeReached)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// One master key with its session keys.
 struct KeySlot {
     master: MasterKey,
     rtp: Session,
     rtcp: Session,
-    rtp_used: u64,
-    rtcp_used: u64,
-    rtp_limit: u64,
-    rtcp_limit: u64,
+}
+
+impl KeySlot {
+    fn session(&self, flow: Flow) -> &Session {
+        match flow {
+            Flow::Rtp => &self.rtp,
+            Flow::Rtcp => &self.rtcp,
+        }
+    }
+
+    fn session_mut(&mut self, flow: Flow) -> &mut Session {
+        match flow {
+            Flow::Rtp => &mut self.rtp,
+            Flow::Rtcp => &mut self.rtcp,
+        }
+    }
 }
 
 /// Per-SSRC state: created after the SSRC's first packet passed.
@@ -162,29 +196,19 @@ impl Core {
             .map(|master| {
                 let lifetime = master.lifetime().unwrap_or(u64::MAX);
                 KeySlot {
-                    rtp: Session {
-                        r: 0,
-                        transform: Wiped::new(SessionTransform::derive(
-                            params,
-                            &master,
-                            Flow::Rtp,
-                            0,
-                        )),
-                    },
-                    rtcp: Session {
-                        r: 0,
-                        transform: Wiped::new(SessionTransform::derive(
-                            params,
-                            &master,
-                            Flow::Rtcp,
-                            0,
-                        )),
-                    },
+                    rtp: Session::new(
+                        params,
+                        &master,
+                        Flow::Rtp,
+                        lifetime.min(RFC_MAX_RTP_PACKETS),
+                    ),
+                    rtcp: Session::new(
+                        params,
+                        &master,
+                        Flow::Rtcp,
+                        lifetime.min(RFC_MAX_RTCP_PACKETS),
+                    ),
                     master,
-                    rtp_used: 0,
-                    rtcp_used: 0,
-                    rtp_limit: lifetime.min(RFC_MAX_RTP_PACKETS),
-                    rtcp_limit: lifetime.min(RFC_MAX_RTCP_PACKETS),
                 }
             })
             .collect();
@@ -249,6 +273,14 @@ impl Core {
         &mut self.streams[i]
     }
 
+    /// The MKI of the key new packets are protected with, copied out so that the packet
+    /// transform can borrow the context mutably.
+    fn active_mki(&self) -> ([u8; MAX_MKI_LEN], usize) {
+        let mut mki = [0u8; MAX_MKI_LEN];
+        mki[..self.mki_len].copy_from_slice(self.keys[self.active].master.mki());
+        (mki, self.mki_len)
+    }
+
     /// The key slot named by the MKI of a protected packet.
     fn slot_for_mki(&self, mki: &[u8]) -> Result<usize, SrtpError> {
         if self.mki_len == 0 {
@@ -287,10 +319,7 @@ impl Core {
         f: impl FnOnce(&SessionTransform) -> Result<R, SrtpError>,
     ) -> Result<R, SrtpError> {
         let r = self.kdr_shift.map_or(0, |shift| index >> shift);
-        let session = match flow {
-            Flow::Rtp => &self.keys[slot].rtp,
-            Flow::Rtcp => &self.keys[slot].rtcp,
-        };
+        let session = self.keys[slot].session(flow);
         if session.r == r {
             return f(&session.transform);
         }
@@ -311,14 +340,9 @@ impl Core {
         let slot = &mut self.keys[slot];
         let fresh = Wiped::new(SessionTransform::derive(self.params, &slot.master, flow, r));
         let out = f(&fresh)?;
-        let session = match flow {
-            Flow::Rtp => &mut slot.rtp,
-            Flow::Rtcp => &mut slot.rtcp,
-        };
-        *session = Session {
-            r,
-            transform: fresh,
-        };
+        let session = slot.session_mut(flow);
+        session.r = r;
+        session.transform = fresh;
         Ok(out)
     }
 
@@ -339,17 +363,13 @@ impl Core {
             return Err(SrtpError::IndexReused { index });
         }
         let slot = self.active;
-        let key = &self.keys[slot];
-        if key.rtp_used >= key.rtp_limit {
-            return Err(SrtpError::LifetimeReached);
-        }
-        let mut mki = [0u8; 4];
-        mki[..self.mki_len].copy_from_slice(key.master.mki());
-        let mki = &mki[..self.mki_len];
+        self.keys[slot].rtp.check_lifetime()?;
+        let (mki, mki_len) = self.active_mki();
+        let mki = &mki[..mki_len];
         let out = self.with_session(slot, Flow::Rtp, index, |t| {
             Ok(t.seal_rtp(buf, header.len, len, header.ssrc, index, mki))
         })?;
-        self.keys[slot].rtp_used += 1;
+        self.keys[slot].rtp.used += 1;
         self.commit_rtp(found, header.ssrc, index);
         Ok(out)
     }
@@ -370,15 +390,12 @@ impl Core {
         if !check.is_fresh() {
             return Err(SrtpError::Replayed { index });
         }
-        let key = &self.keys[slot];
-        if key.rtp_used >= key.rtp_limit {
-            return Err(SrtpError::LifetimeReached);
-        }
+        self.keys[slot].rtp.check_lifetime()?;
         let mki_len = self.mki_len;
         let out = self.with_session(slot, Flow::Rtp, index, |t| {
             t.open_rtp(buf, header.len, len, header.ssrc, index, mki_len)
         })?;
-        self.keys[slot].rtp_used += 1;
+        self.keys[slot].rtp.used += 1;
         self.commit_rtp(found, header.ssrc, index);
         Ok(out)
     }
@@ -408,18 +425,17 @@ impl Core {
             .and_then(|i| self.streams[i].rtcp.as_ref())
             .map_or(0, |w| w.highest() + 1);
         let slot = self.active;
-        let key = &self.keys[slot];
-        if next > u64::from(MAX_SRTCP_INDEX) || key.rtcp_used >= key.rtcp_limit {
+        if next > u64::from(MAX_SRTCP_INDEX) {
             return Err(SrtpError::LifetimeReached);
         }
+        self.keys[slot].rtcp.check_lifetime()?;
         let index = next as u32;
-        let mut mki = [0u8; 4];
-        mki[..self.mki_len].copy_from_slice(key.master.mki());
-        let mki = &mki[..self.mki_len];
+        let (mki, mki_len) = self.active_mki();
+        let mki = &mki[..mki_len];
         let out = self.with_session(slot, Flow::Rtcp, next, |t| {
             Ok(t.seal_rtcp(buf, len, ssrc, index, mki))
         })?;
-        self.keys[slot].rtcp_used += 1;
+        self.keys[slot].rtcp.used += 1;
         self.commit_rtcp(found, ssrc, next);
         Ok(out)
     }
@@ -451,15 +467,12 @@ impl Core {
         if !check.is_fresh() {
             return Err(SrtpError::Replayed { index });
         }
-        let key = &self.keys[slot];
-        if key.rtcp_used >= key.rtcp_limit {
-            return Err(SrtpError::LifetimeReached);
-        }
+        self.keys[slot].rtcp.check_lifetime()?;
         let mki_len = self.mki_len;
         let out = self.with_session(slot, Flow::Rtcp, index, |t| {
             t.open_rtcp(buf, len, ssrc, e_index, mki_len)
         })?;
-        self.keys[slot].rtcp_used += 1;
+        self.keys[slot].rtcp.used += 1;
         self.commit_rtcp(found, ssrc, index);
         Ok(out)
     }
