@@ -35,8 +35,14 @@ pub const FIXED_HEADER_LEN: usize = 12;
 /// The fields of an RTP header that SRTP needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtpHeader {
+    /// Payload type (7 bits).
+    pub payload_type: u8,
+    /// Marker bit.
+    pub marker: bool,
     /// Sequence number.
     pub seq: u16,
+    /// Media timestamp, in the payload's clock rate.
+    pub timestamp: u32,
     /// Synchronization source.
     pub ssrc: u32,
     /// Length of the header: fixed part, CSRC list and extension. The payload starts here.
@@ -69,11 +75,24 @@ impl RtpHeader {
             }
         }
         Ok(RtpHeader {
+            payload_type: packet[1] & 0x7f,
+            marker: packet[1] & 0x80 != 0,
+            timestamp: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
             seq: u16::from_be_bytes([packet[2], packet[3]]),
             ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
             len,
         })
     }
+}
+
+/// Writes a fixed 12-byte RTP header (version 2, no padding, extension or CSRC) at the start of
+/// `buf`, which must hold at least [`FIXED_HEADER_LEN`] bytes.
+pub fn write_header(buf: &mut [u8], payload_type: u8, marker: bool, seq: u16, ts: u32, ssrc: u32) {
+    buf[0] = 0x80;
+    buf[1] = (payload_type & 0x7f) | if marker { 0x80 } else { 0 };
+    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+    buf[4..8].copy_from_slice(&ts.to_be_bytes());
+    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -87,6 +106,11 @@ mod tests {
         ];
         let h = RtpHeader::parse(&p).unwrap();
         assert_eq!((h.seq, h.ssrc, h.len), (0x1234, 0xdeadbeef, 12));
+        assert_eq!((h.payload_type, h.marker, h.timestamp), (0, false, 1));
+        let mut w = [0u8; 12];
+        write_header(&mut w, 0x60 | 0x80, true, 0x1234, 1, 0xdeadbeef);
+        let h = RtpHeader::parse(&w).unwrap();
+        assert_eq!((h.payload_type, h.marker, h.seq, h.timestamp), (0x60, true, 0x1234, 1));
         p[0] = 0x81; // one CSRC, missing
         assert_eq!(RtpHeader::parse(&p), Err(HeaderError::CsrcOverrun));
         p.extend_from_slice(&[0, 0, 0]);
