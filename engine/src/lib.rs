@@ -8,4 +8,5 @@
 //! The I/O backends, pinned workers, control socket and metrics build on it.
 #![deny(unsafe_code)]
 
+pub mod io;
 pub mod proto;
