@@ -136,7 +136,12 @@ pub(super) fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
         let mut ip = [0u8; 16];
         ip.copy_from_slice(&b[8..24]);
         let scope = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
-        Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope)))
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(ip),
+            port,
+            flow,
+            scope,
+        )))
     } else {
         None
     }

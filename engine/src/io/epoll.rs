@@ -99,7 +99,13 @@ impl EpollIo {
             tx_current: None,
             pending: Vec::with_capacity(rx as usize + tx as usize),
             names: vec![zeroed_sockaddr_in6(); MMSG],
-            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                MMSG
+            ],
             hdrs: vec![zeroed_mmsghdr(); MMSG],
             send_addrs: vec![RawAddr::zeroed(); MMSG],
             config,
@@ -131,7 +137,10 @@ impl EpollIo {
             while at + n < pending.len() && n < MMSG && pending[at + n].sock == sock {
                 let p = pending[at + n];
                 let ptr = self.buf_ptr(p.buf);
-                self.iovs[n] = libc::iovec { iov_base: ptr.cast(), iov_len: p.len };
+                self.iovs[n] = libc::iovec {
+                    iov_base: ptr.cast(),
+                    iov_len: p.len,
+                };
                 let mut hdr = zeroed_mmsghdr();
                 if let Some(to) = p.to {
                     self.send_addrs[n] = RawAddr::new(to);
@@ -143,7 +152,11 @@ impl EpollIo {
                 self.hdrs[n] = hdr;
                 n += 1;
             }
-            let fd = self.socks.get(sock as usize).and_then(|s| s.as_ref()).map(|s| s.sock.as_raw_fd());
+            let fd = self
+                .socks
+                .get(sock as usize)
+                .and_then(|s| s.as_ref())
+                .map(|s| s.sock.as_raw_fd());
             let mut sent = 0;
             if let Some(fd) = fd {
                 while sent < n {
@@ -151,7 +164,12 @@ impl EpollIo {
                     // SAFETY: hdrs[sent..n] point at iovecs, buffers and addresses owned by
                     // self, all alive for the call.
                     let rc = unsafe {
-                        libc::sendmmsg(fd, self.hdrs[sent..].as_mut_ptr(), (n - sent) as u32, libc::MSG_DONTWAIT)
+                        libc::sendmmsg(
+                            fd,
+                            self.hdrs[sent..].as_mut_ptr(),
+                            (n - sent) as u32,
+                            libc::MSG_DONTWAIT,
+                        )
                     };
                     if rc <= 0 {
                         // The first unsent datagram failed (full buffer, ICMP error): count it
@@ -177,7 +195,12 @@ impl EpollIo {
 
     /// Reads what a ready socket holds (up to one `recvmmsg`); returns whether it may hold more.
     fn drain(&mut self, slot: u32) -> bool {
-        let Some(fd) = self.socks.get(slot as usize).and_then(|s| s.as_ref()).map(|s| s.sock.as_raw_fd()) else {
+        let Some(fd) = self
+            .socks
+            .get(slot as usize)
+            .and_then(|s| s.as_ref())
+            .map(|s| s.sock.as_raw_fd())
+        else {
             return false;
         };
         let want = MMSG.min(self.rx_free.len());
@@ -189,7 +212,10 @@ impl EpollIo {
         for (k, b) in bufs.iter_mut().enumerate().take(want) {
             *b = self.rx_free[self.rx_free.len() - 1 - k];
             let ptr = self.buf_ptr(BufRef::Rx(*b));
-            self.iovs[k] = libc::iovec { iov_base: ptr.cast(), iov_len: BUF_SIZE };
+            self.iovs[k] = libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: BUF_SIZE,
+            };
             let mut hdr = zeroed_mmsghdr();
             hdr.msg_hdr.msg_name = (&mut self.names[k] as *mut libc::sockaddr_in6).cast();
             hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
@@ -200,7 +226,13 @@ impl EpollIo {
         self.stats.syscalls += 1;
         // SAFETY: hdrs[..want] point at our name slots and at free receive buffers of BUF_SIZE.
         let rc = unsafe {
-            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), want as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                want as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if rc < 0 {
             let e = io::Error::last_os_error();
@@ -213,19 +245,22 @@ impl EpollIo {
         // The buffers handed to the kernel were the last `want` of the free list, in order.
         let keep = self.rx_free.len() - got;
         self.rx_free.truncate(keep);
-        for k in 0..got {
+        for (k, &b) in bufs.iter().enumerate().take(got) {
             let hdr = &self.hdrs[k];
             let len = hdr.msg_len as usize;
             let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let namelen = (hdr.msg_hdr.msg_namelen as usize).min(28);
             let name = raw_bytes(&self.names[k]);
             let from = parse_sockaddr(&name[..namelen]);
-            let b = bufs[k];
             match (from, truncated) {
                 (Some(from), false) => {
                     self.stats.rx_packets += 1;
                     self.batch.push(RxEntry {
-                        meta: RxMeta { sock: slot, from, len },
+                        meta: RxMeta {
+                            sock: slot,
+                            from,
+                            len,
+                        },
                         buf: b,
                         sent: false,
                     });
@@ -254,18 +289,21 @@ impl Io for EpollIo {
             Some(s) => s,
             None => {
                 if self.socks.len() as u32 >= self.config.max_sockets {
-                    return Err(io::Error::new(io::ErrorKind::OutOfMemory, "socket table full"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        "socket table full",
+                    ));
                 }
                 self.socks.push(None);
                 (self.socks.len() - 1) as u32
             }
         };
         self.stats.syscalls += 1;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut SourceFd(&sock.as_raw_fd()), Token(slot as usize), Interest::READABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&sock.as_raw_fd()),
+            Token(slot as usize),
+            Interest::READABLE,
+        ) {
             self.free_socks.push(slot);
             return Err(e);
         }
@@ -278,7 +316,10 @@ impl Io for EpollIo {
     fn remove_socket(&mut self, id: SockId) {
         if let Some(s) = self.socks.get_mut(id as usize).and_then(Option::take) {
             self.stats.syscalls += 1;
-            let _ = self.poll.registry().deregister(&mut SourceFd(&s.sock.as_raw_fd()));
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&s.sock.as_raw_fd()));
             self.ready.retain(|&r| r != id);
             self.free_socks.push(id);
         }
@@ -306,7 +347,11 @@ impl Io for EpollIo {
     fn poll(&mut self, timeout: Duration) -> io::Result<()> {
         self.stats.polls += 1;
         self.flush();
-        let wait = if self.ready.is_empty() { Some(timeout) } else { Some(Duration::ZERO) };
+        let wait = if self.ready.is_empty() {
+            Some(timeout)
+        } else {
+            Some(Duration::ZERO)
+        };
         self.stats.syscalls += 1;
         match self.poll.poll(&mut self.events, wait) {
             Ok(()) => {}
@@ -315,11 +360,11 @@ impl Io for EpollIo {
         }
         for ev in self.events.iter() {
             let slot = ev.token().0 as u32;
-            if let Some(Some(s)) = self.socks.get_mut(slot as usize) {
-                if !s.ready {
-                    s.ready = true;
-                    self.ready.push(slot);
-                }
+            if let Some(Some(s)) = self.socks.get_mut(slot as usize)
+                && !s.ready
+            {
+                s.ready = true;
+                self.ready.push(slot);
             }
         }
         // One recvmmsg per ready socket per turn; sockets that may hold more stay ready.
@@ -358,7 +403,12 @@ impl Io for EpollIo {
         }
         e.sent = true;
         let buf = BufRef::Rx(e.buf);
-        self.pending.push(PendingSend { sock, buf, len: len.min(BUF_SIZE), to });
+        self.pending.push(PendingSend {
+            sock,
+            buf,
+            len: len.min(BUF_SIZE),
+            to,
+        });
     }
 
     fn end_rx(&mut self) {
@@ -388,7 +438,12 @@ impl Io for EpollIo {
 
     fn send_tx(&mut self, sock: SockId, len: usize, to: Option<SocketAddr>) {
         if let Some(s) = self.tx_current.take() {
-            self.pending.push(PendingSend { sock, buf: BufRef::Tx(s), len: len.min(BUF_SIZE), to });
+            self.pending.push(PendingSend {
+                sock,
+                buf: BufRef::Tx(s),
+                len: len.min(BUF_SIZE),
+                to,
+            });
         }
     }
 

@@ -95,8 +95,12 @@ impl PortAllocator {
         let span = u32::from(self.last - self.first) + 1;
         for _ in 0..span {
             let port = self.next;
-            self.next = if port >= self.last { self.first } else { port + 1 };
-            if !self.owns(port) || (pair && (port % 2 != 0 || port >= self.last)) {
+            self.next = if port >= self.last {
+                self.first
+            } else {
+                port + 1
+            };
+            if !self.owns(port) || (pair && (!port.is_multiple_of(2) || port >= self.last)) {
                 continue;
             }
             match bind_udp(SocketAddr::new(self.ip, port), opts) {
@@ -126,14 +130,21 @@ impl PortAllocator {
             Some(libc::EMFILE) | Some(libc::ENFILE) => Err(SocketError::FileLimit {
                 limit: nofile_limit().0,
             }),
-            _ => Err(SocketError::Io { ip: self.ip, source: e }),
+            _ => Err(SocketError::Io {
+                ip: self.ip,
+                source: e,
+            }),
         }
     }
 }
 
 /// Binds a non-blocking UDP socket with the options applied.
 pub fn bind_udp(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UdpSocket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
@@ -149,7 +160,10 @@ pub fn bind_udp(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UdpSocket>
 
 /// The open-file limit (soft, hard).
 pub fn nofile_limit() -> (u64, u64) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass; RLIMIT_NOFILE is a valid resource.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
@@ -165,7 +179,10 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     if soft >= hard {
         return Ok(soft);
     }
-    let lim = libc::rlimit { rlim_cur: hard, rlim_max: hard };
+    let lim = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
     // SAFETY: setrlimit reads the struct we pass.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
@@ -189,11 +206,17 @@ mod tests {
         for _ in 0..4 {
             held.push(a.bind(&opts, false).unwrap().0);
         }
-        let ports: std::collections::BTreeSet<u16> =
-            held.iter().map(|s| s.local_addr().unwrap().port()).collect();
+        let ports: std::collections::BTreeSet<u16> = held
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
         assert_eq!(ports.len(), 4);
         match a.bind(&opts, false) {
-            Err(SocketError::PortsExhausted { first: 47_100, last: 47_103, .. }) => {}
+            Err(SocketError::PortsExhausted {
+                first: 47_100,
+                last: 47_103,
+                ..
+            }) => {}
             other => panic!("{other:?}"),
         }
         drop(held);
@@ -211,8 +234,20 @@ mod tests {
         let opts = SocketOptions::default();
         let mut w0 = PortAllocator::new(ip, 47_200, 47_209, 0, 2);
         let mut w1 = PortAllocator::new(ip, 47_200, 47_209, 1, 2);
-        let p0 = w0.bind(&opts, false).unwrap().0.local_addr().unwrap().port();
-        let p1 = w1.bind(&opts, false).unwrap().0.local_addr().unwrap().port();
+        let p0 = w0
+            .bind(&opts, false)
+            .unwrap()
+            .0
+            .local_addr()
+            .unwrap()
+            .port();
+        let p1 = w1
+            .bind(&opts, false)
+            .unwrap()
+            .0
+            .local_addr()
+            .unwrap()
+            .port();
         assert_ne!((p0 / 2) % 2, (p1 / 2) % 2);
     }
 

@@ -38,7 +38,12 @@ fn user_data(kind: u64, gen_: u16, sock: u32, extra: u16) -> u64 {
 }
 
 fn split_user_data(ud: u64) -> (u64, u16, u32, u16) {
-    (ud >> 56, (ud >> 40) as u16, ((ud >> 16) & 0xff_ffff) as u32, ud as u16)
+    (
+        ud >> 56,
+        (ud >> 40) as u16,
+        ((ud >> 16) & 0xff_ffff) as u32,
+        ud as u16,
+    )
 }
 
 /// Page-aligned memory owned through a raw pointer: the kernel reads and writes it while we
@@ -55,7 +60,10 @@ impl RawRegion {
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         if ptr.is_null() {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer pool allocation failed"));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "buffer pool allocation failed",
+            ));
         }
         Ok(RawRegion { ptr, layout })
     }
@@ -82,7 +90,12 @@ impl BufRing {
     fn new(entries: u16) -> io::Result<BufRing> {
         let ring = RawRegion::new(usize::from(entries) * std::mem::size_of::<BufRingEntry>())?;
         let bufs = RawRegion::new(usize::from(entries) * BUF_SIZE)?;
-        let mut br = BufRing { ring, bufs, entries, tail: 0 };
+        let mut br = BufRing {
+            ring,
+            bufs,
+            entries,
+            tail: 0,
+        };
         for bid in 0..entries {
             br.push(bid);
         }
@@ -161,7 +174,11 @@ pub struct UringIo {
 impl UringIo {
     /// Sets up the ring, the buffer ring and the registered file table.
     pub fn new(config: IoConfig) -> io::Result<UringIo> {
-        let rx_entries = config.rx_buffers.clamp(64, 32_768).next_power_of_two().min(32_768) as u16;
+        let rx_entries = config
+            .rx_buffers
+            .clamp(64, 32_768)
+            .next_power_of_two()
+            .min(32_768) as u16;
         let tx_entries = config.tx_buffers.clamp(16, 65_535) as u16;
         let sq = 4096u32;
         let ring = IoUring::builder()
@@ -171,14 +188,21 @@ impl UringIo {
             .setup_cqsize(32_768)
             .build(sq)?;
         ring.submitter().register_ring_fd()?;
-        let max_files = config.max_sockets.min(super::socket::nofile_limit().0 as u32).max(16);
+        let max_files = config
+            .max_sockets
+            .min(super::socket::nofile_limit().0 as u32)
+            .max(16);
         ring.submitter().register_files_sparse(max_files)?;
         let bufs = BufRing::new(rx_entries)?;
         // SAFETY: the ring memory is page aligned, holds `rx_entries` entries and lives as long
         // as the ring (field order).
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(bufs.ring.ptr as u64, rx_entries, BUF_GROUP, 0)?;
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.ring.ptr as u64,
+                rx_entries,
+                BUF_GROUP,
+                0,
+            )?;
         }
         let min_wait = ring.params().is_feature_min_timeout();
         // SAFETY: a zeroed msghdr is valid; only the name and control lengths are read by the
@@ -202,7 +226,10 @@ impl UringIo {
             rearm: Vec::new(),
             batch: Vec::with_capacity(usize::from(rx_entries)),
             scratch: Vec::with_capacity(32_768),
-            config: IoConfig { max_sockets: max_files, ..config },
+            config: IoConfig {
+                max_sockets: max_files,
+                ..config
+            },
             min_wait,
             stats: IoStats::default(),
         })
@@ -235,7 +262,14 @@ impl UringIo {
 
     /// Queues a send of `len` bytes at `ptr`; `to` is a kernel address that stays put until
     /// the SQE is submitted (the kernel copies it when it prepares the send).
-    fn send(&mut self, sock: SockId, ptr: *const u8, len: usize, to: Option<(*const libc::sockaddr, u32)>, ud: u64) {
+    fn send(
+        &mut self,
+        sock: SockId,
+        ptr: *const u8,
+        len: usize,
+        to: Option<(*const libc::sockaddr, u32)>,
+        ud: u64,
+    ) {
         let mut op = opcode::Send::new(Fixed(sock), ptr, len as u32);
         if let Some((addr, addr_len)) = to {
             op = op.dest_addr(addr).dest_addr_len(addr_len);
@@ -280,17 +314,27 @@ impl UringIo {
                     }
                     // SAFETY: the kernel wrote `res` bytes into buffer `bid`, which is ours
                     // until we push it back.
-                    let buf = unsafe { std::slice::from_raw_parts(self.bufs.buf_ptr(bid), res as usize) };
+                    let buf =
+                        unsafe { std::slice::from_raw_parts(self.bufs.buf_ptr(bid), res as usize) };
                     let parsed = RecvMsgOut::parse(buf, &self.msghdr).ok().and_then(|m| {
                         let from = parse_sockaddr(m.name_data())?;
                         let offset = buf.len() - m.payload_data().len();
-                        Some((from, offset, m.payload_data().len(), m.is_payload_truncated()))
+                        Some((
+                            from,
+                            offset,
+                            m.payload_data().len(),
+                            m.is_payload_truncated(),
+                        ))
                     });
                     match parsed {
                         Some((from, offset, len, false)) => {
                             self.stats.rx_packets += 1;
                             self.batch.push(RxEntry {
-                                meta: RxMeta { sock: slot, from, len },
+                                meta: RxMeta {
+                                    sock: slot,
+                                    from,
+                                    len,
+                                },
                                 bid,
                                 offset: offset as u16,
                                 sent: false,
@@ -345,15 +389,25 @@ impl Io for UringIo {
                 if s >= self.config.max_sockets {
                     return Err(io::Error::new(
                         io::ErrorKind::OutOfMemory,
-                        format!("io_uring file table full ({} sockets)", self.config.max_sockets),
+                        format!(
+                            "io_uring file table full ({} sockets)",
+                            self.config.max_sockets
+                        ),
                     ));
                 }
-                self.socks.push(SockSlot { sock: None, gen_: 0 });
+                self.socks.push(SockSlot {
+                    sock: None,
+                    gen_: 0,
+                });
                 s
             }
         };
         self.stats.syscalls += 1;
-        if let Err(e) = self.ring.submitter().register_files_update(slot, &[sock.as_raw_fd()]) {
+        if let Err(e) = self
+            .ring
+            .submitter()
+            .register_files_update(slot, &[sock.as_raw_fd()])
+        {
             self.free_socks.push(slot);
             return Err(e);
         }
@@ -363,7 +417,9 @@ impl Io for UringIo {
     }
 
     fn remove_socket(&mut self, id: SockId) {
-        let Some(s) = self.socks.get_mut(id as usize) else { return };
+        let Some(s) = self.socks.get_mut(id as usize) else {
+            return;
+        };
         if s.sock.is_none() {
             return;
         }
@@ -424,7 +480,11 @@ impl Io for UringIo {
         self.stats.syscalls += 1;
         match self.ring.submitter().submit_with_args(want, &args) {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
             Err(e) => return Err(e),
         }
         self.reap();
@@ -501,12 +561,17 @@ impl Io for UringIo {
         };
         // SAFETY: slot < tx entries; the buffer is not in flight (it is `current`).
         Some(unsafe {
-            std::slice::from_raw_parts_mut(self.tx.mem.ptr.add(usize::from(slot) * BUF_SIZE), BUF_SIZE)
+            std::slice::from_raw_parts_mut(
+                self.tx.mem.ptr.add(usize::from(slot) * BUF_SIZE),
+                BUF_SIZE,
+            )
         })
     }
 
     fn send_tx(&mut self, sock: SockId, len: usize, to: Option<SocketAddr>) {
-        let Some(slot) = self.tx.current.take() else { return };
+        let Some(slot) = self.tx.current.take() else {
+            return;
+        };
         // SAFETY: inside the pool.
         let ptr = unsafe { self.tx.mem.ptr.add(usize::from(slot) * BUF_SIZE) };
         let ud = user_data(KIND_SEND_TX, 0, sock, slot);

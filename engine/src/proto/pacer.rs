@@ -206,11 +206,25 @@ impl RtpSource {
     /// number and timestamp drawn from `rng` (RFC 3550 5.1 asks for random starting values).
     pub fn new(profile: CodecProfile, start_ns: u64, rng: &mut SplitMix64) -> RtpSource {
         let r = rng.next_u64();
-        RtpSource::with_start(profile, r as u32, (r >> 32) as u16, rng.next_u64() as u32, start_ns, rng.next_u64())
+        RtpSource::with_start(
+            profile,
+            r as u32,
+            (r >> 32) as u16,
+            rng.next_u64() as u32,
+            start_ns,
+            rng.next_u64(),
+        )
     }
 
     /// A source with explicit starting values.
-    pub fn with_start(profile: CodecProfile, ssrc: u32, seq: u16, ts: u32, start_ns: u64, seed: u64) -> RtpSource {
+    pub fn with_start(
+        profile: CodecProfile,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        start_ns: u64,
+        seed: u64,
+    ) -> RtpSource {
         RtpSource {
             profile,
             ssrc,
@@ -272,7 +286,14 @@ impl RtpSource {
         let marker = self.profile.codec == Codec::Video && last_of_frame;
         let len = FIXED_HEADER_LEN + payload;
         let out = buf.get_mut(..len)?;
-        write_header(out, self.profile.payload_type, marker, self.seq, self.ts, self.ssrc);
+        write_header(
+            out,
+            self.profile.payload_type,
+            marker,
+            self.seq,
+            self.ts,
+            self.ssrc,
+        );
         out[FIXED_HEADER_LEN..].copy_from_slice(&PATTERN[..payload]);
         self.seq = self.seq.wrapping_add(1);
         if last_of_frame {
@@ -288,10 +309,12 @@ impl RtpSource {
         match self.profile.codec {
             Codec::Pcmu | Codec::Pcma | Codec::G722 => mean.min(MAX_PAYLOAD),
             // Opus-like: 50% to 150% of the mean, capped at one packet.
-            Codec::Opus => (mean / 2 + (self.rng.next_u64() % mean as u64) as usize).clamp(1, MAX_PAYLOAD),
+            Codec::Opus => {
+                (mean / 2 + (self.rng.next_u64() % mean as u64) as usize).clamp(1, MAX_PAYLOAD)
+            }
             // Video: every 30th frame a key frame of 5x the mean, others 50%-110%.
             Codec::Video => {
-                if self.packets == 0 || self.rng.next_u64() % 30 == 0 {
+                if self.packets == 0 || self.rng.next_u64().is_multiple_of(30) {
                     mean * 5
                 } else {
                     mean / 2 + (self.rng.next_u64() % (mean as u64 * 6 / 10 + 1)) as usize

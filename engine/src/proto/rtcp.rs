@@ -114,7 +114,8 @@ pub fn write_report(
     if let Some(b) = block {
         out[at..at + 4].copy_from_slice(&b.ssrc.to_be_bytes());
         let lost = b.cumulative_lost.clamp(-0x80_0000, 0x7f_ffff) as u32 & 0x00ff_ffff;
-        out[at + 4..at + 8].copy_from_slice(&(u32::from(b.fraction_lost) << 24 | lost).to_be_bytes());
+        out[at + 4..at + 8]
+            .copy_from_slice(&(u32::from(b.fraction_lost) << 24 | lost).to_be_bytes());
         out[at + 8..at + 12].copy_from_slice(&b.extended_max.to_be_bytes());
         out[at + 12..at + 16].copy_from_slice(&b.jitter.to_be_bytes());
         out[at + 16..at + 20].copy_from_slice(&b.lsr.to_be_bytes());
@@ -161,7 +162,8 @@ pub fn parse_compound(packet: &[u8], our_ssrc: Option<u32>) -> Result<RtcpSummar
                     if pkt.len() < 28 {
                         return Err(HeaderError::TooShort);
                     }
-                    let be32 = |i: usize| u32::from_be_bytes([pkt[i], pkt[i + 1], pkt[i + 2], pkt[i + 3]]);
+                    let be32 =
+                        |i: usize| u32::from_be_bytes([pkt[i], pkt[i + 1], pkt[i + 2], pkt[i + 3]]);
                     summary.sender_info = Some(SenderInfo {
                         ntp: u64::from(be32(8)) << 32 | u64::from(be32(12)),
                         rtp_ts: be32(16),
@@ -205,11 +207,15 @@ pub fn round_trip(block: &ReportBlock, arrival_ntp_mid: u32) -> Option<std::time
     if block.lsr == 0 {
         return None;
     }
-    let rtt = arrival_ntp_mid.wrapping_sub(block.lsr).wrapping_sub(block.dlsr);
+    let rtt = arrival_ntp_mid
+        .wrapping_sub(block.lsr)
+        .wrapping_sub(block.dlsr);
     if rtt > 0x8000_0000 {
         return None;
     }
-    Some(std::time::Duration::from_nanos(u64::from(rtt) * 1_000_000_000 / 65_536))
+    Some(std::time::Duration::from_nanos(
+        u64::from(rtt) * 1_000_000_000 / 65_536,
+    ))
 }
 
 /// The middle 32 bits of a 32.32 NTP timestamp, as LSR carries it.
@@ -224,7 +230,12 @@ mod tests {
     #[test]
     fn sender_report_round_trip_and_rtt() {
         let mut buf = [0u8; 256];
-        let si = SenderInfo { ntp: 0x0102_0304_0506_0708, rtp_ts: 160, packets: 10, octets: 1600 };
+        let si = SenderInfo {
+            ntp: 0x0102_0304_0506_0708,
+            rtp_ts: 160,
+            packets: 10,
+            octets: 1600,
+        };
         let block = ReportBlock {
             ssrc: 0xaabb_ccdd,
             fraction_lost: 12,
@@ -259,7 +270,10 @@ mod tests {
             let _ = parse_compound(&buf[..cut], None);
         }
         buf[2] = 0xff; // length past the end
-        assert_eq!(parse_compound(&buf[..len], None), Err(HeaderError::TooShort));
+        assert_eq!(
+            parse_compound(&buf[..len], None),
+            Err(HeaderError::TooShort)
+        );
         assert!(!is_rtcp(&[0x80, 0x00]));
     }
 

@@ -110,7 +110,10 @@ mod tests {
         let mut w = [0u8; 12];
         write_header(&mut w, 0x60 | 0x80, true, 0x1234, 1, 0xdeadbeef);
         let h = RtpHeader::parse(&w).unwrap();
-        assert_eq!((h.payload_type, h.marker, h.seq, h.timestamp), (0x60, true, 0x1234, 1));
+        assert_eq!(
+            (h.payload_type, h.marker, h.seq, h.timestamp),
+            (0x60, true, 0x1234, 1)
+        );
         p[0] = 0x81; // one CSRC, missing
         assert_eq!(RtpHeader::parse(&p), Err(HeaderError::CsrcOverrun));
         p.extend_from_slice(&[0, 0, 0]);

@@ -144,7 +144,11 @@ impl ReceiveStats {
             if seq < self.max_seq {
                 self.cycles = self.cycles.wrapping_add(SEQ_MOD);
             }
-            self.history = if u64::from(udelta) >= HISTORY { 0 } else { self.history << udelta };
+            self.history = if u64::from(udelta) >= HISTORY {
+                0
+            } else {
+                self.history << udelta
+            };
             self.history |= 1;
             self.max_seq = seq;
             self.received += 1;
@@ -328,7 +332,12 @@ mod tests {
         let v = feed(&mut s, [13, 12, 12, 14]);
         assert_eq!(
             v,
-            [SeqVerdict::InOrder, SeqVerdict::Reordered, SeqVerdict::Duplicate, SeqVerdict::InOrder]
+            [
+                SeqVerdict::InOrder,
+                SeqVerdict::Reordered,
+                SeqVerdict::Duplicate,
+                SeqVerdict::InOrder
+            ]
         );
         feed(&mut s, 15..300);
         assert_eq!(feed(&mut s, [11]), [SeqVerdict::Late]);
