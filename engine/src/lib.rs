@@ -10,3 +10,5 @@
 
 pub mod io;
 pub mod proto;
+pub mod runtime;
+pub mod worker;

@@ -1,0 +1,405 @@
+//! The engine: starts the pinned workers and routes requests to the worker that owns a stream
+//! (stream ids are sharded across workers: worker = id mod workers).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::io::socket::{SocketOptions, raise_nofile_limit};
+use crate::io::{BackendKind, IoConfig};
+use crate::worker::stream::{StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
+use crate::worker::{Command, Counters, Worker, WorkerConfig, WorkerSnapshot};
+
+/// What the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Number of workers (0: one per online core).
+    pub workers: usize,
+    /// Cores to pin workers to, in order (empty: worker i on core i).
+    pub cores: Vec<usize>,
+    /// Skip pinning (tests that run several engines in one process).
+    pub pin: bool,
+    /// The backend to try first.
+    pub backend: BackendKind,
+    /// Fall back to epoll when io_uring is refused.
+    pub fallback: bool,
+    /// Backend tuning.
+    pub io: IoConfig,
+    /// Local IPs for media sockets (the first is the default).
+    pub local_ips: Vec<IpAddr>,
+    /// Port range.
+    pub port_min: u16,
+    /// Port range end (inclusive).
+    pub port_max: u16,
+    /// Socket buffer sizes.
+    pub socket: SocketOptions,
+    /// Connect per-stream sockets to their peer.
+    pub connect: bool,
+    /// Default strict-source mode.
+    pub strict_source: bool,
+    /// Most streams per worker.
+    pub max_streams_per_worker: usize,
+    /// RTCP CNAME.
+    pub cname: String,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            workers: 0,
+            cores: Vec::new(),
+            pin: true,
+            backend: BackendKind::IoUring,
+            fallback: true,
+            io: IoConfig::default(),
+            local_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            port_min: 20_000,
+            port_max: 59_999,
+            socket: SocketOptions::default(),
+            connect: true,
+            strict_source: false,
+            max_streams_per_worker: 100_000,
+            cname: "srtp-engine".into(),
+        }
+    }
+}
+
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A worker's backend could not be set up.
+    #[error("worker {worker}: {source}")]
+    Backend {
+        /// Worker index.
+        worker: usize,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Pinning failed.
+    #[error("worker {worker}: cannot pin to core {core}: {source}")]
+    Pin {
+        /// Worker index.
+        worker: usize,
+        /// Core.
+        core: usize,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The options are inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+struct WorkerHandle {
+    tx: Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+    snapshot: Arc<Mutex<WorkerSnapshot>>,
+}
+
+/// A running engine.
+pub struct Engine {
+    workers: Vec<WorkerHandle>,
+    next_id: AtomicU64,
+    backend: BackendKind,
+    fallback_reason: Option<String>,
+    nofile: u64,
+}
+
+/// Engine-wide figures: every worker's snapshot and their sum.
+#[derive(Debug, Clone)]
+pub struct EngineSnapshot {
+    /// Per worker.
+    pub workers: Vec<WorkerSnapshot>,
+    /// Summed counters.
+    pub totals: Counters,
+}
+
+fn pin_to(core: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it for core < CPU_SETSIZE (checked);
+    // sched_setaffinity(0) applies to the calling thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        if core >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "core out of range",
+            ));
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // The system RNG through ring (already a dependency); a clock-derived seed if it fails.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.as_nanos() as u64;
+    }
+    u64::from_ne_bytes(b)
+}
+
+impl Engine {
+    /// Raises the open-file limit, starts the workers (each opens its backend on its own thread,
+    /// pinned first) and waits until all are ready.
+    pub fn start(opts: EngineOptions) -> Result<Engine, StartError> {
+        if opts.local_ips.is_empty() {
+            return Err(StartError::Invalid("no local IP configured".into()));
+        }
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = if opts.workers == 0 {
+            online
+        } else {
+            opts.workers
+        };
+        let nofile = raise_nofile_limit().unwrap_or_else(|_| crate::io::socket::nofile_limit().0);
+        let mut workers = Vec::with_capacity(n);
+        let mut backend = opts.backend;
+        let mut fallback_reason = None;
+        for index in 0..n {
+            let core = opts
+                .pin
+                .then(|| opts.cores.get(index).copied().unwrap_or(index % online));
+            let (tx, rx) = channel();
+            let snapshot = Arc::new(Mutex::new(WorkerSnapshot {
+                index,
+                core,
+                ..Default::default()
+            }));
+            let (ready_tx, ready_rx) = channel();
+            let cfg = WorkerConfig {
+                index,
+                count: n,
+                local_ips: opts.local_ips.clone(),
+                port_min: opts.port_min,
+                port_max: opts.port_max,
+                socket: opts.socket,
+                connect: opts.connect,
+                strict_source: opts.strict_source,
+                max_streams: opts.max_streams_per_worker,
+                cname: opts.cname.clone(),
+            };
+            let snap = snapshot.clone();
+            let (kind, fallback, io_cfg) = (opts.backend, opts.fallback, opts.io);
+            let seed = seed();
+            let thread = std::thread::Builder::new()
+                .name(format!("srtp-worker-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core
+                        && let Err(e) = pin_to(core)
+                    {
+                        let _ = ready_tx.send(Err(StartError::Pin {
+                            worker: index,
+                            core,
+                            source: e,
+                        }));
+                        return;
+                    }
+                    let io = match crate::io::open(kind, fallback, io_cfg) {
+                        Ok((io, fell_back)) => {
+                            let _ =
+                                ready_tx.send(Ok((io.kind(), fell_back.map(|e| e.to_string()))));
+                            io
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(StartError::Backend {
+                                worker: index,
+                                source: e,
+                            }));
+                            return;
+                        }
+                    };
+                    Worker::new(cfg, io, rx, snap, core, seed).run();
+                })
+                .map_err(|e| StartError::Backend {
+                    worker: index,
+                    source: e,
+                })?;
+            let ready = ready_rx.recv().unwrap_or_else(|_| {
+                Err(StartError::Invalid(format!("worker {index} died at start")))
+            });
+            match ready {
+                Ok((kind, reason)) => {
+                    backend = kind;
+                    if reason.is_some() {
+                        fallback_reason = reason;
+                    }
+                }
+                Err(e) => {
+                    let mut engine = Engine {
+                        workers,
+                        next_id: AtomicU64::new(1),
+                        backend,
+                        fallback_reason,
+                        nofile,
+                    };
+                    engine.stop();
+                    let _ = thread.join();
+                    return Err(e);
+                }
+            }
+            workers.push(WorkerHandle {
+                tx,
+                thread: Some(thread),
+                snapshot,
+            });
+        }
+        match &fallback_reason {
+            Some(r) => {
+                tracing::warn!(backend = backend.name(), reason = %r, "io_uring refused; using the epoll fallback")
+            }
+            None => tracing::info!(backend = backend.name(), workers = n, "engine started"),
+        }
+        Ok(Engine {
+            workers,
+            next_id: AtomicU64::new(1),
+            backend,
+            fallback_reason,
+            nofile,
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// Why io_uring was not used, when the engine fell back to epoll.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// The open-file limit in force.
+    pub fn nofile_limit(&self) -> u64 {
+        self.nofile
+    }
+
+    /// Number of workers.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn worker_of(&self, id: u64) -> &WorkerHandle {
+        &self.workers[(id % self.workers.len() as u64) as usize]
+    }
+
+    fn request<T>(&self, id: u64, make: impl FnOnce(Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = channel();
+        self.worker_of(id).tx.send(make(tx)).ok()?;
+        rx.recv().ok()
+    }
+
+    /// Creates a stream on the next worker (round robin by id).
+    pub fn create_stream(&self, spec: StreamSpec) -> Result<StreamInfo, StreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.request(id, |tx| Command::Create(id, Box::new(spec), tx))
+            .unwrap_or(Err(StreamError::ShuttingDown))
+    }
+
+    /// Creates many streams: all requests go out before any reply is awaited, so the workers
+    /// create in parallel.
+    pub fn create_streams(&self, specs: Vec<StreamSpec>) -> Vec<Result<StreamInfo, StreamError>> {
+        let pending: Vec<_> = specs
+            .into_iter()
+            .map(|spec| {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = channel();
+                let sent = self
+                    .worker_of(id)
+                    .tx
+                    .send(Command::Create(id, Box::new(spec), tx))
+                    .is_ok();
+                (sent, rx)
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|(sent, rx)| {
+                if !sent {
+                    return Err(StreamError::ShuttingDown);
+                }
+                rx.recv().unwrap_or(Err(StreamError::ShuttingDown))
+            })
+            .collect()
+    }
+
+    /// Deletes a stream and returns its final statistics.
+    pub fn delete_stream(&self, id: u64) -> Result<StreamStats, StreamError> {
+        self.request(id, |tx| Command::Delete(id, tx))
+            .unwrap_or(Err(StreamError::ShuttingDown))
+    }
+
+    /// A stream's statistics.
+    pub fn stream_stats(&self, id: u64) -> Result<StreamStats, StreamError> {
+        self.request(id, |tx| Command::Stats(id, tx))
+            .unwrap_or(Err(StreamError::ShuttingDown))
+    }
+
+    /// Changes a stream.
+    pub fn update_stream(&self, id: u64, update: StreamUpdate) -> Result<(), StreamError> {
+        self.request(id, |tx| Command::Update(id, Box::new(update), tx))
+            .unwrap_or(Err(StreamError::ShuttingDown))
+    }
+
+    /// Every stream's statistics.
+    pub fn list_streams(&self) -> Vec<StreamStats> {
+        let rxs: Vec<_> = self
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let (tx, rx) = channel();
+                w.tx.send(Command::List(tx)).ok().map(|_| rx)
+            })
+            .collect();
+        rxs.into_iter()
+            .filter_map(|rx| rx.recv().ok())
+            .flatten()
+            .collect()
+    }
+
+    /// The workers' last published figures (at most 100 ms old).
+    pub fn snapshot(&self) -> EngineSnapshot {
+        let workers: Vec<WorkerSnapshot> = self
+            .workers
+            .iter()
+            .map(|w| w.snapshot.lock().map(|s| s.clone()).unwrap_or_default())
+            .collect();
+        let mut totals = Counters::default();
+        for w in &workers {
+            totals.add(&w.counters);
+        }
+        EngineSnapshot { workers, totals }
+    }
+
+    fn stop(&mut self) {
+        for w in &self.workers {
+            let _ = w.tx.send(Command::Shutdown);
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Stops the workers (they publish final counters first) and returns the final figures.
+    pub fn shutdown(mut self) -> EngineSnapshot {
+        self.stop();
+        self.snapshot()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

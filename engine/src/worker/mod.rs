@@ -1,0 +1,1214 @@
+//! The pinned worker: one thread, one I/O backend, its own sockets, streams and timer wheel.
+//!
+//! Each turn: wait for datagrams (submitting last turn's sends), run every datagram through its
+//! stream in place (demultiplex, unprotect, statistics, re-protect, send on), give the batch's
+//! buffers back, fire due timers (pacing, RTCP), take commands, and every 100 ms publish the
+//! counters. Nothing on this path is shared with another thread: commands arrive on a channel
+//! polled once per turn, and counters are published under a lock ten times a second.
+
+pub mod stream;
+pub mod timer;
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::io::socket::{PortAllocator, SocketOptions};
+use crate::io::{Io, IoStats, SockId};
+use crate::proto::pacer::{RtpSource, SplitMix64};
+use crate::proto::rtcp::{self, ReportBlock, SenderInfo};
+use crate::proto::rtp::RtpHeader;
+use crate::proto::srtp::{SrtpError, Suite};
+use crate::proto::{PacketClass, classify};
+use stream::{
+    Leg, Mode, SocketModel, Stream, StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate,
+};
+use timer::{TimerEntry, TimerKind, TimerWheel};
+
+/// How often a worker publishes its counters.
+const PUBLISH_NS: u64 = 100_000_000;
+/// Longest wait in one turn (bounds command latency on an idle worker).
+const MAX_WAIT: Duration = Duration::from_millis(10);
+
+/// A request to a worker. Replies travel on the channel inside.
+pub enum Command {
+    /// Create a stream with this id.
+    Create(
+        u64,
+        Box<StreamSpec>,
+        Sender<Result<StreamInfo, StreamError>>,
+    ),
+    /// Delete a stream, returning its final statistics.
+    Delete(u64, Sender<Result<StreamStats, StreamError>>),
+    /// A stream's statistics.
+    Stats(u64, Sender<Result<StreamStats, StreamError>>),
+    /// Every stream's statistics.
+    List(Sender<Vec<StreamStats>>),
+    /// Change a stream.
+    Update(u64, Box<StreamUpdate>, Sender<Result<(), StreamError>>),
+    /// Stop accepting streams, publish final counters and exit.
+    Shutdown,
+}
+
+/// A worker's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Worker index.
+    pub index: usize,
+    /// Number of workers (the port range is split between them).
+    pub count: usize,
+    /// Local IPs streams may bind on (the first is the default).
+    pub local_ips: Vec<IpAddr>,
+    /// First port of the range.
+    pub port_min: u16,
+    /// Last port of the range.
+    pub port_max: u16,
+    /// Socket buffer sizes.
+    pub socket: SocketOptions,
+    /// Connect per-stream sockets to their peer once known.
+    pub connect: bool,
+    /// Default strict-source mode.
+    pub strict_source: bool,
+    /// Most streams this worker holds.
+    pub max_streams: usize,
+    /// CNAME in RTCP reports.
+    pub cname: String,
+}
+
+/// Engine-wide counters, by suite index (0-5) or 6 for plain RTP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// RTP+RTCP packets unprotected (or received plain), by suite.
+    pub rx_packets: [u64; 7],
+    /// Their bytes.
+    pub rx_bytes: [u64; 7],
+    /// RTP+RTCP packets protected (or sent plain), by suite.
+    pub tx_packets: [u64; 7],
+    /// Their bytes.
+    pub tx_bytes: [u64; 7],
+    /// SRTP/SRTCP authentication failures.
+    pub auth_failures: u64,
+    /// Replayed packets dropped.
+    pub replay_drops: u64,
+    /// Malformed datagrams dropped.
+    pub malformed: u64,
+    /// Datagrams dropped for their source (strict mode) or for arriving on a shared port from
+    /// no known stream.
+    pub source_drops: u64,
+    /// Other drops (see [`stream::LegStats::other_drops`]).
+    pub other_drops: u64,
+    /// Packets that could not be sent (no buffer, protect failure, no remote).
+    pub tx_drops: u64,
+    /// Streams created.
+    pub streams_created: u64,
+    /// Streams deleted.
+    pub streams_deleted: u64,
+}
+
+impl Counters {
+    /// Adds another worker's counters.
+    pub fn add(&mut self, o: &Counters) {
+        for k in 0..7 {
+            self.rx_packets[k] += o.rx_packets[k];
+            self.rx_bytes[k] += o.rx_bytes[k];
+            self.tx_packets[k] += o.tx_packets[k];
+            self.tx_bytes[k] += o.tx_bytes[k];
+        }
+        self.auth_failures += o.auth_failures;
+        self.replay_drops += o.replay_drops;
+        self.malformed += o.malformed;
+        self.source_drops += o.source_drops;
+        self.other_drops += o.other_drops;
+        self.tx_drops += o.tx_drops;
+        self.streams_created += o.streams_created;
+        self.streams_deleted += o.streams_deleted;
+    }
+}
+
+/// What a worker publishes every 100 ms.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerSnapshot {
+    /// Worker index.
+    pub index: usize,
+    /// Backend name.
+    pub backend: &'static str,
+    /// The core it is pinned to.
+    pub core: Option<usize>,
+    /// Backend counters.
+    pub io: IoStats,
+    /// Packet counters.
+    pub counters: Counters,
+    /// Active streams by mode ([`Mode::ALL`] order).
+    pub streams_by_mode: [u64; 5],
+    /// Share of wall time spent outside the wait, over the last interval (0-1).
+    pub busy_ratio: f64,
+    /// Thread CPU time in user space, µs.
+    pub cpu_user_us: u64,
+    /// Thread CPU time in the kernel, µs.
+    pub cpu_sys_us: u64,
+    /// Set once the worker has exited.
+    pub stopped: bool,
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A small multiplicative hasher for the shared-port lookups (addresses and SSRCs are not
+/// attacker-chosen keys in a way that matters: the table only holds signalled remotes).
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Who owns a socket.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Free,
+    Leg { slot: u32, leg: u8, rtcp: bool },
+    Shared(usize),
+}
+
+struct SharedPort {
+    ip: IpAddr,
+    sock: SockId,
+    local: SocketAddr,
+    by_addr: FxMap<SocketAddr, (u32, u8)>,
+    by_addr_ssrc: FxMap<(SocketAddr, u32), (u32, u8)>,
+}
+
+/// What to do with a received datagram after its stream saw it.
+enum Action {
+    Drop,
+    Send {
+        sock: SockId,
+        len: usize,
+        to: Option<SocketAddr>,
+    },
+}
+
+/// The worker.
+pub struct Worker {
+    cfg: WorkerConfig,
+    io: Box<dyn Io>,
+    streams: Vec<Option<Stream>>,
+    gens: Vec<u32>,
+    free: Vec<u32>,
+    by_id: HashMap<u64, u32>,
+    owners: Vec<Owner>,
+    shared: Vec<SharedPort>,
+    ports: Vec<PortAllocator>,
+    wheel: TimerWheel,
+    due: Vec<TimerEntry>,
+    epoch: Instant,
+    ntp_at_epoch: u64,
+    rng: SplitMix64,
+    counters: Counters,
+    commands: Receiver<Command>,
+    snapshot: Arc<Mutex<WorkerSnapshot>>,
+    core: Option<usize>,
+    accepting: bool,
+    connects: Vec<(u32, u8, bool, SocketAddr)>,
+}
+
+fn suite_index(s: Option<Suite>) -> usize {
+    s.map_or(6, |s| s as usize)
+}
+
+/// NTP time (32.32) now.
+fn ntp_now() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800; // 1900 to 1970
+    (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+fn thread_cpu_us() -> (u64, u64) {
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_THREAD is valid on Linux.
+    #[allow(unsafe_code)]
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
+            return (0, 0);
+        }
+        ru
+    };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    (us(ru.ru_utime), us(ru.ru_stime))
+}
+
+impl Worker {
+    /// A worker on `io`, taking commands from `commands`, publishing into `snapshot`.
+    pub fn new(
+        cfg: WorkerConfig,
+        io: Box<dyn Io>,
+        commands: Receiver<Command>,
+        snapshot: Arc<Mutex<WorkerSnapshot>>,
+        core: Option<usize>,
+        seed: u64,
+    ) -> Worker {
+        let ports = cfg
+            .local_ips
+            .iter()
+            .map(|&ip| {
+                PortAllocator::new(
+                    ip,
+                    cfg.port_min,
+                    cfg.port_max,
+                    cfg.index as u16,
+                    cfg.count as u16,
+                )
+            })
+            .collect();
+        Worker {
+            io,
+            streams: Vec::new(),
+            gens: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            owners: Vec::new(),
+            shared: Vec::new(),
+            ports,
+            wheel: TimerWheel::new(),
+            due: Vec::new(),
+            epoch: Instant::now(),
+            ntp_at_epoch: ntp_now(),
+            rng: SplitMix64::new(seed),
+            counters: Counters::default(),
+            commands,
+            snapshot,
+            core,
+            accepting: true,
+            connects: Vec::new(),
+            cfg,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn ntp_at(&self, now_ns: u64) -> u64 {
+        self.ntp_at_epoch + (((now_ns as u128) << 32) / 1_000_000_000) as u64
+    }
+
+    /// Runs until a shutdown command (or the command channel closing).
+    pub fn run(mut self) {
+        let mut last_publish = 0u64;
+        let mut waited_ns = 0u64;
+        loop {
+            let now = self.now_ns();
+            let wait = self
+                .wheel
+                .next_deadline(MAX_WAIT.as_nanos() as u64)
+                .map_or(MAX_WAIT, |d| Duration::from_nanos(d.saturating_sub(now)));
+            let before = Instant::now();
+            if let Err(e) = self.io.poll(wait) {
+                tracing::error!(worker = self.cfg.index, error = %e, "I/O backend failed; worker stops");
+                break;
+            }
+            waited_ns += before.elapsed().as_nanos() as u64;
+            let now = self.now_ns();
+            let n = self.io.rx_count();
+            for i in 0..n {
+                self.on_datagram(i, now);
+            }
+            self.io.end_rx();
+            self.run_connects();
+            self.fire_timers(now);
+            if !self.take_commands() {
+                break;
+            }
+            if now - last_publish >= PUBLISH_NS {
+                let elapsed = now - last_publish;
+                let busy = 1.0 - (waited_ns.min(elapsed) as f64 / elapsed.max(1) as f64);
+                self.publish(busy, false);
+                last_publish = now;
+                waited_ns = 0;
+            }
+        }
+        // Final flush: submit what is queued, publish, close.
+        let _ = self.io.poll(Duration::ZERO);
+        self.publish(0.0, true);
+    }
+
+    fn publish(&mut self, busy: f64, stopped: bool) {
+        let mut by_mode = [0u64; 5];
+        for s in self.streams.iter().flatten() {
+            by_mode[s.mode.index()] += 1;
+        }
+        let (user, sys) = thread_cpu_us();
+        let snap = WorkerSnapshot {
+            index: self.cfg.index,
+            backend: self.io.kind().name(),
+            core: self.core,
+            io: self.io.stats(),
+            counters: self.counters,
+            streams_by_mode: by_mode,
+            busy_ratio: busy,
+            cpu_user_us: user,
+            cpu_sys_us: sys,
+            stopped,
+        };
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = snap;
+        }
+    }
+
+    /// Takes every queued command; returns false when the worker must stop.
+    fn take_commands(&mut self) -> bool {
+        loop {
+            let cmd = match self.commands.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            };
+            match cmd {
+                Command::Create(id, spec, reply) => {
+                    let r = if self.accepting {
+                        self.create(id, *spec)
+                    } else {
+                        Err(StreamError::ShuttingDown)
+                    };
+                    if r.is_ok() {
+                        self.counters.streams_created += 1;
+                    }
+                    let _ = reply.send(r);
+                }
+                Command::Delete(id, reply) => {
+                    let _ = reply.send(self.delete(id));
+                }
+                Command::Stats(id, reply) => {
+                    let r = match self.by_id.get(&id) {
+                        Some(&slot) => Ok(self.streams[slot as usize]
+                            .as_mut()
+                            .map(Stream::stats)
+                            .unwrap_or_else(|| unreachable_stats(id))),
+                        None => Err(StreamError::NoSuchStream(id)),
+                    };
+                    let _ = reply.send(r);
+                }
+                Command::List(reply) => {
+                    let all = self
+                        .streams
+                        .iter_mut()
+                        .flatten()
+                        .map(Stream::stats)
+                        .collect();
+                    let _ = reply.send(all);
+                }
+                Command::Update(id, update, reply) => {
+                    let _ = reply.send(self.update(id, *update));
+                }
+                Command::Shutdown => {
+                    self.accepting = false;
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn create(&mut self, id: u64, spec: StreamSpec) -> Result<StreamInfo, StreamError> {
+        let want_legs = if spec.mode == Mode::Relay { 2 } else { 1 };
+        if spec.legs.len() != want_legs {
+            return Err(StreamError::Invalid(if want_legs == 2 {
+                "relay needs exactly two legs"
+            } else {
+                "this mode takes exactly one leg"
+            }));
+        }
+        spec.codec.validate()?;
+        if self.by_id.len() >= self.cfg.max_streams {
+            return Err(StreamError::WorkerFull(self.cfg.max_streams));
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.streams.push(None);
+                self.gens.push(0);
+                (self.streams.len() - 1) as u32
+            }
+        };
+        let gen_ = self.gens[slot as usize];
+        let mut legs = Vec::with_capacity(want_legs);
+        let mut result = Ok(());
+        for (k, leg_spec) in spec.legs.into_iter().enumerate() {
+            match self.open_leg(slot, k as u8, leg_spec) {
+                Ok(l) => legs.push(l),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = result {
+            for l in &legs {
+                self.close_leg(l);
+            }
+            self.free.push(slot);
+            return Err(e);
+        }
+        let now = self.now_ns();
+        let source = spec.mode.generates().then(|| {
+            // Start within one period, spread so that many streams do not send in lockstep.
+            let period = spec.codec.period_ns();
+            let start = now + self.rng.next_u64() % period.max(1);
+            RtpSource::new(spec.codec, start, &mut self.rng)
+        });
+        let report_ssrc = self.rng.next_u64() as u32;
+        let stream = Stream {
+            id,
+            mode: spec.mode,
+            codec: spec.codec,
+            legs,
+            source,
+            rtcp_interval_ns: u64::from(spec.rtcp_interval_ms) * 1_000_000,
+            paused: false,
+            report_ssrc,
+        };
+        let info = StreamInfo {
+            id,
+            worker: self.cfg.index,
+            legs: stream
+                .legs
+                .iter()
+                .map(|l| stream::LegInfo {
+                    local: l.local,
+                    local_rtcp: l.local_rtcp,
+                })
+                .collect(),
+            ssrc: stream.source.as_ref().map(RtpSource::ssrc),
+        };
+        if let Some(src) = &stream.source {
+            self.wheel
+                .insert(src.next_due(), slot, gen_, TimerKind::Pace);
+        }
+        if stream.reports() {
+            let first = now + self.rtcp_delay(stream.rtcp_interval_ns);
+            self.wheel.insert(first, slot, gen_, TimerKind::Rtcp);
+        }
+        self.streams[slot as usize] = Some(stream);
+        self.by_id.insert(id, slot);
+        Ok(info)
+    }
+
+    /// RFC 3550 6.3.1: the interval randomized to 0.5-1.5 times the mean.
+    fn rtcp_delay(&mut self, mean_ns: u64) -> u64 {
+        mean_ns / 2 + self.rng.next_u64() % mean_ns.max(1)
+    }
+
+    fn local_ip(&self, ip: Option<IpAddr>) -> Result<usize, StreamError> {
+        match ip {
+            None => Ok(0),
+            Some(ip) => self
+                .cfg
+                .local_ips
+                .iter()
+                .position(|&l| l == ip)
+                .ok_or(StreamError::UnknownLocalIp(ip)),
+        }
+    }
+
+    fn set_owner(&mut self, sock: SockId, owner: Owner) {
+        let i = sock as usize;
+        if self.owners.len() <= i {
+            self.owners.resize(i + 1, Owner::Free);
+        }
+        self.owners[i] = owner;
+    }
+
+    fn open_leg(&mut self, slot: u32, k: u8, spec: stream::LegSpec) -> Result<Leg, StreamError> {
+        let ip_idx = self.local_ip(spec.local_ip)?;
+        let strict = spec.strict_source.unwrap_or(self.cfg.strict_source);
+        if strict && spec.remote.is_none() {
+            return Err(StreamError::Invalid("strict_source needs a remote address"));
+        }
+        match spec.socket {
+            SocketModel::Shared => {
+                if !spec.rtcp_mux {
+                    return Err(StreamError::Invalid("the shared-port model needs rtcp_mux"));
+                }
+                let Some(remote) = spec.remote else {
+                    return Err(StreamError::Invalid(
+                        "the shared-port model needs a remote address",
+                    ));
+                };
+                let sp = self.shared_port(ip_idx)?;
+                let key = (slot, k);
+                let port = &mut self.shared[sp];
+                match spec.remote_ssrc {
+                    None => {
+                        if port.by_addr.contains_key(&remote) {
+                            return Err(StreamError::SharedRemoteTaken(remote));
+                        }
+                        port.by_addr.insert(remote, key);
+                    }
+                    Some(ssrc) => {
+                        if port.by_addr_ssrc.contains_key(&(remote, ssrc)) {
+                            return Err(StreamError::SharedRemoteTaken(remote));
+                        }
+                        port.by_addr_ssrc.insert((remote, ssrc), key);
+                    }
+                }
+                let local = port.local;
+                let sock = port.sock;
+                let mut leg = match Leg::new(spec.tx, spec.rx, local) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let port = &mut self.shared[sp];
+                        match spec.remote_ssrc {
+                            None => port.by_addr.remove(&remote),
+                            Some(ssrc) => port.by_addr_ssrc.remove(&(remote, ssrc)),
+                        };
+                        return Err(e.into());
+                    }
+                };
+                leg.rtp_sock = sock;
+                leg.shared = Some(sp);
+                leg.remote = Some(remote);
+                leg.signalled = Some(remote);
+                leg.strict = strict;
+                leg.remote_ssrc_key = spec.remote_ssrc;
+                Ok(leg)
+            }
+            SocketModel::PerStream => {
+                let (rtp, rtcp) = self.ports[ip_idx].bind(&self.cfg.socket, !spec.rtcp_mux)?;
+                let local = rtp.local_addr()?;
+                let local_rtcp = rtcp.as_ref().map(|s| s.local_addr()).transpose()?;
+                let mut leg = Leg::new(spec.tx, spec.rx, local)?;
+                leg.rtp_sock = self.io.add_socket(rtp)?;
+                self.set_owner(
+                    leg.rtp_sock,
+                    Owner::Leg {
+                        slot,
+                        leg: k,
+                        rtcp: false,
+                    },
+                );
+                if let Some(rtcp) = rtcp {
+                    match self.io.add_socket(rtcp) {
+                        Ok(s) => {
+                            leg.rtcp_sock = Some(s);
+                            self.set_owner(
+                                s,
+                                Owner::Leg {
+                                    slot,
+                                    leg: k,
+                                    rtcp: true,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            self.close_leg(&leg);
+                            return Err(e.into());
+                        }
+                    }
+                }
+                leg.local_rtcp = local_rtcp;
+                leg.strict = strict;
+                leg.remote = spec.remote;
+                leg.signalled = spec.remote;
+                leg.remote_rtcp = spec.remote_rtcp.or_else(|| {
+                    spec.remote
+                        .filter(|_| !spec.rtcp_mux)
+                        .map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)))
+                });
+                if self.cfg.connect
+                    && let Some(r) = spec.remote
+                {
+                    if self.io.connect(leg.rtp_sock, r).is_ok() {
+                        leg.connected = true;
+                    }
+                    if let (Some(s), Some(rr)) = (leg.rtcp_sock, leg.remote_rtcp) {
+                        let _ = self.io.connect(s, rr);
+                    }
+                }
+                Ok(leg)
+            }
+        }
+    }
+
+    fn shared_port(&mut self, ip_idx: usize) -> Result<usize, StreamError> {
+        let ip = self.cfg.local_ips[ip_idx];
+        if let Some(k) = self.shared.iter().position(|p| p.ip == ip) {
+            return Ok(k);
+        }
+        let (sock, _) = self.ports[ip_idx].bind(&self.cfg.socket, false)?;
+        let local = sock.local_addr()?;
+        let id = self.io.add_socket(sock)?;
+        let k = self.shared.len();
+        self.set_owner(id, Owner::Shared(k));
+        self.shared.push(SharedPort {
+            ip,
+            sock: id,
+            local,
+            by_addr: FxMap::default(),
+            by_addr_ssrc: FxMap::default(),
+        });
+        Ok(k)
+    }
+
+    fn close_leg(&mut self, leg: &Leg) {
+        match leg.shared {
+            Some(sp) => {
+                let port = &mut self.shared[sp];
+                if let Some(r) = leg.signalled {
+                    match leg.remote_ssrc_key {
+                        None => port.by_addr.remove(&r),
+                        Some(ssrc) => port.by_addr_ssrc.remove(&(r, ssrc)),
+                    };
+                }
+            }
+            None => {
+                self.io.remove_socket(leg.rtp_sock);
+                self.set_owner(leg.rtp_sock, Owner::Free);
+                if let Some(s) = leg.rtcp_sock {
+                    self.io.remove_socket(s);
+                    self.set_owner(s, Owner::Free);
+                }
+            }
+        }
+    }
+
+    fn delete(&mut self, id: u64) -> Result<StreamStats, StreamError> {
+        let slot = self
+            .by_id
+            .remove(&id)
+            .ok_or(StreamError::NoSuchStream(id))?;
+        let mut stream = self.streams[slot as usize]
+            .take()
+            .ok_or(StreamError::NoSuchStream(id))?;
+        let stats = stream.stats();
+        for leg in &stream.legs {
+            self.close_leg(leg);
+        }
+        self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
+        self.free.push(slot);
+        self.counters.streams_deleted += 1;
+        Ok(stats)
+    }
+
+    fn update(&mut self, id: u64, u: StreamUpdate) -> Result<(), StreamError> {
+        let slot = *self.by_id.get(&id).ok_or(StreamError::NoSuchStream(id))?;
+        let gen_ = self.gens[slot as usize];
+        let now = self.now_ns();
+        let stream = self.streams[slot as usize]
+            .as_mut()
+            .ok_or(StreamError::NoSuchStream(id))?;
+        if let Some(m) = u.mode {
+            let ok = matches!(stream.mode, Mode::Send | Mode::Recv | Mode::SendRecv)
+                && matches!(m, Mode::Send | Mode::Recv | Mode::SendRecv);
+            if !ok {
+                return Err(StreamError::Invalid(
+                    "only send, recv and sendrecv switch between each other",
+                ));
+            }
+        }
+        if let Some((k, _)) = &u.remote
+            && *k >= stream.legs.len()
+        {
+            return Err(StreamError::Invalid("no such leg"));
+        }
+        if let Some((k, tx, rx)) = u.crypto {
+            let leg = stream
+                .legs
+                .get_mut(k)
+                .ok_or(StreamError::Invalid("no such leg"))?;
+            leg.rekey(tx, rx)?;
+        }
+        if let Some((k, remote)) = u.remote {
+            let leg = &mut stream.legs[k];
+            if leg.shared.is_some() {
+                return Err(StreamError::Invalid(
+                    "a shared-port leg cannot change its remote; recreate it",
+                ));
+            }
+            leg.remote = Some(remote);
+            leg.signalled = Some(remote);
+            leg.recv = crate::proto::stats::ReceiveStats::new();
+            if self.cfg.connect {
+                leg.connected = self.io.connect(leg.rtp_sock, remote).is_ok();
+            }
+        }
+        if let Some(p) = u.paused {
+            stream.paused = p;
+        }
+        if let Some(m) = u.mode {
+            stream.mode = m;
+            if m.generates() && stream.source.is_none() {
+                let start = now;
+                stream.source = Some(RtpSource::new(stream.codec, start, &mut self.rng));
+            }
+        }
+        // (Re)arm pacing: a stale timer is ignored by generation only on delete, so arm only
+        // when none is pending: resumed or newly sending streams get a fresh one now.
+        if stream.generates() {
+            self.wheel.insert(now, slot, gen_, TimerKind::Pace);
+        }
+        Ok(())
+    }
+
+    fn fire_timers(&mut self, now: u64) {
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(now, &mut due);
+        for e in due.drain(..) {
+            if self.gens.get(e.slot as usize) != Some(&e.gen_) {
+                continue;
+            }
+            match e.kind {
+                TimerKind::Pace => self.pace(e.slot, e.gen_, now),
+                TimerKind::Rtcp => self.send_report(e.slot, e.gen_, now),
+            }
+        }
+        self.due = due;
+    }
+
+    fn pace(&mut self, slot: u32, gen_: u32, now: u64) {
+        let Some(stream) = self.streams[slot as usize].as_mut() else {
+            return;
+        };
+        if !stream.generates() {
+            return; // paused or switched to recv: the timer lapses until resumed
+        }
+        let Some(source) = stream.source.as_mut() else {
+            return;
+        };
+        let leg = &mut stream.legs[0];
+        let suite = suite_index(leg.tx.as_ref().map(|t| t.suite()));
+        loop {
+            let Some(buf) = self.io.tx_buf() else {
+                leg.counters.tx_drops += 1;
+                self.counters.tx_drops += 1;
+                // Skip this packet: keep pace rather than burst later.
+                let mut scratch = [0u8; crate::io::BUF_SIZE];
+                if source.poll_packet(now, &mut scratch).is_none() {
+                    break;
+                }
+                continue;
+            };
+            let Some(len) = source.poll_packet(now, buf) else {
+                break;
+            };
+            let len = match leg.tx.as_mut() {
+                Some(tx) => match tx.protect_rtp(buf, len) {
+                    Ok(l) => l,
+                    Err(_) => {
+                        leg.counters.tx_drops += 1;
+                        self.counters.tx_drops += 1;
+                        continue;
+                    }
+                },
+                None => len,
+            };
+            let to = if leg.connected { None } else { leg.remote };
+            if to.is_none() && !leg.connected {
+                leg.counters.other_drops += 1;
+                self.counters.other_drops += 1;
+                continue; // nowhere to send yet
+            }
+            self.io.send_tx(leg.rtp_sock, len, to);
+            leg.counters.packets_out += 1;
+            leg.counters.bytes_out += len as u64;
+            self.counters.tx_packets[suite] += 1;
+            self.counters.tx_bytes[suite] += len as u64;
+        }
+        let next = source.next_due();
+        self.wheel.insert(next, slot, gen_, TimerKind::Pace);
+    }
+
+    fn send_report(&mut self, slot: u32, gen_: u32, now: u64) {
+        let ntp = self.ntp_at(now);
+        let Some(stream) = self.streams[slot as usize].as_mut() else {
+            return;
+        };
+        if !stream.reports() {
+            return;
+        }
+        let our_ssrc = stream.our_ssrc();
+        let sender = stream
+            .source
+            .as_ref()
+            .filter(|s| s.packets > 0)
+            .map(|s| SenderInfo {
+                ntp,
+                rtp_ts: s.last_timestamp(),
+                packets: s.packets as u32,
+                octets: s.payload_bytes as u32,
+            });
+        let interval = stream.rtcp_interval_ns;
+        let leg = &mut stream.legs[0];
+        let block = leg
+            .remote_ssrc()
+            .filter(|_| leg.recv.is_valid())
+            .map(|ssrc| {
+                let r = leg.recv.report(true);
+                let (lsr, dlsr) = leg.last_sr.map_or((0, 0), |(lsr, at)| {
+                    (lsr, (((now - at) as u128 * 65_536) / 1_000_000_000) as u32)
+                });
+                ReportBlock {
+                    ssrc,
+                    fraction_lost: r.fraction_lost,
+                    cumulative_lost: r.lost.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+                    extended_max: r.extended_max,
+                    jitter: r.jitter,
+                    lsr,
+                    dlsr,
+                }
+            });
+        let (sock, to) = leg.rtcp_target();
+        let connected = leg.connected && leg.rtcp_sock.is_none();
+        // Nobody to report to until the peer is known.
+        if to.is_some()
+            && let Some(buf) = self.io.tx_buf()
+            && let Some(len) =
+                rtcp::write_report(buf, our_ssrc, sender, block, self.cfg.cname.as_bytes())
+        {
+            let len = match leg.tx.as_mut() {
+                Some(tx) => tx.protect_rtcp(buf, len).ok(),
+                None => Some(len),
+            };
+            if let Some(len) = len {
+                self.io
+                    .send_tx(sock, len, if connected { None } else { to });
+                leg.counters.rtcp_out += 1;
+            }
+        }
+        let next = now + self.rtcp_delay(interval);
+        self.wheel.insert(next, slot, gen_, TimerKind::Rtcp);
+    }
+
+    fn run_connects(&mut self) {
+        let connects = std::mem::take(&mut self.connects);
+        for &(slot, k, rtcp, peer) in &connects {
+            let Some(stream) = self.streams.get_mut(slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let Some(leg) = stream.legs.get_mut(usize::from(k)) else {
+                continue;
+            };
+            if rtcp {
+                if let Some(s) = leg.rtcp_sock {
+                    let _ = self.io.connect(s, peer);
+                }
+            } else if self.io.connect(leg.rtp_sock, peer).is_ok() {
+                leg.connected = true;
+            }
+        }
+        self.connects = connects;
+        self.connects.clear();
+    }
+
+    /// One received datagram: find its stream, run it, act.
+    fn on_datagram(&mut self, i: usize, now: u64) {
+        let ntp = self.ntp_at(now);
+        let meta = self.io.rx_meta(i);
+        let owner = self
+            .owners
+            .get(meta.sock as usize)
+            .copied()
+            .unwrap_or(Owner::Free);
+        let (slot, k, on_rtcp_port) = match owner {
+            Owner::Leg { slot, leg, rtcp } => (slot, leg, rtcp),
+            Owner::Shared(sp) => {
+                let port = &self.shared[sp];
+                let hit = port.by_addr.get(&meta.from).copied().or_else(|| {
+                    let buf = self.io.rx_buf(i);
+                    let ssrc = match classify(&buf[..meta.len]) {
+                        PacketClass::Rtp => RtpHeader::parse(&buf[..meta.len]).ok().map(|h| h.ssrc),
+                        PacketClass::Rtcp => rtcp::sender_ssrc(&buf[..meta.len]).ok(),
+                        _ => None,
+                    }?;
+                    self.shared[sp]
+                        .by_addr_ssrc
+                        .get(&(meta.from, ssrc))
+                        .copied()
+                });
+                match hit {
+                    Some((slot, leg)) => (slot, leg, false),
+                    None => {
+                        self.counters.source_drops += 1;
+                        return;
+                    }
+                }
+            }
+            Owner::Free => {
+                self.counters.other_drops += 1;
+                return;
+            }
+        };
+        let Some(stream) = self.streams.get_mut(slot as usize).and_then(Option::as_mut) else {
+            self.counters.other_drops += 1;
+            return;
+        };
+        let buf = self.io.rx_buf(i);
+        let (action, connect) = handle(
+            stream,
+            usize::from(k),
+            on_rtcp_port,
+            meta.from,
+            buf,
+            meta.len,
+            now,
+            ntp,
+            &mut self.counters,
+        );
+        if let Some((leg, rtcp, peer)) = connect
+            && self.cfg.connect
+            && stream.legs[usize::from(leg)].shared.is_none()
+        {
+            self.connects.push((slot, leg, rtcp, peer));
+        }
+        if let Action::Send { sock, len, to } = action {
+            self.io.send_rx(i, sock, len, to);
+        }
+    }
+}
+
+fn unreachable_stats(id: u64) -> StreamStats {
+    // by_id and streams are updated together; a slot in by_id always holds a stream.
+    StreamStats {
+        id,
+        mode: Mode::Recv,
+        paused: false,
+        generated: 0,
+        pacing_skips: 0,
+        legs: Vec::new(),
+    }
+}
+
+impl Leg {
+    fn remote_ssrc(&self) -> Option<u32> {
+        self.counters.remote_ssrc
+    }
+}
+
+fn count_srtp_error(leg: &mut Leg, c: &mut Counters, e: SrtpError) {
+    match e {
+        SrtpError::AuthFailed => {
+            leg.counters.auth_failures += 1;
+            c.auth_failures += 1;
+        }
+        SrtpError::Replayed { .. } => {
+            leg.counters.replay_drops += 1;
+            c.replay_drops += 1;
+        }
+        SrtpError::TooShort { .. } | SrtpError::Malformed(_) => {
+            leg.counters.malformed += 1;
+            c.malformed += 1;
+        }
+        _ => {
+            leg.counters.other_drops += 1;
+            c.other_drops += 1;
+        }
+    }
+}
+
+/// The per-packet path for one stream: demultiplex, source check, unprotect, statistics, and
+/// for echo and relay the re-protect and the send decision. Runs in place on `buf`.
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    stream: &mut Stream,
+    k: usize,
+    on_rtcp_port: bool,
+    from: SocketAddr,
+    buf: &mut [u8],
+    len: usize,
+    now: u64,
+    ntp: u64,
+    c: &mut Counters,
+) -> (Action, Option<(u8, bool, SocketAddr)>) {
+    let mode = stream.mode;
+    let clock = stream.codec.clock_rate();
+    let class = classify(&buf[..len]);
+    let is_rtcp = match class {
+        PacketClass::Rtp if !on_rtcp_port => false,
+        PacketClass::Rtcp | PacketClass::Rtp => true,
+        PacketClass::Dtls | PacketClass::Stun | PacketClass::Zrtp | PacketClass::Turn => {
+            // Not carried on this leg (DTLS-SRTP comes with its own issue).
+            let leg = &mut stream.legs[k];
+            leg.counters.other_drops += 1;
+            c.other_drops += 1;
+            return (Action::Drop, None);
+        }
+        PacketClass::Unknown => {
+            let leg = &mut stream.legs[k];
+            leg.counters.malformed += 1;
+            c.malformed += 1;
+            return (Action::Drop, None);
+        }
+    };
+    let leg = &mut stream.legs[k];
+    let expected_src = if is_rtcp && leg.rtcp_sock.is_some() {
+        leg.remote_rtcp
+    } else {
+        leg.remote
+    };
+    if leg.strict && expected_src.is_some_and(|r| r != from) {
+        leg.counters.source_mismatch += 1;
+        c.source_drops += 1;
+        return (Action::Drop, None);
+    }
+    let rx_suite = suite_index(leg.rx.as_ref().map(|r| r.suite()));
+    // Unprotect in place.
+    let plain_len = match leg.rx.as_mut() {
+        Some(rx) => {
+            let r = if is_rtcp {
+                rx.unprotect_rtcp(buf, len)
+            } else {
+                rx.unprotect_rtp(buf, len)
+            };
+            match r {
+                Ok(l) => l,
+                Err(e) => {
+                    count_srtp_error(leg, c, e);
+                    return (Action::Drop, None);
+                }
+            }
+        }
+        None => len,
+    };
+    c.rx_packets[rx_suite] += 1;
+    c.rx_bytes[rx_suite] += len as u64;
+    // The packet authenticated (or is well-formed plain RTP below): latch the source.
+    let mut connect: Option<(u8, bool, SocketAddr)> = None;
+    if is_rtcp {
+        let Ok(summary) = rtcp::parse_compound(&buf[..plain_len], None) else {
+            leg.counters.malformed += 1;
+            c.malformed += 1;
+            return (Action::Drop, connect);
+        };
+        leg.counters.rtcp_in += 1;
+        if leg.rtcp_sock.is_some() {
+            if leg.remote_rtcp != Some(from) {
+                leg.remote_rtcp = Some(from);
+                connect = Some((k as u8, true, from));
+            }
+        } else if leg.remote != Some(from) {
+            if leg.remote.is_some() {
+                leg.counters.remote_changes += 1;
+            }
+            leg.remote = Some(from);
+            connect = Some((k as u8, false, from));
+        }
+        if let Some(si) = summary.sender_info {
+            leg.last_sr = Some((rtcp::ntp_middle(si.ntp), now));
+        }
+        if mode.reports() {
+            // Our own report blocks give the round trip.
+            let ours = stream
+                .source
+                .as_ref()
+                .map_or(stream.report_ssrc, RtpSource::ssrc);
+            if let Ok(s) = rtcp::parse_compound(&buf[..plain_len], Some(ours))
+                && let Some(block) = s.report
+                && let Some(rtt) = rtcp::round_trip(&block, rtcp::ntp_middle(ntp))
+            {
+                leg.rtt_ns = Some(rtt.as_nanos() as u64);
+            }
+        }
+    } else {
+        let hdr = match RtpHeader::parse(&buf[..plain_len]) {
+            Ok(h) => h,
+            Err(_) => {
+                leg.counters.malformed += 1;
+                c.malformed += 1;
+                return (Action::Drop, connect);
+            }
+        };
+        leg.counters.packets_in += 1;
+        leg.counters.bytes_in += len as u64;
+        if leg.counters.remote_ssrc != Some(hdr.ssrc) {
+            if leg.counters.remote_ssrc.is_some() {
+                leg.recv = crate::proto::stats::ReceiveStats::new();
+            }
+            leg.counters.remote_ssrc = Some(hdr.ssrc);
+        }
+        let arrival = ((u128::from(now) * u128::from(clock)) / 1_000_000_000) as u32;
+        leg.recv.on_packet(hdr.seq, hdr.timestamp, arrival);
+        if leg.remote != Some(from) {
+            if leg.remote.is_some() {
+                leg.counters.remote_changes += 1;
+            }
+            leg.remote = Some(from);
+            if leg.shared.is_none() {
+                connect = Some((k as u8, false, from));
+            }
+        }
+    }
+    // Forward: echo back on this leg, relay out of the other.
+    let out_k = match mode {
+        Mode::Echo => k,
+        Mode::Relay => 1 - k,
+        _ => return (Action::Drop, connect),
+    };
+    let out = &mut stream.legs[out_k];
+    let out_len = match out.tx.as_mut() {
+        Some(tx) => {
+            let r = if is_rtcp {
+                tx.protect_rtcp(buf, plain_len)
+            } else {
+                tx.protect_rtp(buf, plain_len)
+            };
+            match r {
+                Ok(l) => l,
+                Err(_) => {
+                    out.counters.tx_drops += 1;
+                    c.tx_drops += 1;
+                    return (Action::Drop, connect);
+                }
+            }
+        }
+        None => plain_len,
+    };
+    let (sock, dest) = if is_rtcp {
+        out.rtcp_target()
+    } else {
+        (out.rtp_sock, out.remote)
+    };
+    let Some(dest) = dest else {
+        out.counters.tx_drops += 1;
+        c.tx_drops += 1;
+        return (Action::Drop, connect);
+    };
+    let tx_suite = suite_index(out.tx.as_ref().map(|t| t.suite()));
+    c.tx_packets[tx_suite] += 1;
+    c.tx_bytes[tx_suite] += out_len as u64;
+    if is_rtcp {
+        out.counters.rtcp_out += 1;
+    } else {
+        out.counters.packets_out += 1;
+        out.counters.bytes_out += out_len as u64;
+    }
+    // Until the socket is connected (at the end of the batch that taught us the peer), sends
+    // carry the address.
+    let connected = out.connected && (!is_rtcp || out.rtcp_sock.is_none());
+    let to = if connected { None } else { Some(dest) };
+    (
+        Action::Send {
+            sock,
+            len: out_len,
+            to,
+        },
+        connect,
+    )
+}
