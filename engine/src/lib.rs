@@ -8,6 +8,7 @@
 //! The I/O backends, pinned workers, control socket and metrics build on it.
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod io;
 pub mod proto;
 pub mod runtime;

@@ -1,0 +1,371 @@
+//! The daemon's TOML config (`configs/engine.toml` lists every option with its default).
+//!
+//! Unknown keys are errors that name the key; values are checked after parsing (port range,
+//! addresses, core list) and errors name the key too.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::io::socket::SocketOptions;
+use crate::io::{BackendKind, IoConfig};
+use crate::runtime::EngineOptions;
+
+/// A config problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type (the message names the key).
+    #[error("{0}")]
+    Parse(String),
+    /// A value out of range.
+    #[error("{key}: {message}")]
+    Value {
+        /// The key, as `section.name`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Worker threads; 0 = one per online core.
+    pub workers: usize,
+    /// Cores to pin workers to, in worker order; empty = worker i on core i.
+    pub cores: Vec<usize>,
+    /// CNAME in RTCP reports.
+    pub cname: String,
+}
+
+impl Default for EngineSection {
+    fn default() -> EngineSection {
+        EngineSection {
+            workers: 0,
+            cores: Vec::new(),
+            cname: "srtp-engine".into(),
+        }
+    }
+}
+
+/// `[io]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IoSection {
+    /// `io_uring` or `epoll`.
+    pub backend: BackendKind,
+    /// Fall back to epoll when io_uring is refused.
+    pub fallback: bool,
+    /// Receive buffers per worker.
+    pub rx_buffers: u32,
+    /// Send buffers per worker.
+    pub tx_buffers: u32,
+    /// Completions to wait for in one wait (io_uring).
+    pub wait_batch: u32,
+    /// How long to wait for that batch, µs (io_uring, Linux 6.12+).
+    pub batch_wait_us: u32,
+}
+
+impl Default for IoSection {
+    fn default() -> IoSection {
+        let io = IoConfig::default();
+        IoSection {
+            backend: BackendKind::IoUring,
+            fallback: true,
+            rx_buffers: io.rx_buffers,
+            tx_buffers: io.tx_buffers,
+            wait_batch: io.wait_batch,
+            batch_wait_us: io.batch_wait_us,
+        }
+    }
+}
+
+/// `[sockets]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketsSection {
+    /// Local IPs media sockets bind on; the first is the default.
+    pub local_ips: Vec<String>,
+    /// First port of the media range.
+    pub port_min: u16,
+    /// Last port of the media range.
+    pub port_max: u16,
+    /// SO_RCVBUF per socket in bytes; 0 = kernel default.
+    pub recv_buffer: usize,
+    /// SO_SNDBUF per socket in bytes; 0 = kernel default.
+    pub send_buffer: usize,
+    /// Connect per-stream sockets to their peer once known.
+    pub connect: bool,
+    /// Drop media not from the signalled address.
+    pub strict_source: bool,
+}
+
+impl Default for SocketsSection {
+    fn default() -> SocketsSection {
+        let d = EngineOptions::default();
+        SocketsSection {
+            local_ips: vec!["127.0.0.1".into()],
+            port_min: d.port_min,
+            port_max: d.port_max,
+            recv_buffer: 0,
+            send_buffer: 0,
+            connect: true,
+            strict_source: false,
+        }
+    }
+}
+
+/// `[streams]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsSection {
+    /// Most streams per worker.
+    pub max_per_worker: usize,
+}
+
+impl Default for StreamsSection {
+    fn default() -> StreamsSection {
+        StreamsSection {
+            max_per_worker: EngineOptions::default().max_streams_per_worker,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> LogSection {
+        LogSection {
+            level: "info".into(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[engine]`
+    pub engine: EngineSection,
+    /// `[io]`
+    pub io: IoSection,
+    /// `[sockets]`
+    pub sockets: SocketsSection,
+    /// `[streams]`
+    pub streams: StreamsSection,
+    /// `[log]`
+    pub log: LogSection,
+}
+
+impl Config {
+    /// Parses and checks a config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Range and consistency checks, naming the key.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let v = |key, message: String| Err(ConfigError::Value { key, message });
+        if self.sockets.local_ips.is_empty() {
+            return v(
+                "sockets.local_ips",
+                "at least one local IP is needed".into(),
+            );
+        }
+        for ip in &self.sockets.local_ips {
+            if ip.parse::<IpAddr>().is_err() {
+                return v("sockets.local_ips", format!("{ip:?} is not an IP address"));
+            }
+        }
+        let workers = self.workers();
+        if self.sockets.port_min == 0 || self.sockets.port_max < self.sockets.port_min {
+            return v(
+                "sockets.port_max",
+                format!(
+                    "range {}-{} is empty",
+                    self.sockets.port_min, self.sockets.port_max
+                ),
+            );
+        }
+        let span = usize::from(self.sockets.port_max - self.sockets.port_min) + 1;
+        // Each worker owns whole port pairs: it needs at least one pair.
+        if span < 2 * workers {
+            return v(
+                "sockets.port_max",
+                format!(
+                    "range {}-{} has {span} ports, too small for {workers} workers (2 per worker at least)",
+                    self.sockets.port_min, self.sockets.port_max
+                ),
+            );
+        }
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(&c) = self.engine.cores.iter().find(|&&c| c >= online.max(1024)) {
+            return v("engine.cores", format!("core {c} does not exist"));
+        }
+        if !self.engine.cores.is_empty() && self.engine.cores.len() < workers {
+            return v(
+                "engine.cores",
+                format!(
+                    "{} cores listed for {workers} workers",
+                    self.engine.cores.len()
+                ),
+            );
+        }
+        if !matches!(
+            self.log.level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return v(
+                "log.level",
+                format!(
+                    "{:?} is not error, warn, info, debug or trace",
+                    self.log.level
+                ),
+            );
+        }
+        if self.io.rx_buffers < 64 || self.io.rx_buffers > 32_768 {
+            return v(
+                "io.rx_buffers",
+                format!("{} is outside 64-32768", self.io.rx_buffers),
+            );
+        }
+        if self.io.tx_buffers < 16 || self.io.tx_buffers > 65_535 {
+            return v(
+                "io.tx_buffers",
+                format!("{} is outside 16-65535", self.io.tx_buffers),
+            );
+        }
+        if self.streams.max_per_worker == 0 {
+            return v("streams.max_per_worker", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Workers the config asks for (0 resolved to the online cores).
+    pub fn workers(&self) -> usize {
+        if self.engine.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.engine.workers
+        }
+    }
+
+    /// The engine options this config describes.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            workers: self.engine.workers,
+            cores: self.engine.cores.clone(),
+            pin: true,
+            backend: self.io.backend,
+            fallback: self.io.fallback,
+            io: IoConfig {
+                rx_buffers: self.io.rx_buffers,
+                tx_buffers: self.io.tx_buffers,
+                max_sockets: IoConfig::default().max_sockets,
+                wait_batch: self.io.wait_batch,
+                batch_wait_us: self.io.batch_wait_us,
+            },
+            local_ips: self
+                .sockets
+                .local_ips
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            port_min: self.sockets.port_min,
+            port_max: self.sockets.port_max,
+            socket: SocketOptions {
+                recv_buffer: self.sockets.recv_buffer,
+                send_buffer: self.sockets.send_buffer,
+            },
+            connect: self.sockets.connect,
+            strict_source: self.sockets.strict_source,
+            max_streams_per_worker: self.streams.max_per_worker,
+            cname: self.engine.cname.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_is_the_defaults() {
+        let text = include_str!("../../configs/engine.toml");
+        let c = Config::parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            format!("{c:?}"),
+            format!("{d:?}"),
+            "configs/engine.toml must list the defaults"
+        );
+        assert_eq!(
+            Config::parse("").unwrap().sockets.port_min,
+            d.sockets.port_min
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[io]\nbakend = \"epoll\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bakend"), "{e}");
+        let e = Config::parse("[sockets]\nlocal_ips = [\"127.0.0.300\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sockets.local_ips") && e.contains("127.0.0.300"),
+            "{e}"
+        );
+        let e =
+            Config::parse("[sockets]\nport_min = 40000\nport_max = 40000\n[engine]\nworkers = 2\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("sockets.port_max") && e.contains("too small"),
+            "{e}"
+        );
+        let e = Config::parse("[io]\nbackend = \"kqueue\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kqueue"), "{e}");
+        let e = Config::parse("[sockets]\nport_min = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port_min"), "{e}");
+        let e = Config::parse("[log]\nlevel = \"loud\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.level"), "{e}");
+        let e = Config::parse("[nonsense]\n").unwrap_err().to_string();
+        assert!(e.contains("nonsense"), "{e}");
+    }
+}
