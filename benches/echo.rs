@@ -32,7 +32,9 @@ const GEN_SOCKETS: usize = 100;
 const PAYLOAD: usize = 160;
 
 fn key(k: usize, dir: u8) -> Vec<u8> {
-    (0..30u8).map(|i| i ^ (k as u8) ^ dir.wrapping_mul(31) ^ ((k >> 8) as u8).rotate_left(3)).collect()
+    (0..30u8)
+        .map(|i| i ^ (k as u8) ^ dir.wrapping_mul(31) ^ ((k >> 8) as u8).rotate_left(3))
+        .collect()
 }
 
 fn pin(core: usize) {
@@ -68,11 +70,15 @@ struct Generator {
 }
 
 fn sockaddr_in(a: SocketAddr) -> libc::sockaddr_in {
-    let SocketAddr::V4(v4) = a else { panic!("IPv4 only") };
+    let SocketAddr::V4(v4) = a else {
+        panic!("IPv4 only")
+    };
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
         sin_zero: [0; 8],
     }
 }
@@ -96,19 +102,31 @@ impl Generator {
             .map(|(k, &dest)| GenStream {
                 dest: sockaddr_in(dest),
                 tx: srtp.then(|| {
-                    SrtpOutbound::new(SrtpPolicy::new(SUITE, MasterKey::new(SUITE, &key(k, 0)).unwrap())).unwrap()
+                    SrtpOutbound::new(SrtpPolicy::new(
+                        SUITE,
+                        MasterKey::new(SUITE, &key(k, 0)).unwrap(),
+                    ))
+                    .unwrap()
                 }),
                 seq: (k as u16).wrapping_mul(7),
                 ts: k as u32,
                 ssrc: 0x1000_0000 + k as u32,
             })
             .collect();
-        Generator { socks, streams, cursor: vec![0; GEN_SOCKETS], bufs: vec![[0u8; 256]; MMSG] }
+        Generator {
+            socks,
+            streams,
+            cursor: vec![0; GEN_SOCKETS],
+            bufs: vec![[0u8; 256]; MMSG],
+        }
     }
 
     /// Sends one batch of `n` packets on socket `sock`; returns how many the kernel took.
     fn send_batch(&mut self, sock: usize, n: usize) -> u64 {
-        let mut iovs: [libc::iovec; MMSG] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MMSG];
+        let mut iovs: [libc::iovec; MMSG] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MMSG];
         // SAFETY: zeroed mmsghdr is valid.
         #[allow(unsafe_code)]
         let mut hdrs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
@@ -130,7 +148,10 @@ impl Generator {
             if let Some(tx) = s.tx.as_mut() {
                 len = tx.protect_rtp(buf, len).expect("protect");
             }
-            iovs[m] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+            iovs[m] = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: len,
+            };
             hdrs[m].msg_hdr.msg_name = (&mut s.dest as *mut libc::sockaddr_in).cast();
             hdrs[m].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
             hdrs[m].msg_hdr.msg_iov = &mut iovs[m];
@@ -196,8 +217,15 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
         cores: vec![0],
         backend: cfg.backend,
         fallback: false,
-        io: IoConfig { rx_buffers: 16_384, tx_buffers: 1024, ..IoConfig::default() },
-        socket: SocketOptions { recv_buffer: 256 << 10, send_buffer: 256 << 10 },
+        io: IoConfig {
+            rx_buffers: 16_384,
+            tx_buffers: 1024,
+            ..IoConfig::default()
+        },
+        socket: SocketOptions {
+            recv_buffer: 256 << 10,
+            send_buffer: 256 << 10,
+        },
         port_min: 20_000,
         port_max: 59_999,
         ..EngineOptions::default()
@@ -206,17 +234,31 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
     let specs = (0..cfg.streams)
         .map(|k| {
             let (tx, rx) = if cfg.srtp {
-                (Crypto::sdes(SUITE, &key(k, 1)).unwrap(), Crypto::sdes(SUITE, &key(k, 0)).unwrap())
+                (
+                    Crypto::sdes(SUITE, &key(k, 1)).unwrap(),
+                    Crypto::sdes(SUITE, &key(k, 0)).unwrap(),
+                )
             } else {
                 (Crypto::None, Crypto::None)
             };
-            let mut s = StreamSpec::new(Mode::Echo, LegSpec { rtcp_mux: true, tx, rx, ..LegSpec::default() });
+            let mut s = StreamSpec::new(
+                Mode::Echo,
+                LegSpec {
+                    rtcp_mux: true,
+                    tx,
+                    rx,
+                    ..LegSpec::default()
+                },
+            );
             s.rtcp_interval_ms = 0;
             s
         })
         .collect();
-    let dests: Vec<SocketAddr> =
-        engine.create_streams(specs).into_iter().map(|r| r.expect("create").legs[0].local).collect();
+    let dests: Vec<SocketAddr> = engine
+        .create_streams(specs)
+        .into_iter()
+        .map(|r| r.expect("create").legs[0].local)
+        .collect();
     let srtp = cfg.srtp;
     let (to_gen, gen_rx) = std::sync::mpsc::channel::<(u64, Duration)>();
     let (from_gen, results) = std::sync::mpsc::channel::<u64>();
@@ -224,7 +266,10 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
         pin(1);
         let mut g = Generator::new(&dests, srtp);
         // Warm up: every stream learns its peer (and connects) before measuring.
-        g.run((dests.len() as u64 * 20).max(20_000), Duration::from_millis(500));
+        g.run(
+            (dests.len() as u64 * 20).max(20_000),
+            Duration::from_millis(500),
+        );
         while let Ok((rate, dur)) = gen_rx.recv() {
             let _ = from_gen.send(g.run(rate, dur));
         }
@@ -246,7 +291,8 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
             user_us: (after.cpu_user_us - before.cpu_user_us) as f64 / pkts,
             sys_us: (after.cpu_sys_us - before.cpu_sys_us) as f64 / pkts,
             syscalls: (after.io.syscalls - before.io.syscalls) as f64 / pkts,
-            busy: (after.cpu_user_us + after.cpu_sys_us - before.cpu_user_us - before.cpu_sys_us) as f64
+            busy: (after.cpu_user_us + after.cpu_sys_us - before.cpu_user_us - before.cpu_sys_us)
+                as f64
                 / (step.as_micros() as f64 + 300_000.0),
         };
         eprintln!(
@@ -270,7 +316,13 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
     drop(to_gen);
     gen_thread.join().unwrap();
     drop(engine);
-    best.unwrap_or(Step { rate: 0, user_us: 0.0, sys_us: 0.0, syscalls: 0.0, busy: 0.0 })
+    best.unwrap_or(Step {
+        rate: 0,
+        user_us: 0.0,
+        sys_us: 0.0,
+        syscalls: 0.0,
+        busy: 0.0,
+    })
 }
 
 fn main() {
@@ -279,7 +331,12 @@ fn main() {
         return; // cargo bench discovery
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str);
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
     let only_backend = value("--backend");
     let only_crypto = value("--crypto");
     let counts: Vec<usize> = match value("--streams") {
@@ -287,7 +344,11 @@ fn main() {
         None if quick => vec![1000],
         None => vec![1000, 10_000],
     };
-    let step = if quick { Duration::from_millis(700) } else { Duration::from_secs(2) };
+    let step = if quick {
+        Duration::from_millis(700)
+    } else {
+        Duration::from_secs(2)
+    };
     let ladder: Vec<u64> = (1..=40).map(|k| k * 10_000).collect();
     let mut rows = Vec::new();
     for &streams in &counts {
@@ -299,18 +360,33 @@ fn main() {
                 if only_crypto.is_some_and(|c| c != if srtp { "srtp" } else { "null" }) {
                     continue;
                 }
-                let cfg = Config { backend, srtp, streams };
+                let cfg = Config {
+                    backend,
+                    srtp,
+                    streams,
+                };
                 let m = measure(cfg, &ladder, step);
                 rows.push((cfg, m));
             }
         }
     }
     println!();
-    println!("Echo capacity: one echo worker on core 0, generator on core 1, 172-byte RTP ({SUITE:?} for srtp).");
+    println!(
+        "Echo capacity: one echo worker on core 0, generator on core 1, 172-byte RTP ({SUITE:?} for srtp)."
+    );
     println!("Figures at the highest offered rate with zero loss (ladder of 10,000 pkt/s steps).");
     println!(
         "{:>7} {:>9} {:>6} | {:>12} {:>6} | {:>8} {:>8} {:>8} {:>12} | {:>13}",
-        "streams", "backend", "crypto", "pkt/s 0-loss", "busy", "user µs", "sys µs", "total µs", "syscalls/pkt", "pkt/s per core"
+        "streams",
+        "backend",
+        "crypto",
+        "pkt/s 0-loss",
+        "busy",
+        "user µs",
+        "sys µs",
+        "total µs",
+        "syscalls/pkt",
+        "pkt/s per core"
     );
     for (c, m) in &rows {
         println!(
@@ -330,11 +406,15 @@ fn main() {
     println!();
     for &streams in &counts {
         let find = |b: BackendKind, s: bool| {
-            rows.iter().find(|(c, _)| c.streams == streams && c.backend == b && c.srtp == s).map(|(_, m)| *m)
+            rows.iter()
+                .find(|(c, _)| c.streams == streams && c.backend == b && c.srtp == s)
+                .map(|(_, m)| *m)
         };
-        if let (Some(us), Some(ep), Some(null)) =
-            (find(BackendKind::IoUring, true), find(BackendKind::Epoll, true), find(BackendKind::IoUring, false))
-        {
+        if let (Some(us), Some(ep), Some(null)) = (
+            find(BackendKind::IoUring, true),
+            find(BackendKind::Epoll, true),
+            find(BackendKind::IoUring, false),
+        ) {
             let per_core = |m: &Step| 1e6 / (m.user_us + m.sys_us).max(1e-9);
             println!(
                 "{streams} streams: io_uring/epoll: zero-loss rate {:.2}x, capacity per core {:.2}x, syscalls/pkt {:.3}x; \
