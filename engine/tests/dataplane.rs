@@ -497,3 +497,42 @@ fn bad_requests_are_typed_errors() {
     assert_eq!(fin.id, ok.id);
     assert!(e.stream_stats(ok.id).is_err());
 }
+
+/// Pausing and resuming (and other updates) never leave a stream with two pacing timers: the
+/// rate stays that of the codec.
+#[test]
+fn updates_keep_the_codec_rate() {
+    use srtp_engine::worker::stream::StreamUpdate;
+    let e = engine(BackendKind::IoUring);
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut spec = StreamSpec::new(
+        Mode::Send,
+        leg(Some(sink.local_addr().unwrap()), Crypto::None, Crypto::None),
+    );
+    spec.rtcp_interval_ms = 0;
+    let s = e.create_stream(spec).unwrap();
+    for paused in [true, false, true, false] {
+        e.update_stream(
+            s.id,
+            StreamUpdate {
+                paused: Some(paused),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    e.update_stream(
+        s.id,
+        StreamUpdate {
+            remote: Some((0, sink.local_addr().unwrap())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let start = stats(&e, s.id).legs[0].packets_out;
+    sleep(Duration::from_millis(1000));
+    let sent = stats(&e, s.id).legs[0].packets_out - start;
+    // 20 ms ptime: 50 packets per second, driven by exactly one pacing timer.
+    assert!((40..=60).contains(&sent), "{sent} packets in 1 s");
+    assert_eq!(e.snapshot().workers[0].timers, 1);
+}

@@ -149,6 +149,8 @@ pub struct WorkerSnapshot {
     pub cpu_user_us: u64,
     /// Thread CPU time in the kernel, µs.
     pub cpu_sys_us: u64,
+    /// Timers pending in the worker's wheel (pacing and RTCP; about one of each per stream).
+    pub timers: usize,
     /// Set once the worker has exited.
     pub stopped: bool,
 }
@@ -368,6 +370,7 @@ impl Worker {
             busy_ratio: busy,
             cpu_user_us: user,
             cpu_sys_us: sys,
+            timers: self.wheel.len(),
             stopped,
         };
         if let Ok(mut s) = self.snapshot.lock() {
@@ -485,6 +488,7 @@ impl Worker {
             rtcp_interval_ns: u64::from(spec.rtcp_interval_ms) * 1_000_000,
             paused: false,
             report_ssrc,
+            pace_pending: false,
         };
         let info = StreamInfo {
             id,
@@ -499,9 +503,11 @@ impl Worker {
                 .collect(),
             ssrc: stream.source.as_ref().map(RtpSource::ssrc),
         };
+        let mut stream = stream;
         if let Some(src) = &stream.source {
             self.wheel
                 .insert(src.next_due(), slot, gen_, TimerKind::Pace);
+            stream.pace_pending = true;
         }
         if stream.reports() {
             let first = now + self.rtcp_delay(stream.rtcp_interval_ns);
@@ -729,6 +735,7 @@ impl Worker {
         {
             return Err(StreamError::Invalid("no such leg"));
         }
+        let was_generating = stream.generates();
         if let Some((k, tx, rx)) = u.crypto {
             let leg = stream
                 .legs
@@ -760,9 +767,11 @@ impl Worker {
                 stream.source = Some(RtpSource::new(stream.codec, start, &mut self.rng));
             }
         }
-        // (Re)arm pacing: a stale timer is ignored by generation only on delete, so arm only
-        // when none is pending: resumed or newly sending streams get a fresh one now.
-        if stream.generates() {
+        // A generating stream keeps its pacing timer alive; a stream that stopped generating
+        // lets it lapse (see `pace`). Arm a new one only when generation starts again and none
+        // is pending, so a stream never has two.
+        if stream.generates() && !was_generating && !stream.pace_pending {
+            stream.pace_pending = true;
             self.wheel.insert(now, slot, gen_, TimerKind::Pace);
         }
         Ok(())
@@ -787,6 +796,7 @@ impl Worker {
         let Some(stream) = self.streams[slot as usize].as_mut() else {
             return;
         };
+        stream.pace_pending = false;
         if !stream.generates() {
             return; // paused or switched to recv: the timer lapses until resumed
         }
@@ -833,6 +843,7 @@ impl Worker {
             self.counters.tx_bytes[suite] += len as u64;
         }
         let next = source.next_due();
+        stream.pace_pending = true;
         self.wheel.insert(next, slot, gen_, TimerKind::Pace);
     }
 

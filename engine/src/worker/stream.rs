@@ -438,6 +438,8 @@ pub(crate) struct Stream {
     pub(crate) paused: bool,
     /// Our SSRC in reports when we do not send RTP.
     pub(crate) report_ssrc: u32,
+    /// Whether a pacing timer is in the wheel (at most one at a time).
+    pub(crate) pace_pending: bool,
 }
 
 impl Stream {
