@@ -24,8 +24,8 @@ use srtp_engine::io::{BackendKind, IoConfig};
 use srtp_engine::proto::rtp::write_header;
 use srtp_engine::proto::srtp::{MasterKey, SrtpOutbound, SrtpPolicy, Suite};
 use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::WorkerSnapshot;
 use srtp_engine::worker::stream::{Crypto, LegSpec, Mode, StreamSpec};
+use srtp_engine::worker::{MediaOptions, WorkerSnapshot};
 
 const SUITE: Suite = Suite::AesCm128HmacSha1_80;
 const GEN_SOCKETS: usize = 100;
@@ -35,16 +35,6 @@ fn key(k: usize, dir: u8) -> Vec<u8> {
     (0..30u8)
         .map(|i| i ^ (k as u8) ^ dir.wrapping_mul(31) ^ ((k >> 8) as u8).rotate_left(3))
         .collect()
-}
-
-fn pin(core: usize) {
-    // SAFETY: plain cpu_set_t manipulation and sched_setaffinity on the calling thread.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 struct GenStream {
@@ -222,12 +212,13 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
             tx_buffers: 1024,
             ..IoConfig::default()
         },
-        socket: SocketOptions {
-            recv_buffer: 256 << 10,
-            send_buffer: 256 << 10,
+        media: MediaOptions {
+            socket: SocketOptions {
+                recv_buffer: 256 << 10,
+                send_buffer: 256 << 10,
+            },
+            ..MediaOptions::default()
         },
-        port_min: 20_000,
-        port_max: 59_999,
         ..EngineOptions::default()
     };
     let engine = Engine::start(opts).expect("echo engine");
@@ -263,7 +254,7 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
     let (to_gen, gen_rx) = std::sync::mpsc::channel::<(u64, Duration)>();
     let (from_gen, results) = std::sync::mpsc::channel::<u64>();
     let gen_thread = std::thread::spawn(move || {
-        pin(1);
+        srtp_engine::runtime::pin_to(1).expect("pin the generator to core 1");
         let mut g = Generator::new(&dests, srtp);
         // Warm up: every stream learns its peer (and connects) before measuring.
         g.run(

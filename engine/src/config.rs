@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::io::socket::SocketOptions;
 use crate::io::{BackendKind, IoConfig};
 use crate::runtime::EngineOptions;
+use crate::worker::MediaOptions;
 
 /// A config problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,7 @@ impl Default for EngineSection {
         EngineSection {
             workers: 0,
             cores: Vec::new(),
-            cname: "srtp-engine".into(),
+            cname: MediaOptions::default().cname,
         }
     }
 }
@@ -112,7 +113,7 @@ pub struct SocketsSection {
 
 impl Default for SocketsSection {
     fn default() -> SocketsSection {
-        let d = EngineOptions::default();
+        let d = MediaOptions::default();
         SocketsSection {
             local_ips: vec!["127.0.0.1".into()],
             port_min: d.port_min,
@@ -136,7 +137,7 @@ pub struct StreamsSection {
 impl Default for StreamsSection {
     fn default() -> StreamsSection {
         StreamsSection {
-            max_per_worker: EngineOptions::default().max_streams_per_worker,
+            max_per_worker: MediaOptions::default().max_streams,
         }
     }
 }
@@ -292,22 +293,24 @@ impl Config {
                 wait_batch: self.io.wait_batch,
                 batch_wait_us: self.io.batch_wait_us,
             },
-            local_ips: self
-                .sockets
-                .local_ips
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect(),
-            port_min: self.sockets.port_min,
-            port_max: self.sockets.port_max,
-            socket: SocketOptions {
-                recv_buffer: self.sockets.recv_buffer,
-                send_buffer: self.sockets.send_buffer,
+            media: MediaOptions {
+                local_ips: self
+                    .sockets
+                    .local_ips
+                    .iter()
+                    .filter_map(|s| s.parse().ok())
+                    .collect(),
+                port_min: self.sockets.port_min,
+                port_max: self.sockets.port_max,
+                socket: SocketOptions {
+                    recv_buffer: self.sockets.recv_buffer,
+                    send_buffer: self.sockets.send_buffer,
+                },
+                connect: self.sockets.connect,
+                strict_source: self.sockets.strict_source,
+                max_streams: self.streams.max_per_worker,
+                cname: self.engine.cname.clone(),
             },
-            connect: self.sockets.connect,
-            strict_source: self.sockets.strict_source,
-            max_streams_per_worker: self.streams.max_per_worker,
-            cname: self.engine.cname.clone(),
         }
     }
 }

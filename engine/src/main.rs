@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     cores: Option<Vec<usize>>,
     /// I/O backend: io_uring or epoll. Overrides io.backend.
-    #[arg(long, value_parser = parse_backend)]
+    #[arg(long)]
     backend: Option<BackendKind>,
     /// First media port. Overrides sockets.port_min.
     #[arg(long)]
@@ -44,14 +44,6 @@ struct Cli {
     /// List the SRTP suites and exit.
     #[arg(long)]
     list_suites: bool,
-}
-
-fn parse_backend(s: &str) -> Result<BackendKind, String> {
-    match s {
-        "io_uring" => Ok(BackendKind::IoUring),
-        "epoll" => Ok(BackendKind::Epoll),
-        _ => Err(format!("{s:?} is not io_uring or epoll")),
-    }
 }
 
 fn list_suites() {

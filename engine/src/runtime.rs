@@ -1,16 +1,15 @@
 //! The engine: starts the pinned workers and routes requests to the worker that owns a stream
 //! (stream ids are sharded across workers: worker = id mod workers).
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::io::socket::{SocketOptions, raise_nofile_limit};
+use crate::io::socket::raise_nofile_limit;
 use crate::io::{BackendKind, IoConfig};
 use crate::worker::stream::{StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
-use crate::worker::{Command, Counters, Worker, WorkerConfig, WorkerSnapshot};
+use crate::worker::{Command, Counters, MediaOptions, Worker, WorkerConfig, WorkerSnapshot};
 
 /// What the engine needs to start.
 #[derive(Debug, Clone)]
@@ -27,22 +26,8 @@ pub struct EngineOptions {
     pub fallback: bool,
     /// Backend tuning.
     pub io: IoConfig,
-    /// Local IPs for media sockets (the first is the default).
-    pub local_ips: Vec<IpAddr>,
-    /// Port range.
-    pub port_min: u16,
-    /// Port range end (inclusive).
-    pub port_max: u16,
-    /// Socket buffer sizes.
-    pub socket: SocketOptions,
-    /// Connect per-stream sockets to their peer.
-    pub connect: bool,
-    /// Default strict-source mode.
-    pub strict_source: bool,
-    /// Most streams per worker.
-    pub max_streams_per_worker: usize,
-    /// RTCP CNAME.
-    pub cname: String,
+    /// Sockets, ports and stream defaults, shared by every worker.
+    pub media: MediaOptions,
 }
 
 impl Default for EngineOptions {
@@ -54,14 +39,7 @@ impl Default for EngineOptions {
             backend: BackendKind::IoUring,
             fallback: true,
             io: IoConfig::default(),
-            local_ips: vec![IpAddr::from([127, 0, 0, 1])],
-            port_min: 20_000,
-            port_max: 59_999,
-            socket: SocketOptions::default(),
-            connect: true,
-            strict_source: false,
-            max_streams_per_worker: 100_000,
-            cname: "srtp-engine".into(),
+            media: MediaOptions::default(),
         }
     }
 }
@@ -116,7 +94,8 @@ pub struct EngineSnapshot {
     pub totals: Counters,
 }
 
-fn pin_to(core: usize) -> std::io::Result<()> {
+/// Pins the calling thread to `core`.
+pub fn pin_to(core: usize) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_SET writes within it for core < CPU_SETSIZE (checked);
     // sched_setaffinity(0) applies to the calling thread.
     #[allow(unsafe_code)]
@@ -152,7 +131,7 @@ impl Engine {
     /// Raises the open-file limit, starts the workers (each opens its backend on its own thread,
     /// pinned first) and waits until all are ready.
     pub fn start(opts: EngineOptions) -> Result<Engine, StartError> {
-        if opts.local_ips.is_empty() {
+        if opts.media.local_ips.is_empty() {
             return Err(StartError::Invalid("no local IP configured".into()));
         }
         let online = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -179,14 +158,7 @@ impl Engine {
             let cfg = WorkerConfig {
                 index,
                 count: n,
-                local_ips: opts.local_ips.clone(),
-                port_min: opts.port_min,
-                port_max: opts.port_max,
-                socket: opts.socket,
-                connect: opts.connect,
-                strict_source: opts.strict_source,
-                max_streams: opts.max_streams_per_worker,
-                cname: opts.cname.clone(),
+                media: opts.media.clone(),
             };
             let snap = snapshot.clone();
             let (kind, fallback, io_cfg) = (opts.backend, opts.fallback, opts.io);

@@ -11,6 +11,7 @@ use srtp_engine::proto::pacer::{Codec, CodecProfile};
 use srtp_engine::proto::rtp::write_header;
 use srtp_engine::proto::srtp::Suite;
 use srtp_engine::runtime::{Engine, EngineOptions};
+use srtp_engine::worker::MediaOptions;
 use srtp_engine::worker::stream::{Crypto, LegSpec, Mode, SocketModel, StreamSpec, StreamStats};
 
 const SUITE: Suite = Suite::AesCm128HmacSha1_80;
@@ -25,7 +26,10 @@ fn engine_with(backend: BackendKind, connect: bool) -> Engine {
         pin: false,
         backend,
         fallback: false,
-        connect,
+        media: MediaOptions {
+            connect,
+            ..MediaOptions::default()
+        },
         ..EngineOptions::default()
     };
     let e = Engine::start(opts).expect("engine starts");
@@ -67,6 +71,15 @@ fn stats(e: &Engine, id: u64) -> StreamStats {
     e.stream_stats(id).unwrap()
 }
 
+/// Stops a sender's generation so its counters settle.
+fn pause(e: &Engine, id: u64) {
+    let update = srtp_engine::worker::stream::StreamUpdate {
+        paused: Some(true),
+        ..Default::default()
+    };
+    e.update_stream(id, update).unwrap();
+}
+
 /// N SRTP senders on one engine to N receivers on another; then pause the senders and check
 /// that every packet sent arrived, authenticated, with loss 0.
 fn sender_to_receiver(backend: BackendKind) {
@@ -92,15 +105,7 @@ fn sender_to_receiver(backend: BackendKind) {
     }
     sleep(Duration::from_millis(1500));
     for &(s, _) in &pairs {
-        tx_engine
-            .update_stream(
-                s,
-                srtp_engine::worker::stream::StreamUpdate {
-                    paused: Some(true),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        pause(&tx_engine, s);
     }
     sleep(Duration::from_millis(200));
     for &(s, r) in &pairs {
@@ -147,14 +152,7 @@ fn echo_round_trip(backend: BackendKind) {
     }
     sleep(Duration::from_millis(1500));
     for &(s, _) in &pairs {
-        ends.update_stream(
-            s,
-            srtp_engine::worker::stream::StreamUpdate {
-                paused: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        pause(&ends, s);
     }
     sleep(Duration::from_millis(300));
     for &(s, e) in &pairs {
@@ -200,14 +198,7 @@ fn relay_srtp_to_rtp(backend: BackendKind) {
     send.rtcp_interval_ms = 0;
     let s = ends.create_stream(send).unwrap();
     sleep(Duration::from_millis(1000));
-    ends.update_stream(
-        s.id,
-        srtp_engine::worker::stream::StreamUpdate {
-            paused: Some(true),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    pause(&ends, s.id);
     sleep(Duration::from_millis(200));
     let sent = stats(&ends, s.id).legs[0].packets_out;
     let got = stats(&ends, plain_rx.id);
@@ -308,15 +299,7 @@ fn garbage_flood(backend: BackendKind) {
         sleep(Duration::from_micros(500));
     }
     for &(s, _, _) in &pairs {
-        tx_engine
-            .update_stream(
-                s,
-                srtp_engine::worker::stream::StreamUpdate {
-                    paused: Some(true),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        pause(&tx_engine, s);
     }
     sleep(Duration::from_millis(200));
     let mut dropped = 0;

@@ -49,6 +49,18 @@ impl BackendKind {
     }
 }
 
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+
+    /// Parses the name [`BackendKind::name`] gives.
+    fn from_str(s: &str) -> Result<BackendKind, String> {
+        [BackendKind::IoUring, BackendKind::Epoll]
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("{s:?} is not io_uring or epoll"))
+    }
+}
+
 /// Counters a backend keeps (plain integers; the worker publishes them in batches).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoStats {

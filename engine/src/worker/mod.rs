@@ -53,13 +53,20 @@ pub enum Command {
     Shutdown,
 }
 
-/// A worker's settings.
+/// A worker's settings: its place among the workers and the media options they all share.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Worker index.
     pub index: usize,
     /// Number of workers (the port range is split between them).
     pub count: usize,
+    /// Sockets and stream defaults.
+    pub media: MediaOptions,
+}
+
+/// Media options every worker shares: sockets, ports, stream defaults.
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
     /// Local IPs streams may bind on (the first is the default).
     pub local_ips: Vec<IpAddr>,
     /// First port of the range.
@@ -72,10 +79,25 @@ pub struct WorkerConfig {
     pub connect: bool,
     /// Default strict-source mode.
     pub strict_source: bool,
-    /// Most streams this worker holds.
+    /// Most streams one worker holds.
     pub max_streams: usize,
     /// CNAME in RTCP reports.
     pub cname: String,
+}
+
+impl Default for MediaOptions {
+    fn default() -> MediaOptions {
+        MediaOptions {
+            local_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            port_min: 20_000,
+            port_max: 59_999,
+            socket: SocketOptions::default(),
+            connect: true,
+            strict_source: false,
+            max_streams: 100_000,
+            cname: "srtp-engine".into(),
+        }
+    }
 }
 
 /// Engine-wide counters, by suite index (0-5) or 6 for plain RTP.
@@ -270,13 +292,14 @@ impl Worker {
         seed: u64,
     ) -> Worker {
         let ports = cfg
+            .media
             .local_ips
             .iter()
             .map(|&ip| {
                 PortAllocator::new(
                     ip,
-                    cfg.port_min,
-                    cfg.port_max,
+                    cfg.media.port_min,
+                    cfg.media.port_max,
                     cfg.index as u16,
                     cfg.count as u16,
                 )
@@ -331,9 +354,10 @@ impl Worker {
             }
             waited_ns += before.elapsed().as_nanos() as u64;
             let now = self.now_ns();
+            let ntp = self.ntp_at(now);
             let n = self.io.rx_count();
             for i in 0..n {
-                self.on_datagram(i, now);
+                self.on_datagram(i, now, ntp);
             }
             self.io.end_rx();
             self.run_connects();
@@ -402,13 +426,12 @@ impl Worker {
                     let _ = reply.send(self.delete(id));
                 }
                 Command::Stats(id, reply) => {
-                    let r = match self.by_id.get(&id) {
-                        Some(&slot) => Ok(self.streams[slot as usize]
-                            .as_mut()
-                            .map(Stream::stats)
-                            .unwrap_or_else(|| unreachable_stats(id))),
-                        None => Err(StreamError::NoSuchStream(id)),
-                    };
+                    let r = self
+                        .by_id
+                        .get(&id)
+                        .and_then(|&slot| self.streams[slot as usize].as_mut())
+                        .map(Stream::stats)
+                        .ok_or(StreamError::NoSuchStream(id));
                     let _ = reply.send(r);
                 }
                 Command::List(reply) => {
@@ -441,8 +464,8 @@ impl Worker {
             }));
         }
         spec.codec.validate()?;
-        if self.by_id.len() >= self.cfg.max_streams {
-            return Err(StreamError::WorkerFull(self.cfg.max_streams));
+        if self.by_id.len() >= self.cfg.media.max_streams {
+            return Err(StreamError::WorkerFull(self.cfg.media.max_streams));
         }
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -479,7 +502,7 @@ impl Worker {
             RtpSource::new(spec.codec, start, &mut self.rng)
         });
         let report_ssrc = self.rng.next_u64() as u32;
-        let stream = Stream {
+        let mut stream = Stream {
             id,
             mode: spec.mode,
             codec: spec.codec,
@@ -503,7 +526,6 @@ impl Worker {
                 .collect(),
             ssrc: stream.source.as_ref().map(RtpSource::ssrc),
         };
-        let mut stream = stream;
         if let Some(src) = &stream.source {
             self.wheel
                 .insert(src.next_due(), slot, gen_, TimerKind::Pace);
@@ -528,6 +550,7 @@ impl Worker {
             None => Ok(0),
             Some(ip) => self
                 .cfg
+                .media
                 .local_ips
                 .iter()
                 .position(|&l| l == ip)
@@ -545,7 +568,7 @@ impl Worker {
 
     fn open_leg(&mut self, slot: u32, k: u8, spec: stream::LegSpec) -> Result<Leg, StreamError> {
         let ip_idx = self.local_ip(spec.local_ip)?;
-        let strict = spec.strict_source.unwrap_or(self.cfg.strict_source);
+        let strict = spec.strict_source.unwrap_or(self.cfg.media.strict_source);
         if strict && spec.remote.is_none() {
             return Err(StreamError::Invalid("strict_source needs a remote address"));
         }
@@ -598,7 +621,8 @@ impl Worker {
                 Ok(leg)
             }
             SocketModel::PerStream => {
-                let (rtp, rtcp) = self.ports[ip_idx].bind(&self.cfg.socket, !spec.rtcp_mux)?;
+                let (rtp, rtcp) =
+                    self.ports[ip_idx].bind(&self.cfg.media.socket, !spec.rtcp_mux)?;
                 let local = rtp.local_addr()?;
                 let local_rtcp = rtcp.as_ref().map(|s| s.local_addr()).transpose()?;
                 let mut leg = Leg::new(spec.tx, spec.rx, local)?;
@@ -639,7 +663,7 @@ impl Worker {
                         .filter(|_| !spec.rtcp_mux)
                         .map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)))
                 });
-                if self.cfg.connect
+                if self.cfg.media.connect
                     && let Some(r) = spec.remote
                 {
                     if self.io.connect(leg.rtp_sock, r).is_ok() {
@@ -655,11 +679,11 @@ impl Worker {
     }
 
     fn shared_port(&mut self, ip_idx: usize) -> Result<usize, StreamError> {
-        let ip = self.cfg.local_ips[ip_idx];
+        let ip = self.cfg.media.local_ips[ip_idx];
         if let Some(k) = self.shared.iter().position(|p| p.ip == ip) {
             return Ok(k);
         }
-        let (sock, _) = self.ports[ip_idx].bind(&self.cfg.socket, false)?;
+        let (sock, _) = self.ports[ip_idx].bind(&self.cfg.media.socket, false)?;
         let local = sock.local_addr()?;
         let id = self.io.add_socket(sock)?;
         let k = self.shared.len();
@@ -753,7 +777,7 @@ impl Worker {
             leg.remote = Some(remote);
             leg.signalled = Some(remote);
             leg.recv = crate::proto::stats::ReceiveStats::new();
-            if self.cfg.connect {
+            if self.cfg.media.connect {
                 leg.connected = self.io.connect(leg.rtp_sock, remote).is_ok();
             }
         }
@@ -891,8 +915,13 @@ impl Worker {
         // Nobody to report to until the peer is known.
         if to.is_some()
             && let Some(buf) = self.io.tx_buf()
-            && let Some(len) =
-                rtcp::write_report(buf, our_ssrc, sender, block, self.cfg.cname.as_bytes())
+            && let Some(len) = rtcp::write_report(
+                buf,
+                our_ssrc,
+                sender,
+                block,
+                self.cfg.media.cname.as_bytes(),
+            )
         {
             let len = match leg.tx.as_mut() {
                 Some(tx) => tx.protect_rtcp(buf, len).ok(),
@@ -930,8 +959,7 @@ impl Worker {
     }
 
     /// One received datagram: find its stream, run it, act.
-    fn on_datagram(&mut self, i: usize, now: u64) {
-        let ntp = self.ntp_at(now);
+    fn on_datagram(&mut self, i: usize, now: u64, ntp: u64) {
         let meta = self.io.rx_meta(i);
         let owner = self
             .owners
@@ -984,7 +1012,7 @@ impl Worker {
             &mut self.counters,
         );
         if let Some((leg, rtcp, peer)) = connect
-            && self.cfg.connect
+            && self.cfg.media.connect
             && stream.legs[usize::from(leg)].shared.is_none()
         {
             self.connects.push((slot, leg, rtcp, peer));
@@ -992,18 +1020,6 @@ impl Worker {
         if let Action::Send { sock, len, to } = action {
             self.io.send_rx(i, sock, len, to);
         }
-    }
-}
-
-fn unreachable_stats(id: u64) -> StreamStats {
-    // by_id and streams are updated together; a slot in by_id always holds a stream.
-    StreamStats {
-        id,
-        mode: Mode::Recv,
-        paused: false,
-        generated: 0,
-        pacing_skips: 0,
-        legs: Vec::new(),
     }
 }
 
@@ -1050,6 +1066,7 @@ fn handle(
 ) -> (Action, Option<(u8, bool, SocketAddr)>) {
     let mode = stream.mode;
     let clock = stream.codec.clock_rate();
+    let ours = mode.reports().then(|| stream.our_ssrc());
     let class = classify(&buf[..len]);
     let is_rtcp = match class {
         PacketClass::Rtp if !on_rtcp_port => false,
@@ -1103,7 +1120,8 @@ fn handle(
     // The packet authenticated (or is well-formed plain RTP below): latch the source.
     let mut connect: Option<(u8, bool, SocketAddr)> = None;
     if is_rtcp {
-        let Ok(summary) = rtcp::parse_compound(&buf[..plain_len], None) else {
+        // Report blocks about us give the round trip (only streams that send reports ask).
+        let Ok(summary) = rtcp::parse_compound(&buf[..plain_len], ours) else {
             leg.counters.malformed += 1;
             c.malformed += 1;
             return (Action::Drop, connect);
@@ -1124,18 +1142,11 @@ fn handle(
         if let Some(si) = summary.sender_info {
             leg.last_sr = Some((rtcp::ntp_middle(si.ntp), now));
         }
-        if mode.reports() {
-            // Our own report blocks give the round trip.
-            let ours = stream
-                .source
-                .as_ref()
-                .map_or(stream.report_ssrc, RtpSource::ssrc);
-            if let Ok(s) = rtcp::parse_compound(&buf[..plain_len], Some(ours))
-                && let Some(block) = s.report
-                && let Some(rtt) = rtcp::round_trip(&block, rtcp::ntp_middle(ntp))
-            {
-                leg.rtt_ns = Some(rtt.as_nanos() as u64);
-            }
+        if ours.is_some()
+            && let Some(block) = summary.report
+            && let Some(rtt) = rtcp::round_trip(&block, rtcp::ntp_middle(ntp))
+        {
+            leg.rtt_ns = Some(rtt.as_nanos() as u64);
         }
     } else {
         let hdr = match RtpHeader::parse(&buf[..plain_len]) {

@@ -375,11 +375,7 @@ impl Leg {
         spec_rx: Crypto,
         local: SocketAddr,
     ) -> Result<Leg, SrtpConfigError> {
-        let tx_suite = spec_tx.suite().map(Suite::sdp_name);
-        let rx_suite = spec_rx.suite().map(Suite::sdp_name);
-        let tx = spec_tx.policy()?.map(SrtpOutbound::new).transpose()?;
-        let rx = spec_rx.policy()?.map(SrtpInbound::new).transpose()?;
-        Ok(Leg {
+        let mut leg = Leg {
             rtp_sock: 0,
             rtcp_sock: None,
             shared: None,
@@ -391,21 +387,22 @@ impl Leg {
             connected: false,
             strict: false,
             remote_ssrc_key: None,
-            rx,
-            tx,
+            rx: None,
+            tx: None,
             counters: LegStats {
-                rx_suite,
-                tx_suite,
                 local: Some(local),
                 ..LegStats::default()
             },
             recv: ReceiveStats::new(),
             last_sr: None,
             rtt_ns: None,
-        })
+        };
+        leg.rekey(spec_tx, spec_rx)?;
+        Ok(leg)
     }
 
-    /// Replaces the crypto of both directions (a rekey); counters stay.
+    /// Sets the crypto of both directions (at creation, and for a rekey: counters stay). Both
+    /// contexts are built before either is replaced, so a bad key changes nothing.
     pub(crate) fn rekey(&mut self, tx: Crypto, rx: Crypto) -> Result<(), SrtpConfigError> {
         let tx_suite = tx.suite().map(Suite::sdp_name);
         let rx_suite = rx.suite().map(Suite::sdp_name);
