@@ -3,15 +3,17 @@
 //! Unknown keys are errors that name the key; values are checked after parsing (port range,
 //! addresses, core list) and errors name the key too.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::ctl::CtlOptions;
 use crate::io::socket::SocketOptions;
 use crate::io::{BackendKind, IoConfig};
 use crate::runtime::EngineOptions;
 use crate::worker::MediaOptions;
+use crate::worker::event::WatchOptions;
 
 /// A config problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -132,12 +134,70 @@ impl Default for SocketsSection {
 pub struct StreamsSection {
     /// Most streams per worker.
     pub max_per_worker: usize,
+    /// Default silence timeout for `media_silent` events, ms (0: never).
+    pub silence_ms: u32,
+    /// Default authentication failures per `auth_failures` event (0: never).
+    pub auth_failure_threshold: u32,
 }
 
 impl Default for StreamsSection {
     fn default() -> StreamsSection {
+        let w = WatchOptions::default();
         StreamsSection {
             max_per_worker: MediaOptions::default().max_streams,
+            silence_ms: w.silence_ms,
+            auth_failure_threshold: w.auth_failure_threshold,
+        }
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// Control socket path; empty = no control socket.
+    pub path: String,
+    /// Permission bits of the socket file.
+    pub mode: u32,
+    /// Group to give the socket to; empty = the engine's own.
+    pub group: String,
+    /// Most control connections at once.
+    pub max_connections: usize,
+    /// Longest request line, bytes.
+    pub max_line_bytes: usize,
+    /// Most streams in one batch request.
+    pub max_batch: usize,
+    /// Events queued for a subscriber before more are dropped.
+    pub max_queued_events: usize,
+}
+
+impl Default for ControlSection {
+    fn default() -> ControlSection {
+        let d = CtlOptions::default();
+        ControlSection {
+            path: d.path.display().to_string(),
+            mode: d.mode,
+            group: String::new(),
+            max_connections: d.max_connections,
+            max_line_bytes: d.max_line_bytes,
+            max_batch: d.max_batch,
+            max_queued_events: d.max_queued_events,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address of the Prometheus endpoint (`/metrics`); empty = none.
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> MetricsSection {
+        MetricsSection {
+            listen: "127.0.0.1:9650".into(),
         }
     }
 }
@@ -170,6 +230,10 @@ pub struct Config {
     pub sockets: SocketsSection,
     /// `[streams]`
     pub streams: StreamsSection,
+    /// `[control]`
+    pub control: ControlSection,
+    /// `[metrics]`
+    pub metrics: MetricsSection,
     /// `[log]`
     pub log: LogSection,
 }
@@ -266,6 +330,30 @@ impl Config {
         if self.streams.max_per_worker == 0 {
             return v("streams.max_per_worker", "must be at least 1".into());
         }
+        if self.control.mode > 0o777 || self.control.mode & 0o600 != 0o600 {
+            return v(
+                "control.mode",
+                format!(
+                    "{:#o} must be permission bits that let the owner read and write (e.g. 0o600, 0o660)",
+                    self.control.mode
+                ),
+            );
+        }
+        if self.control.max_connections == 0 {
+            return v("control.max_connections", "must be at least 1".into());
+        }
+        if self.control.max_line_bytes < 1024 {
+            return v("control.max_line_bytes", "must be at least 1024".into());
+        }
+        if self.control.max_batch == 0 {
+            return v("control.max_batch", "must be at least 1".into());
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return v(
+                "metrics.listen",
+                format!("{:?} is not an address (ip:port)", self.metrics.listen),
+            );
+        }
         Ok(())
     }
 
@@ -310,8 +398,36 @@ impl Config {
                 strict_source: self.sockets.strict_source,
                 max_streams: self.streams.max_per_worker,
                 cname: self.engine.cname.clone(),
+                watch: self.watch(),
             },
         }
+    }
+
+    fn watch(&self) -> WatchOptions {
+        WatchOptions {
+            silence_ms: self.streams.silence_ms,
+            auth_failure_threshold: self.streams.auth_failure_threshold,
+        }
+    }
+
+    /// The control socket options (`None` when `control.path` is empty).
+    pub fn ctl_options(&self) -> Option<CtlOptions> {
+        let c = &self.control;
+        (!c.path.is_empty()).then(|| CtlOptions {
+            path: c.path.clone().into(),
+            mode: c.mode,
+            group: (!c.group.is_empty()).then(|| c.group.clone()),
+            max_connections: c.max_connections,
+            max_line_bytes: c.max_line_bytes,
+            max_batch: c.max_batch,
+            max_queued_events: c.max_queued_events,
+            watch: self.watch(),
+        })
+    }
+
+    /// The metrics address (`None` when `metrics.listen` is empty).
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics.listen.parse().ok()
     }
 }
 

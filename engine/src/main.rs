@@ -1,5 +1,8 @@
-//! The `srtp-engine` daemon: reads its config, starts one pinned worker per core and runs until
-//! SIGTERM or SIGINT, then stops the workers, logs the final counters and exits 0.
+//! The `srtp-engine` daemon: reads its config, starts one pinned worker per core, the control
+//! socket and the metrics endpoint, and runs until SIGTERM or SIGINT; then it refuses new
+//! streams, tells event subscribers, stops the workers, logs the final counters and exits 0.
+//!
+//! `srtp-engine ctl ...` is the operator's client for a running engine's control socket.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,8 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
 use srtp_engine::config::Config;
+use srtp_engine::ctl::CtlServer;
+use srtp_engine::ctl::client::CtlClient;
+use srtp_engine::metrics::MetricsServer;
 use srtp_engine::io::BackendKind;
 use srtp_engine::proto::srtp::Suite;
 use srtp_engine::runtime::Engine;
@@ -44,6 +51,241 @@ struct Cli {
     /// List the SRTP suites and exit.
     #[arg(long)]
     list_suites: bool,
+    /// Control socket path ("" for none). Overrides control.path.
+    #[arg(long)]
+    control: Option<String>,
+    /// Prometheus endpoint address ("" for none). Overrides metrics.listen.
+    #[arg(long)]
+    metrics: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Prints to stdout, ignoring a closed pipe (`srtp-engine ctl streams | head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Talk to a running engine over its control socket.
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CtlArgs {
+    /// The engine's control socket.
+    #[arg(long, default_value = "/tmp/srtp-engine.sock")]
+    socket: PathBuf,
+    /// Print the raw JSON result instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    action: CtlAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlAction {
+    /// Protocol version and capabilities.
+    Hello,
+    /// Engine-wide figures.
+    Stats,
+    /// One line per stream.
+    Streams {
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// One stream's statistics.
+    Stream {
+        /// Stream id.
+        id: u64,
+    },
+    /// Delete a stream and print its final statistics.
+    Delete {
+        /// Stream id.
+        id: u64,
+    },
+    /// Print events as they come (Ctrl-C stops).
+    Events {
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Send one request given as JSON (`{"cmd": ...}`; the id is added) and print the reply.
+    Raw {
+        /// The request.
+        request: String,
+    },
+}
+
+fn print_json(v: &Value) {
+    say!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_f64().unwrap_or(0.0)
+}
+
+fn sum_map(v: &Value) -> f64 {
+    v.as_object()
+        .map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum())
+}
+
+fn print_engine_stats(v: &Value) {
+    say!(
+        "backend {}  uptime {:.0} s  streams {}",
+        v["backend"].as_str().unwrap_or("?"),
+        num(v, &["uptime_s"]),
+        sum_map(&v["streams"])
+    );
+    if let Some(m) = v["streams"].as_object() {
+        let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        say!("  by mode: {}", parts.join(", "));
+    }
+    say!(
+        "  packets in {}  out {}  bytes in {}  out {}",
+        sum_map(&v["packets_in"]),
+        sum_map(&v["packets_out"]),
+        sum_map(&v["bytes_in"]),
+        sum_map(&v["bytes_out"])
+    );
+    say!(
+        "  drops: auth {}  replay {}  malformed {}  source {}  other {}  send {}",
+        num(v, &["auth_failures"]),
+        num(v, &["replay_drops"]),
+        num(v, &["malformed"]),
+        num(v, &["source_drops"]),
+        num(v, &["other_drops"]),
+        num(v, &["tx_drops"])
+    );
+    for w in v["workers"].as_array().into_iter().flatten() {
+        say!(
+            "  worker {} core {}: {} streams, busy {:.0}%, cpu user {:.1} s sys {:.1} s, {} syscalls, rx overflows {}",
+            w["index"],
+            w["core"],
+            w["streams"],
+            num(w, &["busy_ratio"]) * 100.0,
+            num(w, &["cpu_user_us"]) / 1e6,
+            num(w, &["cpu_sys_us"]) / 1e6,
+            w["io"]["syscalls"],
+            w["io"]["rx_no_buffer"]
+        );
+    }
+}
+
+fn print_streams(v: &Value) {
+    say!(
+        "{:>8} {:<8} {:<22} {:<22} {:>10} {:>10} {:>7} {:>8} {:>5} {:>6}",
+        "id", "mode", "local", "remote", "pkts in", "pkts out", "loss%", "jitter", "MOS", "auth!"
+    );
+    for s in v["streams"].as_array().into_iter().flatten() {
+        for (k, l) in s["legs"].as_array().into_iter().flatten().enumerate() {
+            let id = if k == 0 {
+                s["id"].to_string()
+            } else {
+                String::new()
+            };
+            let mode = if k == 0 {
+                s["mode"].as_str().unwrap_or("")
+            } else {
+                ""
+            };
+            say!(
+                "{:>8} {:<8} {:<22} {:<22} {:>10} {:>10} {:>7.2} {:>6.1}ms {:>5.2} {:>6}",
+                id,
+                mode,
+                l["local"].as_str().unwrap_or("-"),
+                l["remote"].as_str().unwrap_or("-"),
+                l["packets_in"],
+                l["packets_out"],
+                num(l, &["loss_percent"]),
+                num(l, &["jitter_ms"]),
+                num(l, &["mos"]),
+                l["auth_failures"]
+            );
+        }
+    }
+    say!("{} of {} streams", v["streams"].as_array().map_or(0, Vec::len), v["total"]);
+}
+
+fn ctl(args: CtlArgs) -> ExitCode {
+    let mut client = match CtlClient::connect(&args.socket) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "srtp-engine ctl: cannot connect to {}: {e}",
+                args.socket.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match &args.action {
+        CtlAction::Hello => client.request("hello", Value::Null),
+        CtlAction::Stats => client.request("engine_stats", Value::Null),
+        CtlAction::Streams { limit } => client.request("streams", json!({"limit": limit})),
+        CtlAction::Stream { id } => client.request("stats", json!({"stream": id})),
+        CtlAction::Delete { id } => client.request("delete", json!({"stream": id})),
+        CtlAction::Raw { request } => match serde_json::from_str::<Value>(request) {
+            Ok(Value::Object(mut o)) => {
+                let cmd = o
+                    .remove("cmd")
+                    .and_then(|c| c.as_str().map(String::from))
+                    .unwrap_or_default();
+                o.remove("id");
+                client.request(&cmd, Value::Object(o))
+            }
+            _ => {
+                eprintln!("srtp-engine ctl raw: the request must be a JSON object");
+                return ExitCode::from(2);
+            }
+        },
+        CtlAction::Events { count } => {
+            if let Err(e) = client.request("subscribe", Value::Null) {
+                eprintln!("srtp-engine ctl: {e}");
+                return ExitCode::FAILURE;
+            }
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                match client.next_event(Duration::from_secs(3600)) {
+                    Ok(Some(e)) => {
+                        say!("{e}");
+                        seen += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        eprintln!("srtp-engine ctl: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            return ExitCode::SUCCESS;
+        }
+    };
+    match result {
+        Ok(v) => {
+            match (&args.action, args.json) {
+                (CtlAction::Stats, false) => print_engine_stats(&v),
+                (CtlAction::Streams { .. }, false) => print_streams(&v),
+                _ => print_json(&v),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("srtp-engine ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn list_suites() {
@@ -52,7 +294,7 @@ fn list_suites() {
         let profile = p
             .dtls_profile
             .map_or_else(|| "-".to_string(), |id| format!("{id:#06x}"));
-        println!(
+        say!(
             "{:<26} dtls-profile {:<7} key||salt {} bytes, tag {}/{} bytes (rtp/rtcp)",
             p.sdp_name,
             profile,
@@ -65,6 +307,9 @@ fn list_suites() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Ctl(args)) = cli.command {
+        return ctl(args);
+    }
     if cli.list_suites {
         list_suites();
         return ExitCode::SUCCESS;
@@ -97,12 +342,18 @@ fn main() -> ExitCode {
     if let Some(l) = cli.log_level {
         config.log.level = l;
     }
+    if let Some(c) = cli.control {
+        config.control.path = c;
+    }
+    if let Some(m) = cli.metrics {
+        config.metrics.listen = m;
+    }
     if let Err(e) = config.check() {
         eprintln!("srtp-engine: config: {e}");
         return ExitCode::from(2);
     }
     if cli.check_config {
-        println!("config ok");
+        say!("config ok");
         return ExitCode::SUCCESS;
     }
     let level = config.log.level.parse().unwrap_or(tracing::Level::INFO);
@@ -119,11 +370,36 @@ fn main() -> ExitCode {
         }
     }
     let engine = match Engine::start(config.engine_options()) {
-        Ok(e) => e,
+        Ok(e) => Arc::new(e),
         Err(e) => {
             eprintln!("srtp-engine: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let control = match config.ctl_options() {
+        Some(opts) => match CtlServer::start(engine.clone(), opts) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("srtp-engine: control socket: {e}");
+                engine.shutdown();
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let metrics = match config.metrics_listen() {
+        Some(addr) => {
+            match MetricsServer::start(addr, engine.clone(), control.as_ref().map(CtlServer::counters))
+            {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    eprintln!("srtp-engine: metrics.listen {addr}: {e}");
+                    engine.shutdown();
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
     };
     tracing::info!(
         workers = engine.worker_count(),
@@ -135,7 +411,16 @@ fn main() -> ExitCode {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("stopping: no new streams, flushing statistics");
+    if let Some(c) = &control {
+        c.announce_stopping();
+    }
     let fin = engine.shutdown();
+    if let Some(c) = control {
+        c.stop();
+    }
+    if let Some(m) = metrics {
+        m.stop();
+    }
     let t = &fin.totals;
     tracing::info!(
         rx_packets = t.rx_packets.iter().sum::<u64>(),

@@ -2,13 +2,14 @@
 //! (stream ids are sharded across workers: worker = id mod workers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::io::socket::raise_nofile_limit;
 use crate::io::{BackendKind, IoConfig};
 use crate::worker::stream::{StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
+use crate::worker::event::{self, Event};
 use crate::worker::{Command, Counters, MediaOptions, Worker, WorkerConfig, WorkerSnapshot};
 
 /// What the engine needs to start.
@@ -72,7 +73,7 @@ pub enum StartError {
 
 struct WorkerHandle {
     tx: Sender<Command>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     snapshot: Arc<Mutex<WorkerSnapshot>>,
 }
 
@@ -83,6 +84,7 @@ pub struct Engine {
     backend: BackendKind,
     fallback_reason: Option<String>,
     nofile: u64,
+    events: Mutex<Option<Receiver<Event>>>,
 }
 
 /// Engine-wide figures: every worker's snapshot and their sum.
@@ -144,6 +146,7 @@ impl Engine {
         let mut workers = Vec::with_capacity(n);
         let mut backend = opts.backend;
         let mut fallback_reason = None;
+        let (events_tx, events_rx) = sync_channel(event::CHANNEL_CAPACITY);
         for index in 0..n {
             let core = opts
                 .pin
@@ -159,6 +162,7 @@ impl Engine {
                 index,
                 count: n,
                 media: opts.media.clone(),
+                events: events_tx.clone(),
             };
             let snap = snapshot.clone();
             let (kind, fallback, io_cfg) = (opts.backend, opts.fallback, opts.io);
@@ -207,12 +211,13 @@ impl Engine {
                     }
                 }
                 Err(e) => {
-                    let mut engine = Engine {
+                    let engine = Engine {
                         workers,
                         next_id: AtomicU64::new(1),
                         backend,
                         fallback_reason,
                         nofile,
+                        events: Mutex::new(None),
                     };
                     engine.stop();
                     let _ = thread.join();
@@ -221,7 +226,7 @@ impl Engine {
             }
             workers.push(WorkerHandle {
                 tx,
-                thread: Some(thread),
+                thread: Mutex::new(Some(thread)),
                 snapshot,
             });
         }
@@ -237,7 +242,15 @@ impl Engine {
             backend,
             fallback_reason,
             nofile,
+            events: Mutex::new(Some(events_rx)),
         })
+    }
+
+    /// Takes the receiving end of the workers' event channel (once; later calls get `None`).
+    /// Until someone takes and drains it, events beyond its capacity are dropped and counted
+    /// in [`Counters::events_dropped`].
+    pub fn take_events(&self) -> Option<Receiver<Event>> {
+        self.events.lock().ok()?.take()
     }
 
     /// The backend in use.
@@ -310,6 +323,27 @@ impl Engine {
             .unwrap_or(Err(StreamError::ShuttingDown))
     }
 
+    /// Deletes many streams: all requests go out before any reply is awaited.
+    pub fn delete_streams(&self, ids: &[u64]) -> Vec<Result<StreamStats, StreamError>> {
+        let pending: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let (tx, rx) = channel();
+                let sent = self.worker_of(id).tx.send(Command::Delete(id, tx)).is_ok();
+                (sent, rx)
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|(sent, rx)| {
+                if !sent {
+                    return Err(StreamError::ShuttingDown);
+                }
+                rx.recv().unwrap_or(Err(StreamError::ShuttingDown))
+            })
+            .collect()
+    }
+
     /// A stream's statistics.
     pub fn stream_stats(&self, id: u64) -> Result<StreamStats, StreamError> {
         self.request(id, |tx| Command::Stats(id, tx))
@@ -352,19 +386,22 @@ impl Engine {
         EngineSnapshot { workers, totals }
     }
 
-    fn stop(&mut self) {
+    fn stop(&self) {
         for w in &self.workers {
             let _ = w.tx.send(Command::Shutdown);
         }
-        for w in &mut self.workers {
-            if let Some(t) = w.thread.take() {
+        for w in &self.workers {
+            let thread = w.thread.lock().ok().and_then(|mut t| t.take());
+            if let Some(t) = thread {
                 let _ = t.join();
             }
         }
     }
 
-    /// Stops the workers (they publish final counters first) and returns the final figures.
-    pub fn shutdown(mut self) -> EngineSnapshot {
+    /// Stops the workers (they refuse new streams and publish final counters first) and
+    /// returns the final figures. Requests after this fail with
+    /// [`StreamError::ShuttingDown`]; calling it again returns the same figures.
+    pub fn shutdown(&self) -> EngineSnapshot {
         self.stop();
         self.snapshot()
     }

@@ -6,13 +6,14 @@
 //! counters. Nothing on this path is shared with another thread: commands arrive on a channel
 //! polled once per turn, and counters are published under a lock ten times a second.
 
+pub mod event;
 pub mod stream;
 pub mod timer;
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,7 @@ use crate::proto::rtcp::{self, ReportBlock, SenderInfo};
 use crate::proto::rtp::RtpHeader;
 use crate::proto::srtp::{SrtpError, Suite};
 use crate::proto::{PacketClass, classify};
+use event::{Direction, Event, LegWatch, WatchOptions};
 use stream::{
     Leg, Mode, SocketModel, Stream, StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate,
 };
@@ -62,6 +64,8 @@ pub struct WorkerConfig {
     pub count: usize,
     /// Sockets and stream defaults.
     pub media: MediaOptions,
+    /// Where events go (bounded; full means dropped and counted).
+    pub events: SyncSender<Event>,
 }
 
 /// Media options every worker shares: sockets, ports, stream defaults.
@@ -83,6 +87,8 @@ pub struct MediaOptions {
     pub max_streams: usize,
     /// CNAME in RTCP reports.
     pub cname: String,
+    /// Default event thresholds for streams.
+    pub watch: WatchOptions,
 }
 
 impl Default for MediaOptions {
@@ -96,6 +102,7 @@ impl Default for MediaOptions {
             strict_source: false,
             max_streams: 100_000,
             cname: "srtp-engine".into(),
+            watch: WatchOptions::default(),
         }
     }
 }
@@ -128,6 +135,8 @@ pub struct Counters {
     pub streams_created: u64,
     /// Streams deleted.
     pub streams_deleted: u64,
+    /// Events dropped because nobody drained the event channel.
+    pub events_dropped: u64,
 }
 
 impl Counters {
@@ -147,6 +156,7 @@ impl Counters {
         self.tx_drops += o.tx_drops;
         self.streams_created += o.streams_created;
         self.streams_deleted += o.streams_deleted;
+        self.events_dropped += o.events_dropped;
     }
 }
 
@@ -252,6 +262,7 @@ pub struct Worker {
     core: Option<usize>,
     accepting: bool,
     connects: Vec<(u32, u8, bool, SocketAddr)>,
+    last_sweep: u64,
 }
 
 fn suite_index(s: Option<Suite>) -> usize {
@@ -325,6 +336,7 @@ impl Worker {
             core,
             accepting: true,
             connects: Vec::new(),
+            last_sweep: 0,
             cfg,
         }
     }
@@ -372,6 +384,10 @@ impl Worker {
                 last_publish = now;
                 waited_ns = 0;
             }
+            if now - self.last_sweep >= event::SWEEP_NS {
+                self.sweep_events(now);
+                self.last_sweep = now;
+            }
         }
         // Final flush: submit what is queued, publish, close.
         let _ = self.io.poll(Duration::ZERO);
@@ -399,6 +415,24 @@ impl Worker {
         };
         if let Ok(mut s) = self.snapshot.lock() {
             *s = snap;
+        }
+    }
+
+    /// Turns what the packet path counted into events (silence, failures, key lifetime).
+    fn sweep_events(&mut self, now: u64) {
+        let tx = &self.cfg.events;
+        let dropped = &mut self.counters.events_dropped;
+        for s in self.streams.iter_mut().flatten() {
+            let receives = s.receives();
+            for (k, leg) in s.legs.iter_mut().enumerate() {
+                event::sweep_leg(s.id, k, leg, receives, s.watch, now, |e| {
+                    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                        tx.try_send(e)
+                    {
+                        *dropped += 1;
+                    }
+                });
+            }
         }
     }
 
@@ -495,6 +529,9 @@ impl Worker {
             return Err(e);
         }
         let now = self.now_ns();
+        for l in &mut legs {
+            l.watch = LegWatch::new(now);
+        }
         let source = spec.mode.generates().then(|| {
             // Start within one period, spread so that many streams do not send in lockstep.
             let period = spec.codec.period_ns();
@@ -512,6 +549,7 @@ impl Worker {
             paused: false,
             report_ssrc,
             pace_pending: false,
+            watch: spec.watch.unwrap_or(self.cfg.media.watch),
         };
         let info = StreamInfo {
             id,
@@ -754,10 +792,16 @@ impl Worker {
                 ));
             }
         }
-        if let Some((k, _)) = &u.remote
-            && *k >= stream.legs.len()
-        {
-            return Err(StreamError::Invalid("no such leg"));
+        if let Some((k, _)) = &u.remote {
+            match stream.legs.get(*k) {
+                None => return Err(StreamError::Invalid("no such leg")),
+                Some(l) if l.shared.is_some() => {
+                    return Err(StreamError::Invalid(
+                        "a shared-port leg cannot change its remote; recreate it",
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         let was_generating = stream.generates();
         if let Some((k, tx, rx)) = u.crypto {
@@ -766,14 +810,11 @@ impl Worker {
                 .get_mut(k)
                 .ok_or(StreamError::Invalid("no such leg"))?;
             leg.rekey(tx, rx)?;
+            leg.watch.restart(now);
         }
         if let Some((k, remote)) = u.remote {
             let leg = &mut stream.legs[k];
-            if leg.shared.is_some() {
-                return Err(StreamError::Invalid(
-                    "a shared-port leg cannot change its remote; recreate it",
-                ));
-            }
+            leg.watch.restart(now);
             leg.remote = Some(remote);
             leg.signalled = Some(remote);
             leg.recv = crate::proto::stats::ReceiveStats::new();
@@ -846,7 +887,8 @@ impl Worker {
             let len = match leg.tx.as_mut() {
                 Some(tx) => match tx.protect_rtp(buf, len) {
                     Ok(l) => l,
-                    Err(_) => {
+                    Err(e) => {
+                        note_tx_error(leg, e);
                         leg.counters.tx_drops += 1;
                         self.counters.tx_drops += 1;
                         continue;
@@ -924,7 +966,7 @@ impl Worker {
             )
         {
             let len = match leg.tx.as_mut() {
-                Some(tx) => tx.protect_rtcp(buf, len).ok(),
+                Some(tx) => tx.protect_rtcp(buf, len).map_err(|e| note_tx_error(leg, e)).ok(),
                 None => Some(len),
             };
             if let Some(len) = len {
@@ -1029,6 +1071,13 @@ impl Leg {
     }
 }
 
+/// A protect error: a key at the end of its lifetime becomes an event.
+fn note_tx_error(leg: &mut Leg, e: SrtpError) {
+    if e == SrtpError::LifetimeReached {
+        leg.watch.lifetime(Direction::Tx);
+    }
+}
+
 fn count_srtp_error(leg: &mut Leg, c: &mut Counters, e: SrtpError) {
     match e {
         SrtpError::AuthFailed => {
@@ -1042,6 +1091,11 @@ fn count_srtp_error(leg: &mut Leg, c: &mut Counters, e: SrtpError) {
         SrtpError::TooShort { .. } | SrtpError::Malformed(_) => {
             leg.counters.malformed += 1;
             c.malformed += 1;
+        }
+        SrtpError::LifetimeReached => {
+            leg.watch.lifetime(Direction::Rx);
+            leg.counters.other_drops += 1;
+            c.other_drops += 1;
         }
         _ => {
             leg.counters.other_drops += 1;
@@ -1193,7 +1247,8 @@ fn handle(
             };
             match r {
                 Ok(l) => l,
-                Err(_) => {
+                Err(e) => {
+                    note_tx_error(out, e);
                     out.counters.tx_drops += 1;
                     c.tx_drops += 1;
                     return (Action::Drop, connect);

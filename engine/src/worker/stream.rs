@@ -12,6 +12,8 @@ use crate::proto::srtp::{
 };
 use crate::proto::stats::{CodecImpairment, ReceiveStats, e_model};
 
+use super::event::{LegWatch, WatchOptions};
+
 /// What a stream does with media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,75 +76,47 @@ pub enum SocketModel {
     Shared,
 }
 
-/// SDES-keyed SRTP for one direction of a leg.
-pub struct SdesCrypto {
-    /// The suite.
-    pub suite: Suite,
-    /// Master keys (several only with MKIs).
-    pub keys: Vec<MasterKey>,
-    /// Replay window in packets (inbound only; default 128).
-    pub replay_window: Option<u32>,
-    /// Key derivation rate (0 or a power of two).
-    pub kdr: Option<u32>,
-}
-
-impl std::fmt::Debug for SdesCrypto {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Keys print as their Debug (suite, MKI, lifetime), never the material.
-        f.debug_struct("SdesCrypto")
-            .field("suite", &self.suite)
-            .field("keys", &self.keys)
-            .field("replay_window", &self.replay_window)
-            .field("kdr", &self.kdr)
-            .finish()
-    }
-}
-
 /// Crypto of one direction of a leg.
 #[derive(Debug, Default)]
 pub enum Crypto {
     /// Plain RTP/RTCP.
     #[default]
     None,
-    /// SRTP/SRTCP with keys from SDES (RFC 4568).
-    Sdes(SdesCrypto),
+    /// SRTP/SRTCP with keys from SDES (RFC 4568): the suite, the master keys (several only
+    /// with MKIs), the replay window and key derivation rate. Its Debug shows the suite and
+    /// MKIs, never key material.
+    Sdes(SrtpPolicy),
 }
 
 impl Crypto {
     /// SDES crypto with one master key from `key || salt`.
     pub fn sdes(suite: Suite, key_and_salt: &[u8]) -> Result<Crypto, SrtpConfigError> {
-        Ok(Crypto::Sdes(SdesCrypto {
+        Ok(Crypto::Sdes(SrtpPolicy::new(
             suite,
-            keys: vec![MasterKey::new(suite, key_and_salt)?],
-            replay_window: None,
-            kdr: None,
-        }))
+            MasterKey::new(suite, key_and_salt)?,
+        )))
     }
 
     fn suite(&self) -> Option<Suite> {
         match self {
             Crypto::None => None,
-            Crypto::Sdes(s) => Some(s.suite),
+            Crypto::Sdes(p) => Some(p.suite()),
         }
     }
 
-    fn policy(self) -> Result<Option<SrtpPolicy>, SrtpConfigError> {
-        let Crypto::Sdes(s) = self else {
-            return Ok(None);
-        };
-        let mut keys = s.keys.into_iter();
-        let first = keys.next().ok_or(SrtpConfigError::MkiRequired)?;
-        let mut p = SrtpPolicy::new(s.suite, first);
-        for k in keys {
-            p = p.with_key(k);
+    /// Checks the keys and options as creating the stream would.
+    pub fn check(&self) -> Result<(), SrtpConfigError> {
+        match self {
+            Crypto::None => Ok(()),
+            Crypto::Sdes(p) => p.check(),
         }
-        if let Some(w) = s.replay_window {
-            p = p.with_replay_window(w);
+    }
+
+    fn policy(self) -> Option<SrtpPolicy> {
+        match self {
+            Crypto::None => None,
+            Crypto::Sdes(p) => Some(p),
         }
-        if let Some(r) = s.kdr {
-            p = p.with_key_derivation_rate(r);
-        }
-        Ok(Some(p))
     }
 }
 
@@ -182,6 +156,8 @@ pub struct StreamSpec {
     /// Mean RTCP report interval in ms (RFC 3550 6.3.1 randomizes it by 0.5-1.5); 0 disables
     /// reports.
     pub rtcp_interval_ms: u32,
+    /// Silence and authentication-failure thresholds for events (default: the engine's).
+    pub watch: Option<WatchOptions>,
 }
 
 impl StreamSpec {
@@ -192,6 +168,7 @@ impl StreamSpec {
             legs: vec![leg],
             codec: CodecProfile::default_for(Codec::Pcmu),
             rtcp_interval_ms: 5000,
+            watch: None,
         }
     }
 }
@@ -367,6 +344,8 @@ pub(crate) struct Leg {
     /// LSR of the last SR received and when (ns).
     pub(crate) last_sr: Option<(u32, u64)>,
     pub(crate) rtt_ns: Option<u64>,
+    /// Event state (silence, failures reported, key lifetime).
+    pub(crate) watch: LegWatch,
 }
 
 impl Leg {
@@ -396,6 +375,7 @@ impl Leg {
             recv: ReceiveStats::new(),
             last_sr: None,
             rtt_ns: None,
+            watch: LegWatch::default(),
         };
         leg.rekey(spec_tx, spec_rx)?;
         Ok(leg)
@@ -406,8 +386,8 @@ impl Leg {
     pub(crate) fn rekey(&mut self, tx: Crypto, rx: Crypto) -> Result<(), SrtpConfigError> {
         let tx_suite = tx.suite().map(Suite::sdp_name);
         let rx_suite = rx.suite().map(Suite::sdp_name);
-        let new_tx = tx.policy()?.map(SrtpOutbound::new).transpose()?;
-        let new_rx = rx.policy()?.map(SrtpInbound::new).transpose()?;
+        let new_tx = tx.policy().map(SrtpOutbound::new).transpose()?;
+        let new_rx = rx.policy().map(SrtpInbound::new).transpose()?;
         self.tx = new_tx;
         self.rx = new_rx;
         self.counters.tx_suite = tx_suite;
@@ -437,11 +417,18 @@ pub(crate) struct Stream {
     pub(crate) report_ssrc: u32,
     /// Whether a pacing timer is in the wheel (at most one at a time).
     pub(crate) pace_pending: bool,
+    /// What the event sweep watches for.
+    pub(crate) watch: WatchOptions,
 }
 
 impl Stream {
     pub(crate) fn generates(&self) -> bool {
         self.mode.generates() && !self.paused
+    }
+
+    /// Whether the stream expects media in (silence matters).
+    pub(crate) fn receives(&self) -> bool {
+        self.mode != Mode::Send
     }
 
     pub(crate) fn reports(&self) -> bool {

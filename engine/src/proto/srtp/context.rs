@@ -50,6 +50,43 @@ impl SrtpPolicy {
         }
     }
 
+    /// The suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// Checks the policy as building a context would: replay window, key derivation rate,
+    /// and that every key matches the suite and carries a distinct MKI of one length.
+    pub fn check(&self) -> Result<(), SrtpConfigError> {
+        if !(replay::MIN_WINDOW..=replay::MAX_WINDOW).contains(&self.replay_window) {
+            return Err(SrtpConfigError::ReplayWindow(self.replay_window));
+        }
+        let kdr = self.key_derivation_rate;
+        if kdr != 0 && (!kdr.is_power_of_two() || kdr > 1 << 24) {
+            return Err(SrtpConfigError::KeyDerivationRate(kdr));
+        }
+        let mki_len = self.keys[0].mki().len();
+        for (i, key) in self.keys.iter().enumerate() {
+            if key.suite() != self.suite {
+                return Err(SrtpConfigError::SuiteMismatch {
+                    key: key.suite(),
+                    policy: self.suite,
+                });
+            }
+            if key.mki().len() != mki_len {
+                return Err(SrtpConfigError::MkiLengthMismatch);
+            }
+            if self.keys[..i].iter().any(|k| k.mki() == key.mki()) {
+                return Err(if mki_len == 0 {
+                    SrtpConfigError::MkiRequired
+                } else {
+                    SrtpConfigError::DuplicateMki
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Adds another master key; every key then needs an MKI of the same length.
     pub fn with_key(mut self, key: MasterKey) -> SrtpPolicy {
         self.keys.push(key);
@@ -164,32 +201,9 @@ struct Core {
 impl Core {
     fn new(policy: SrtpPolicy) -> Result<Core, SrtpConfigError> {
         let params = policy.suite.params();
-        if !(replay::MIN_WINDOW..=replay::MAX_WINDOW).contains(&policy.replay_window) {
-            return Err(SrtpConfigError::ReplayWindow(policy.replay_window));
-        }
+        policy.check()?;
         let kdr = policy.key_derivation_rate;
-        if kdr != 0 && (!kdr.is_power_of_two() || kdr > 1 << 24) {
-            return Err(SrtpConfigError::KeyDerivationRate(kdr));
-        }
         let mki_len = policy.keys[0].mki().len();
-        for (i, key) in policy.keys.iter().enumerate() {
-            if key.suite() != policy.suite {
-                return Err(SrtpConfigError::SuiteMismatch {
-                    key: key.suite(),
-                    policy: policy.suite,
-                });
-            }
-            if key.mki().len() != mki_len {
-                return Err(SrtpConfigError::MkiLengthMismatch);
-            }
-            if policy.keys[..i].iter().any(|k| k.mki() == key.mki()) {
-                return Err(if mki_len == 0 {
-                    SrtpConfigError::MkiRequired
-                } else {
-                    SrtpConfigError::DuplicateMki
-                });
-            }
-        }
         let keys = policy
             .keys
             .into_iter()

@@ -1,0 +1,763 @@
+//! The control protocol's messages: requests as they arrive, their checks, and the error codes.
+//!
+//! Every request is one JSON object on one line: `{"id": 7, "cmd": "create", ...}`. Replies
+//! carry the same `id` and either `"ok": true, "result": ...` or `"ok": false, "error":
+//! {"code": ..., "message": ...}`. Events are lines with an `"event"` field and no `id`.
+//! `docs/control-protocol.md` is the reference; [`PROTOCOL_VERSION`] changes when a change
+//! would break a client.
+//!
+//! Requests are read in two steps: serde checks the shape (unknown fields are errors), then
+//! [`StreamRequest::into_spec`] checks the values and names the field at fault. Keys are
+//! base64 `key || salt` as in SDES (RFC 4568); they live in [`Secret`] (zeroized on drop,
+//! redacted in Debug) and never appear in a reply or a log.
+
+use std::net::{IpAddr, SocketAddr};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::io::socket::SocketError;
+use crate::proto::pacer::{Codec, CodecProfile};
+use crate::proto::srtp::{MasterKey, SrtpConfigError, SrtpPolicy, Suite};
+use crate::worker::event::WatchOptions;
+use crate::worker::stream::{
+    Crypto, LegSpec, Mode, SocketModel, StreamError, StreamSpec, StreamUpdate,
+};
+
+/// The protocol version `hello` reports. Additions (new commands, fields, events) keep it;
+/// changes that break a client bump it.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Why a request failed: a stable code (for programs) and a message (for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The line is not JSON.
+    ParseError,
+    /// The line is longer than the server accepts; it was skipped.
+    LineTooLong,
+    /// JSON, but not a request of the right shape (missing `id` or `cmd`, unknown or missing
+    /// field, wrong type).
+    BadRequest,
+    /// No such command.
+    UnknownCommand,
+    /// A value is out of range or inconsistent (the message names the field).
+    InvalidArgument,
+    /// An SRTP suite name the engine does not know.
+    UnknownSuite,
+    /// A key that is not base64.
+    BadKey,
+    /// A key of the wrong length for its suite.
+    BadKeyLength,
+    /// An MKI, lifetime, replay window or key derivation rate out of range.
+    BadKeyParams,
+    /// An address that does not parse.
+    BadAddress,
+    /// A local IP the engine is not configured with.
+    UnknownLocalIp,
+    /// No stream with that id.
+    NoSuchStream,
+    /// No free port in the configured range.
+    PortsExhausted,
+    /// Out of file descriptors (the message names the limit and the shared-port model).
+    FileLimit,
+    /// The worker holds its maximum number of streams.
+    WorkerFull,
+    /// The remote (and SSRC) is taken on the shared port.
+    RemoteTaken,
+    /// DTLS-SRTP is not available in this build.
+    DtlsUnsupported,
+    /// More streams in one batch than the server accepts.
+    BatchTooLarge,
+    /// Too many control connections.
+    TooManyConnections,
+    /// The engine is stopping.
+    ShuttingDown,
+    /// A socket or backend error.
+    Io,
+}
+
+impl ErrorCode {
+    /// Every code, in documentation order.
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::ParseError,
+        ErrorCode::LineTooLong,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownCommand,
+        ErrorCode::InvalidArgument,
+        ErrorCode::UnknownSuite,
+        ErrorCode::BadKey,
+        ErrorCode::BadKeyLength,
+        ErrorCode::BadKeyParams,
+        ErrorCode::BadAddress,
+        ErrorCode::UnknownLocalIp,
+        ErrorCode::NoSuchStream,
+        ErrorCode::PortsExhausted,
+        ErrorCode::FileLimit,
+        ErrorCode::WorkerFull,
+        ErrorCode::RemoteTaken,
+        ErrorCode::DtlsUnsupported,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::TooManyConnections,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Io,
+    ];
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ParseError => "parse_error",
+            ErrorCode::LineTooLong => "line_too_long",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::UnknownSuite => "unknown_suite",
+            ErrorCode::BadKey => "bad_key",
+            ErrorCode::BadKeyLength => "bad_key_length",
+            ErrorCode::BadKeyParams => "bad_key_params",
+            ErrorCode::BadAddress => "bad_address",
+            ErrorCode::UnknownLocalIp => "unknown_local_ip",
+            ErrorCode::NoSuchStream => "no_such_stream",
+            ErrorCode::PortsExhausted => "ports_exhausted",
+            ErrorCode::FileLimit => "file_limit",
+            ErrorCode::WorkerFull => "worker_full",
+            ErrorCode::RemoteTaken => "remote_taken",
+            ErrorCode::DtlsUnsupported => "dtls_unsupported",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Io => "io",
+        }
+    }
+}
+
+/// A failed request: its code and a message that never contains key material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CtlError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl CtlError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> CtlError {
+        CtlError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(field: &str, what: impl std::fmt::Display) -> CtlError {
+        CtlError::new(ErrorCode::InvalidArgument, format!("{field}: {what}"))
+    }
+
+    /// A serde shape error, with every quoted value removed: a misplaced key must not come
+    /// back in the message.
+    pub(crate) fn shape(e: &serde_json::Error) -> CtlError {
+        CtlError::new(ErrorCode::BadRequest, redact_quoted(&e.to_string()))
+    }
+
+    /// A stream request that failed in a worker.
+    pub fn from_stream(e: &StreamError) -> CtlError {
+        let code = match e {
+            StreamError::NoSuchStream(_) => ErrorCode::NoSuchStream,
+            StreamError::Invalid(_) | StreamError::Profile(_) => ErrorCode::InvalidArgument,
+            StreamError::UnknownLocalIp(_) => ErrorCode::UnknownLocalIp,
+            StreamError::Socket(SocketError::PortsExhausted { .. }) => ErrorCode::PortsExhausted,
+            StreamError::Socket(SocketError::FileLimit { .. }) => ErrorCode::FileLimit,
+            StreamError::Socket(SocketError::Io { .. }) | StreamError::Io(_) => ErrorCode::Io,
+            StreamError::Srtp(e) => return CtlError::from_srtp("crypto", *e),
+            StreamError::SharedRemoteTaken(_) => ErrorCode::RemoteTaken,
+            StreamError::ShuttingDown => ErrorCode::ShuttingDown,
+            StreamError::WorkerFull(_) => ErrorCode::WorkerFull,
+        };
+        CtlError::new(code, e.to_string())
+    }
+
+    fn from_srtp(field: &str, e: SrtpConfigError) -> CtlError {
+        let code = match e {
+            SrtpConfigError::KeyLength { .. } | SrtpConfigError::SuiteMismatch { .. } => {
+                ErrorCode::BadKeyLength
+            }
+            _ => ErrorCode::BadKeyParams,
+        };
+        CtlError::new(code, format!("{field}: {e}"))
+    }
+}
+
+impl std::fmt::Display for CtlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for CtlError {}
+
+/// Replaces the contents of every `"..."` in a message by `…`.
+pub(crate) fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for ch in msg.chars() {
+        if ch == '"' {
+            if inside {
+                out.push('…');
+            }
+            inside = !inside;
+            out.push('"');
+        } else if !inside {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// A secret string from a request (a base64 key): zeroized on drop, never printed.
+pub struct Secret(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(|s| Secret(Zeroizing::new(s)))
+    }
+}
+
+impl Secret {
+    /// Wraps a secret (for clients building requests).
+    pub fn new(s: String) -> Secret {
+        Secret(Zeroizing::new(s))
+    }
+
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// One master key of an SDES direction.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    /// base64 of `key || salt` (the SDES inline key).
+    pub key: Secret,
+    /// MKI value (needs `mki_len`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mki: Option<u32>,
+    /// MKI length in bytes, 1-4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mki_len: Option<u8>,
+    /// Master key lifetime in packets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<u64>,
+}
+
+/// SDES crypto for one direction.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdesRequest {
+    /// Suite name as in SDP (`AES_CM_128_HMAC_SHA1_80`, ...).
+    pub suite: String,
+    /// The master keys (one, or several with MKIs).
+    pub keys: Vec<KeyRequest>,
+    /// Replay window in packets (receive direction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_window: Option<u32>,
+    /// Key derivation rate (0 or a power of two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdr: Option<u32>,
+}
+
+/// DTLS role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DtlsRole {
+    /// Sends the ClientHello (`a=setup:active`).
+    Client,
+    /// Waits for it (`a=setup:passive`).
+    Server,
+}
+
+/// A leg's crypto.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CryptoRequest {
+    /// Plain RTP.
+    #[default]
+    None,
+    /// SDES keys per direction.
+    Sdes {
+        /// What the leg sends.
+        tx: SdesRequest,
+        /// What the leg receives.
+        rx: SdesRequest,
+    },
+    /// DTLS-SRTP keyed by a handshake on the media port.
+    Dtls {
+        /// Our role.
+        role: DtlsRole,
+        /// The peer's certificate fingerprint from SDP (`sha-256 AB:CD:...`).
+        fingerprint: String,
+    },
+}
+
+/// One leg of a stream request.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegRequest {
+    /// Local IP (default: the engine's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ip: Option<String>,
+    /// The peer's RTP address, `ip:port` (learned from media when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// The peer's RTCP address when not muxed (default: RTP port + 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_rtcp: Option<String>,
+    /// RTP and RTCP on one port (RFC 5761). Default false (a second port for RTCP).
+    #[serde(default)]
+    pub rtcp_mux: bool,
+    /// `per_stream` (default) or `shared`.
+    #[serde(default)]
+    pub socket: SocketModel,
+    /// Drop media not from the signalled address (default: the engine's setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_source: Option<bool>,
+    /// The peer's SSRC (needed when several shared-port streams have one remote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ssrc: Option<u32>,
+    /// Crypto (default none).
+    #[serde(default)]
+    pub crypto: CryptoRequest,
+}
+
+/// What a stream sends.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecRequest {
+    /// pcmu, pcma, g722, opus or video (default pcmu).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// RTP payload type (default: the codec's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_type: Option<u8>,
+    /// Packet time, ms (10-60; default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ptime_ms: Option<u32>,
+    /// Bit rate, bit/s (opus and video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate: Option<u32>,
+    /// Frames per second (video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<u32>,
+}
+
+/// A stream to create.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRequest {
+    /// send, recv, sendrecv, echo or relay.
+    pub mode: Mode,
+    /// One leg, two for relay.
+    pub legs: Vec<LegRequest>,
+    /// What it sends (default PCMU, 20 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<CodecRequest>,
+    /// Mean RTCP interval, ms (0: no reports; default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtcp_interval_ms: Option<u32>,
+    /// Silence timeout for `media_silent`, ms (0: never; default from the engine config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_ms: Option<u32>,
+    /// Authentication failures per `auth_failures` event (0: never; default from the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_failure_threshold: Option<u32>,
+}
+
+fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, CtlError> {
+    s.parse().map_err(|_| {
+        CtlError::new(
+            ErrorCode::BadAddress,
+            format!("{field}: {s:?} is not an address (ip:port, [ipv6]:port)"),
+        )
+    })
+}
+
+fn parse_ip(field: &str, s: &str) -> Result<IpAddr, CtlError> {
+    s.parse().map_err(|_| {
+        CtlError::new(
+            ErrorCode::BadAddress,
+            format!("{field}: {s:?} is not an IP address"),
+        )
+    })
+}
+
+impl SdesRequest {
+    fn into_crypto(self, field: &str) -> Result<Crypto, CtlError> {
+        let suite = Suite::from_sdp_name(&self.suite).ok_or_else(|| {
+            let known: Vec<_> = Suite::ALL.iter().map(|s| s.sdp_name()).collect();
+            CtlError::new(
+                ErrorCode::UnknownSuite,
+                format!(
+                    "{field}.suite: {:?} is not a suite this engine supports ({})",
+                    self.suite,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for (i, k) in self.keys.iter().enumerate() {
+            let f = format!("{field}.keys[{i}]");
+            let mut raw = Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(k.key.expose().trim())
+                    .map_err(|_| {
+                        CtlError::new(ErrorCode::BadKey, format!("{f}.key: not valid base64"))
+                    })?,
+            );
+            let key = MasterKey::new(suite, &raw);
+            raw.zeroize();
+            let mut key = key.map_err(|e| CtlError::from_srtp(&format!("{f}.key"), e))?;
+            match (k.mki, k.mki_len) {
+                (None, None) => {}
+                (Some(v), Some(len @ 1..=4)) => {
+                    let len = usize::from(len);
+                    if len < 4 && u64::from(v) >> (8 * len) != 0 {
+                        return Err(CtlError::new(
+                            ErrorCode::BadKeyParams,
+                            format!("{f}.mki: {v} does not fit in {len} bytes"),
+                        ));
+                    }
+                    let bytes = v.to_be_bytes();
+                    key = key
+                        .with_mki(&bytes[4 - len..])
+                        .map_err(|e| CtlError::from_srtp(&format!("{f}.mki"), e))?;
+                }
+                (Some(_), Some(len)) => {
+                    return Err(CtlError::new(
+                        ErrorCode::BadKeyParams,
+                        format!("{f}.mki_len: {len} is outside 1-4"),
+                    ));
+                }
+                _ => {
+                    return Err(CtlError::new(
+                        ErrorCode::BadKeyParams,
+                        format!("{f}: mki and mki_len go together"),
+                    ));
+                }
+            }
+            if let Some(l) = k.lifetime {
+                key = key
+                    .with_lifetime(l)
+                    .map_err(|e| CtlError::from_srtp(&format!("{f}.lifetime"), e))?;
+            }
+            keys.push(key);
+        }
+        let mut keys = keys.into_iter();
+        let first = keys
+            .next()
+            .ok_or_else(|| CtlError::invalid(&format!("{field}.keys"), "at least one key"))?;
+        let mut policy = SrtpPolicy::new(suite, first);
+        for k in keys {
+            policy = policy.with_key(k);
+        }
+        if let Some(w) = self.replay_window {
+            policy = policy.with_replay_window(w);
+        }
+        if let Some(r) = self.kdr {
+            policy = policy.with_key_derivation_rate(r);
+        }
+        let crypto = Crypto::Sdes(policy);
+        // Check the whole policy now (window, rate, MKI consistency) so the error names the field.
+        crypto
+            .check()
+            .map_err(|e| CtlError::from_srtp(field, e))?;
+        Ok(crypto)
+    }
+}
+
+impl CryptoRequest {
+    /// The crypto of both directions (tx, rx).
+    pub fn into_crypto(self, field: &str) -> Result<(Crypto, Crypto), CtlError> {
+        match self {
+            CryptoRequest::None => Ok((Crypto::None, Crypto::None)),
+            CryptoRequest::Sdes { tx, rx } => Ok((
+                tx.into_crypto(&format!("{field}.tx"))?,
+                rx.into_crypto(&format!("{field}.rx"))?,
+            )),
+            CryptoRequest::Dtls { .. } => Err(CtlError::new(
+                ErrorCode::DtlsUnsupported,
+                format!("{field}: DTLS-SRTP is not available in this engine yet (see hello.capabilities.dtls)"),
+            )),
+        }
+    }
+}
+
+impl LegRequest {
+    fn into_spec(self, field: &str) -> Result<LegSpec, CtlError> {
+        let local_ip = self
+            .local_ip
+            .as_deref()
+            .map(|s| parse_ip(&format!("{field}.local_ip"), s))
+            .transpose()?;
+        let remote = self
+            .remote
+            .as_deref()
+            .map(|s| parse_addr(&format!("{field}.remote"), s))
+            .transpose()?;
+        let remote_rtcp = self
+            .remote_rtcp
+            .as_deref()
+            .map(|s| parse_addr(&format!("{field}.remote_rtcp"), s))
+            .transpose()?;
+        if self.socket == SocketModel::Shared && !self.rtcp_mux {
+            return Err(CtlError::invalid(
+                &format!("{field}.rtcp_mux"),
+                "a shared-port leg needs rtcp_mux: true",
+            ));
+        }
+        let (tx, rx) = self.crypto.into_crypto(&format!("{field}.crypto"))?;
+        Ok(LegSpec {
+            local_ip,
+            remote,
+            remote_rtcp,
+            rtcp_mux: self.rtcp_mux,
+            socket: self.socket,
+            strict_source: self.strict_source,
+            remote_ssrc: self.remote_ssrc,
+            tx,
+            rx,
+        })
+    }
+}
+
+impl CodecRequest {
+    fn into_profile(self) -> Result<CodecProfile, CtlError> {
+        let codec = match self.name.as_deref() {
+            None => Codec::Pcmu,
+            Some(n) => Codec::from_name(n).ok_or_else(|| {
+                CtlError::invalid(
+                    "codec.name",
+                    format!("{n:?} is not pcmu, pcma, g722, opus or video"),
+                )
+            })?,
+        };
+        let mut p = CodecProfile::default_for(codec);
+        if let Some(v) = self.payload_type {
+            p.payload_type = v;
+        }
+        if let Some(v) = self.ptime_ms {
+            p.ptime_ms = v;
+        }
+        if let Some(v) = self.bitrate {
+            p.bitrate = v;
+        }
+        if let Some(v) = self.fps {
+            p.fps = v;
+        }
+        p.validate().map_err(|e| CtlError::invalid("codec", e))?;
+        Ok(p)
+    }
+}
+
+impl StreamRequest {
+    /// Checks every value and builds the engine's spec. `defaults` fills the event thresholds
+    /// the request leaves out.
+    pub fn into_spec(self, defaults: WatchOptions) -> Result<StreamSpec, CtlError> {
+        let want = if self.mode == Mode::Relay { 2 } else { 1 };
+        if self.legs.len() != want {
+            return Err(CtlError::invalid(
+                "legs",
+                format!(
+                    "{} takes {want} leg{}, got {}",
+                    self.mode.name(),
+                    if want == 1 { "" } else { "s" },
+                    self.legs.len()
+                ),
+            ));
+        }
+        let codec = self.codec.unwrap_or_default().into_profile()?;
+        let mut legs = Vec::with_capacity(want);
+        for (i, l) in self.legs.into_iter().enumerate() {
+            legs.push(l.into_spec(&format!("legs[{i}]"))?);
+        }
+        let mut spec = StreamSpec::new(self.mode, LegSpec::default());
+        spec.legs = legs;
+        spec.codec = codec;
+        if let Some(ms) = self.rtcp_interval_ms {
+            if ms != 0 && !(100..=600_000).contains(&ms) {
+                return Err(CtlError::invalid(
+                    "rtcp_interval_ms",
+                    format!("{ms} is outside 100-600000 (or 0 for none)"),
+                ));
+            }
+            spec.rtcp_interval_ms = ms;
+        }
+        spec.watch = Some(WatchOptions {
+            silence_ms: self.silence_ms.unwrap_or(defaults.silence_ms),
+            auth_failure_threshold: self
+                .auth_failure_threshold
+                .unwrap_or(defaults.auth_failure_threshold),
+        });
+        Ok(spec)
+    }
+}
+
+/// `update`: what to change on a live stream (every field optional).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// The stream.
+    pub stream: u64,
+    /// The leg the remote or crypto applies to (default 0).
+    #[serde(default)]
+    pub leg: usize,
+    /// New remote address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// New crypto (a rekey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypto: Option<CryptoRequest>,
+    /// Pause or resume generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// New direction: send, recv or sendrecv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+impl UpdateRequest {
+    /// Checks the values and builds the engine's update.
+    pub fn into_update(self) -> Result<(u64, StreamUpdate), CtlError> {
+        let mut u = StreamUpdate::default();
+        if let Some(r) = &self.remote {
+            u.remote = Some((self.leg, parse_addr("remote", r)?));
+        }
+        if let Some(c) = self.crypto {
+            let (tx, rx) = c.into_crypto("crypto")?;
+            u.crypto = Some((self.leg, tx, rx));
+        }
+        u.paused = self.paused;
+        u.mode = self.mode;
+        Ok((self.stream, u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(suite: Suite) -> String {
+        base64::engine::general_purpose::STANDARD.encode(vec![7u8; suite.master_len()])
+    }
+
+    fn sdes(suite: &str, key: String) -> SdesRequest {
+        SdesRequest {
+            suite: suite.into(),
+            keys: vec![KeyRequest {
+                key: Secret::new(key),
+                mki: None,
+                mki_len: None,
+                lifetime: None,
+            }],
+            replay_window: None,
+            kdr: None,
+        }
+    }
+
+    #[test]
+    fn redaction_removes_every_quoted_value() {
+        assert_eq!(
+            redact_quoted("invalid type: string \"c2VjcmV0\", expected u32"),
+            "invalid type: string \"…\", expected u32"
+        );
+        assert_eq!(redact_quoted("no quotes"), "no quotes");
+    }
+
+    #[test]
+    fn key_errors_have_their_codes_and_never_the_key() {
+        let s = Suite::AesCm128HmacSha1_80;
+        let ok = sdes(s.sdp_name(), key(s)).into_crypto("tx");
+        assert!(matches!(ok, Ok(Crypto::Sdes(_))));
+        let e = sdes("AES_CM_129", key(s)).into_crypto("tx").unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownSuite);
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 20]);
+        let e = sdes(s.sdp_name(), short.clone())
+            .into_crypto("tx")
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadKeyLength);
+        assert!(!e.message.contains(&short), "{}", e.message);
+        let e = sdes(s.sdp_name(), "not base64 at all!".into())
+            .into_crypto("tx")
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadKey);
+        assert!(!e.message.contains("not base64 at all!"));
+        let mut r = sdes(s.sdp_name(), key(s));
+        r.keys[0].mki = Some(300);
+        r.keys[0].mki_len = Some(1);
+        assert_eq!(
+            r.into_crypto("tx").unwrap_err().code,
+            ErrorCode::BadKeyParams
+        );
+        let mut r = sdes(s.sdp_name(), key(s));
+        r.replay_window = Some(5);
+        assert_eq!(
+            r.into_crypto("rx").unwrap_err().code,
+            ErrorCode::BadKeyParams
+        );
+    }
+
+    #[test]
+    fn stream_requests_are_checked_field_by_field() {
+        let req: StreamRequest = serde_json::from_str(
+            r#"{"mode":"relay","legs":[{"remote":"127.0.0.1:4000","rtcp_mux":true}]}"#,
+        )
+        .unwrap();
+        let e = req.into_spec(WatchOptions::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains("legs"), "{}", e.message);
+        let req: StreamRequest =
+            serde_json::from_str(r#"{"mode":"echo","legs":[{"remote":"127.0.0.1"}]}"#).unwrap();
+        let e = req.into_spec(WatchOptions::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadAddress);
+        assert!(e.message.contains("legs[0].remote"), "{}", e.message);
+        let req: StreamRequest = serde_json::from_str(
+            r#"{"mode":"echo","legs":[{"crypto":{"type":"dtls","role":"client","fingerprint":"sha-256 00"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.into_spec(WatchOptions::default()).unwrap_err().code,
+            ErrorCode::DtlsUnsupported
+        );
+        let req: StreamRequest = serde_json::from_str(
+            r#"{"mode":"send","legs":[{}],"codec":{"name":"pcmu","ptime_ms":70}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.into_spec(WatchOptions::default()).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        let req: StreamRequest = serde_json::from_str(
+            r#"{"mode":"sendrecv","legs":[{"remote":"[::1]:5000"}],"silence_ms":0}"#,
+        )
+        .unwrap();
+        let spec = req.into_spec(WatchOptions::default()).unwrap();
+        assert_eq!(spec.watch.unwrap().silence_ms, 0);
+        assert!(
+            serde_json::from_str::<StreamRequest>(r#"{"mode":"echo","legs":[],"colour":1}"#)
+                .is_err()
+        );
+    }
+}
