@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use srtp_engine::config::Config;
 use srtp_engine::ctl::CtlServer;
 use srtp_engine::ctl::client::CtlClient;
-use srtp_engine::metrics::MetricsServer;
 use srtp_engine::io::BackendKind;
+use srtp_engine::metrics::MetricsServer;
 use srtp_engine::proto::srtp::Suite;
 use srtp_engine::runtime::Engine;
 
@@ -187,7 +187,16 @@ fn print_engine_stats(v: &Value) {
 fn print_streams(v: &Value) {
     say!(
         "{:>8} {:<8} {:<22} {:<22} {:>10} {:>10} {:>7} {:>8} {:>5} {:>6}",
-        "id", "mode", "local", "remote", "pkts in", "pkts out", "loss%", "jitter", "MOS", "auth!"
+        "id",
+        "mode",
+        "local",
+        "remote",
+        "pkts in",
+        "pkts out",
+        "loss%",
+        "jitter",
+        "MOS",
+        "auth!"
     );
     for s in v["streams"].as_array().into_iter().flatten() {
         for (k, l) in s["legs"].as_array().into_iter().flatten().enumerate() {
@@ -216,7 +225,11 @@ fn print_streams(v: &Value) {
             );
         }
     }
-    say!("{} of {} streams", v["streams"].as_array().map_or(0, Vec::len), v["total"]);
+    say!(
+        "{} of {} streams",
+        v["streams"].as_array().map_or(0, Vec::len),
+        v["total"]
+    );
 }
 
 fn ctl(args: CtlArgs) -> ExitCode {
@@ -389,8 +402,11 @@ fn main() -> ExitCode {
     };
     let metrics = match config.metrics_listen() {
         Some(addr) => {
-            match MetricsServer::start(addr, engine.clone(), control.as_ref().map(CtlServer::counters))
-            {
+            match MetricsServer::start(
+                addr,
+                engine.clone(),
+                control.as_ref().map(CtlServer::counters),
+            ) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     eprintln!("srtp-engine: metrics.listen {addr}: {e}");

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 
 use crate::io::socket::raise_nofile_limit;
 use crate::io::{BackendKind, IoConfig};
-use crate::worker::stream::{StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
 use crate::worker::event::{self, Event};
+use crate::worker::stream::{StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
 use crate::worker::{Command, Counters, MediaOptions, Worker, WorkerConfig, WorkerSnapshot};
 
 /// What the engine needs to start.

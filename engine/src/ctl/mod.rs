@@ -37,9 +37,7 @@ use crate::proto::srtp::Suite;
 use crate::runtime::{Engine, EngineSnapshot};
 use crate::worker::event::{Event, WatchOptions};
 use crate::worker::stream::{Mode, StreamStats};
-use protocol::{
-    CtlError, ErrorCode, PROTOCOL_VERSION, StreamRequest, UpdateRequest,
-};
+use protocol::{CtlError, ErrorCode, PROTOCOL_VERSION, StreamRequest, UpdateRequest};
 
 /// Control socket settings (`[control]` in the config).
 #[derive(Debug, Clone)]
@@ -320,9 +318,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: UnixListener) {
         if open >= shared.opts.max_connections {
             let err = CtlError::new(
                 ErrorCode::TooManyConnections,
-                format!(
-                    "{open} control connections are open (control.max_connections); closing"
-                ),
+                format!("{open} control connections are open (control.max_connections); closing"),
             );
             let mut s = stream;
             let _ = s.write_all(&error_line(&Value::Null, &err));
@@ -504,15 +500,14 @@ fn write_loop(mut w: UnixStream, rx: &Receiver<Out>, queued: &AtomicUsize) {
 }
 
 fn reply_line(id: &Value, result: Value) -> Vec<u8> {
-    let mut v = serde_json::to_vec(&json!({"id": id, "ok": true, "result": result}))
-        .unwrap_or_default();
+    let mut v =
+        serde_json::to_vec(&json!({"id": id, "ok": true, "result": result})).unwrap_or_default();
     v.push(b'\n');
     v
 }
 
 fn error_line(id: &Value, e: &CtlError) -> Vec<u8> {
-    let mut v =
-        serde_json::to_vec(&json!({"id": id, "ok": false, "error": e})).unwrap_or_default();
+    let mut v = serde_json::to_vec(&json!({"id": id, "ok": false, "error": e})).unwrap_or_default();
     v.push(b'\n');
     v
 }
@@ -816,7 +811,9 @@ fn create_batch(shared: &Shared, reqs: Vec<StreamRequest>) -> Value {
                 v
             }
             Some(Err(e)) => json!({"ok": false, "error": e}),
-            None => json!({"ok": false, "error": CtlError::new(ErrorCode::ShuttingDown, "no reply")}),
+            None => {
+                json!({"ok": false, "error": CtlError::new(ErrorCode::ShuttingDown, "no reply")})
+            }
         })
         .collect();
     json!({"created": created, "failed": n - created, "streams": list})
@@ -834,10 +831,16 @@ fn hello(shared: &Shared) -> Value {
             })
         })
         .collect();
-    let codecs: Vec<&str> = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus, Codec::Video]
-        .iter()
-        .map(|c| c.name())
-        .collect();
+    let codecs: Vec<&str> = [
+        Codec::Pcmu,
+        Codec::Pcma,
+        Codec::G722,
+        Codec::Opus,
+        Codec::Video,
+    ]
+    .iter()
+    .map(|c| c.name())
+    .collect();
     json!({
         "protocol": PROTOCOL_VERSION,
         "engine": format!("srtp-engine {}", env!("CARGO_PKG_VERSION")),
@@ -943,7 +946,10 @@ fn broadcast(shared: &Shared, bit: u32, event: &Value) {
     };
     for s in subs.iter().filter(|s| s.filter & bit != 0) {
         if s.queued.load(Ordering::Relaxed) >= shared.opts.max_queued_events {
-            shared.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .events_dropped
+                .fetch_add(1, Ordering::Relaxed);
             continue;
         }
         s.queued.fetch_add(1, Ordering::Relaxed);

@@ -481,9 +481,7 @@ impl SdesRequest {
         }
         let crypto = Crypto::Sdes(policy);
         // Check the whole policy now (window, rate, MKI consistency) so the error names the field.
-        crypto
-            .check()
-            .map_err(|e| CtlError::from_srtp(field, e))?;
+        crypto.check().map_err(|e| CtlError::from_srtp(field, e))?;
         Ok(crypto)
     }
 }
@@ -499,7 +497,9 @@ impl CryptoRequest {
             )),
             CryptoRequest::Dtls { .. } => Err(CtlError::new(
                 ErrorCode::DtlsUnsupported,
-                format!("{field}: DTLS-SRTP is not available in this engine yet (see hello.capabilities.dtls)"),
+                format!(
+                    "{field}: DTLS-SRTP is not available in this engine yet (see hello.capabilities.dtls)"
+                ),
             )),
         }
     }

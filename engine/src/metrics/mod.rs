@@ -173,7 +173,12 @@ impl Out {
         self.sample(m, &[], value);
     }
 
-    fn per_worker(&mut self, m: &Metric, s: &EngineSnapshot, f: impl Fn(&crate::worker::WorkerSnapshot) -> f64) {
+    fn per_worker(
+        &mut self,
+        m: &Metric,
+        s: &EngineSnapshot,
+        f: impl Fn(&crate::worker::WorkerSnapshot) -> f64,
+    ) {
         self.family(m);
         for w in &s.workers {
             let idx = w.index.to_string();
@@ -258,8 +263,14 @@ pub fn render(s: &Scrape<'_>) -> String {
     o.per_worker(&IO_RX_ERRORS, snap, |w| w.io.rx_errors as f64);
     o.per_worker(&IO_RX_TRUNCATED, snap, |w| w.io.rx_truncated as f64);
     let load = |f: fn(&CtlCounters) -> u64| s.control.map_or(0.0, |c| f(c) as f64);
-    o.one(&CONTROL_CONNECTIONS, load(|c| c.connections.load(Ordering::Relaxed) as u64));
-    o.one(&CONTROL_REQUESTS, load(|c| c.requests.load(Ordering::Relaxed)));
+    o.one(
+        &CONTROL_CONNECTIONS,
+        load(|c| c.connections.load(Ordering::Relaxed) as u64),
+    );
+    o.one(
+        &CONTROL_REQUESTS,
+        load(|c| c.requests.load(Ordering::Relaxed)),
+    );
     o.one(&CONTROL_ERRORS, load(|c| c.errors.load(Ordering::Relaxed)));
     o.buf
 }
@@ -405,7 +416,12 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for m in METRICS {
             assert!(m.name.starts_with("srtp_engine_"), "{}", m.name);
-            assert_eq!(m.kind == Kind::Counter, m.name.ends_with("_total"), "{}", m.name);
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
             assert!(seen.insert(m.name), "{} declared twice", m.name);
         }
     }
@@ -426,7 +442,9 @@ mod tests {
         for m in METRICS {
             assert!(text.contains(&format!("# TYPE {} ", m.name)), "{}", m.name);
         }
-        assert!(text.contains("srtp_engine_io_backend_info{backend=\"epoll\",fallback=\"true\"} 1"));
+        assert!(
+            text.contains("srtp_engine_io_backend_info{backend=\"epoll\",fallback=\"true\"} 1")
+        );
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

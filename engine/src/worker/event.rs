@@ -1,7 +1,7 @@
 //! Stream events: what a worker notices about its streams that a control client wants to hear
 //! without polling (silence, authentication failures, a master key at the end of its lifetime).
 //!
-//! The packet path only counts and sets flags; a sweep every [`SWEEP_NS`] turns them into
+//! The packet path only counts and sets flags; a sweep every 250 ms turns them into
 //! events, so a flood of bad packets costs no more than counting them. Events travel on a
 //! bounded channel: when nobody drains it, they are dropped and counted, never queued without
 //! end.
@@ -180,7 +180,8 @@ pub(crate) fn sweep_leg(
                 w.silent = false;
             }
             w.quiet_since = now;
-        } else if !w.silent && now.saturating_sub(w.quiet_since) >= u64::from(opts.silence_ms) * 1_000_000
+        } else if !w.silent
+            && now.saturating_sub(w.quiet_since) >= u64::from(opts.silence_ms) * 1_000_000
         {
             w.silent = true;
             emit(Event::MediaSilent {

@@ -966,7 +966,10 @@ impl Worker {
             )
         {
             let len = match leg.tx.as_mut() {
-                Some(tx) => tx.protect_rtcp(buf, len).map_err(|e| note_tx_error(leg, e)).ok(),
+                Some(tx) => tx
+                    .protect_rtcp(buf, len)
+                    .map_err(|e| note_tx_error(leg, e))
+                    .ok(),
                 None => Some(len),
             };
             if let Some(len) = len {

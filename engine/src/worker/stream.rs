@@ -23,6 +23,7 @@ pub enum Mode {
     /// Sink: receive, unprotect and measure (and send RTCP receiver reports).
     Recv,
     /// An endpoint in a call: both of the above.
+    #[serde(rename = "sendrecv")]
     SendRecv,
     /// Unprotect each packet, re-protect it with the stream's own keys, send it back.
     Echo,
