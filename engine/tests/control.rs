@@ -850,3 +850,56 @@ fn the_docs_list_every_command_code_event_and_metric() {
         );
     }
 }
+
+/// The Grafana dashboard uses only metrics the engine exports, and each of its queries is
+/// valid PromQL (`promtool check rules` parses them as recording rules).
+#[test]
+fn the_dashboard_queries_are_valid_and_use_exported_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("configs/grafana-dashboard.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().replace("$instance", ".*"));
+        }
+    }
+    assert!(exprs.len() >= 10);
+    let names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(at) = rest.find("srtp_engine_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            assert!(
+                names.contains(&&tail[..end]),
+                "{} is not exported",
+                &tail[..end]
+            );
+            rest = &tail[end..];
+        }
+    }
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    let file = std::env::temp_dir().join(format!("srtp-dashboard-{}.yml", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (run scripts/setup-debian to install it)");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
