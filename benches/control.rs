@@ -2,7 +2,7 @@
 //! - `create_batch` of 10,000 SDES streams over the control socket (JSON, base64 keys, one
 //!   line), beside the same creation through the library call (`Engine::create_streams`) in
 //!   the same run: the ratio is what the socket and the protocol cost.
-//! - Scraping `/metrics` over HTTP while 50,000 shared-port streams are held, beside taking the
+//! - Scraping `/metrics` over HTTP while 50,000 idle shared-port streams are held, beside taking the
 //!   workers' snapshot alone, and the workers' loop-turn rate during the scrapes compared with
 //!   before them (a stalled worker would show there).
 //!
@@ -152,7 +152,7 @@ fn main() {
     while made < held {
         let batch: Vec<Value> = (made..(made + 10_000).min(held))
             .map(|k| {
-                json!({"mode": "sendrecv", "rtcp_interval_ms": 0, "silence_ms": 0,
+                json!({"mode": "recv", "rtcp_interval_ms": 0, "silence_ms": 0,
                        "legs": [{"rtcp_mux": true, "socket": "shared",
                                  "remote": format!("127.1.{}.{}:{}", (k >> 8) & 255, k & 255, 10_000 + k / 65_536)}]})
             })
@@ -163,7 +163,7 @@ fn main() {
         assert_eq!(r["failed"], 0, "{}", r["streams"][0]);
         made += r["created"].as_u64().unwrap() as usize;
     }
-    // Paused so the scrape competes with the workers' loop, not with generation.
+    // Idle receivers (no generation, no RTCP): the scrapes compete with the workers' loop only.
     let m = MetricsServer::start(
         "127.0.0.1:0".parse().unwrap(),
         engine.clone(),

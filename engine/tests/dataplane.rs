@@ -136,12 +136,9 @@ fn echo_round_trip(backend: BackendKind) {
     let mut pairs = Vec::new();
     for k in 0..20u8 {
         // Echo: receives with the endpoint's key (k), answers with its own (k + 100).
-        let e = echo
-            .create_stream(StreamSpec::new(
-                Mode::Echo,
-                leg(None, sdes(k + 100), sdes(k)),
-            ))
-            .unwrap();
+        let mut echo_spec = StreamSpec::new(Mode::Echo, leg(None, sdes(k + 100), sdes(k)));
+        echo_spec.rtcp_interval_ms = 300;
+        let e = echo.create_stream(echo_spec).unwrap();
         let mut spec = StreamSpec::new(
             Mode::SendRecv,
             leg(Some(e.legs[0].local), sdes(k), sdes(k + 100)),

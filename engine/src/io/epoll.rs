@@ -425,6 +425,10 @@ impl Io for EpollIo {
         let slot = match self.tx_current {
             Some(s) => s,
             None => {
+                if self.tx_free.is_empty() && !self.pending.is_empty() {
+                    // Every send buffer is queued: send them now rather than drop packets.
+                    self.flush();
+                }
                 let Some(s) = self.tx_free.pop() else {
                     self.stats.tx_no_buffer += 1;
                     return None;

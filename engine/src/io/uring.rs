@@ -25,6 +25,8 @@ use io_uring::{IoUring, cqueue, opcode, squeue};
 use super::addr::{RawAddr, parse_sockaddr};
 use super::{BUF_SIZE, BackendKind, Io, IoConfig, IoStats, RxMeta, SockId};
 
+/// `io_uring_enter` flag (linux/io_uring.h): run deferred task work and post completions.
+const IORING_ENTER_GETEVENTS: u32 = 0x01;
 const BUF_GROUP: u16 = 0;
 
 const KIND_RECV: u64 = 1;
@@ -166,6 +168,9 @@ pub struct UringIo {
     rearm: Vec<u32>,
     batch: Vec<RxEntry>,
     scratch: Vec<(u64, i32, u32)>,
+    /// Completions taken out of the ring by `flush_sends` that are not sends (receives): they
+    /// wait for the next `reap`, so that the batch in hand does not grow mid-turn.
+    deferred: Vec<(u64, i32, u32)>,
     config: IoConfig,
     min_wait: bool,
     stats: IoStats,
@@ -226,6 +231,7 @@ impl UringIo {
             rearm: Vec::new(),
             batch: Vec::with_capacity(usize::from(rx_entries)),
             scratch: Vec::with_capacity(32_768),
+            deferred: Vec::new(),
             config: IoConfig {
                 max_sockets: max_files,
                 ..config
@@ -278,10 +284,67 @@ impl UringIo {
         self.stats.tx_packets += 1;
     }
 
+    /// Every send buffer is in flight: submit the queued sends now and take their completions
+    /// (UDP sends complete at submission), so generation can go on within this turn instead of
+    /// dropping packets. Receive completions found on the way are kept for the next `reap`.
+    fn flush_sends(&mut self) {
+        self.stats.syscalls += 1;
+        let to_submit = self.ring.submission().len() as u32;
+        // SAFETY: no SQE is in the queue whose memory is not owned by `self` (buffers and
+        // addresses live in the pools); GETEVENTS with min_complete 0 never blocks, it only
+        // runs deferred task work so that completions are posted.
+        let _ = unsafe {
+            self.ring.submitter().enter::<libc::sigset_t>(
+                to_submit,
+                0,
+                IORING_ENTER_GETEVENTS,
+                None,
+            )
+        };
+        let mut returned = false;
+        let mut cqes = std::mem::take(&mut self.deferred);
+        let kept = cqes.len();
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let mut keep = kept;
+        for i in kept..cqes.len() {
+            let (ud, res, _) = cqes[i];
+            let (kind, _, _, extra) = split_user_data(ud);
+            match kind {
+                KIND_SEND_TX => {
+                    if res < 0 {
+                        self.stats.tx_errors += 1;
+                    }
+                    self.tx.free.push(extra);
+                }
+                KIND_SEND_RX => {
+                    if res < 0 {
+                        self.stats.tx_errors += 1;
+                    }
+                    self.bufs.push(extra);
+                    returned = true;
+                }
+                _ => {
+                    cqes[keep] = cqes[i];
+                    keep += 1;
+                }
+            }
+        }
+        cqes.truncate(keep);
+        self.deferred = cqes;
+        if returned {
+            self.bufs.publish();
+        }
+    }
+
     fn reap(&mut self) {
         let mut returned = false;
         // Copy the completions out first (a reused vector): handling them needs `&mut self`.
         let mut pending = std::mem::take(&mut self.scratch);
+        pending.append(&mut self.deferred);
         pending.extend(
             self.ring
                 .completion()
@@ -464,7 +527,7 @@ impl Io for UringIo {
         self.rearm = rearm;
         self.rearm.clear();
         // Completions may already be waiting (a previous turn stopped early): then only submit.
-        let ready = !self.ring.completion().is_empty();
+        let ready = !self.ring.completion().is_empty() || !self.deferred.is_empty();
         let ts = Timespec::from(timeout);
         let (want, args) = if ready || timeout.is_zero() {
             (0, SubmitArgs::new())
@@ -548,16 +611,21 @@ impl Io for UringIo {
     fn tx_buf(&mut self) -> Option<&mut [u8]> {
         let slot = match self.tx.current {
             Some(s) => s,
-            None => match self.tx.free.pop() {
-                Some(s) => {
-                    self.tx.current = Some(s);
-                    s
+            None => {
+                if self.tx.free.is_empty() {
+                    self.flush_sends();
                 }
-                None => {
-                    self.stats.tx_no_buffer += 1;
-                    return None;
+                match self.tx.free.pop() {
+                    Some(s) => {
+                        self.tx.current = Some(s);
+                        s
+                    }
+                    None => {
+                        self.stats.tx_no_buffer += 1;
+                        return None;
+                    }
                 }
-            },
+            }
         };
         // SAFETY: slot < tx entries; the buffer is not in flight (it is `current`).
         Some(unsafe {

@@ -34,6 +34,9 @@ use timer::{TimerEntry, TimerKind, TimerWheel};
 const PUBLISH_NS: u64 = 100_000_000;
 /// Longest wait in one turn (bounds command latency on an idle worker).
 const MAX_WAIT: Duration = Duration::from_millis(10);
+/// Longest time one turn spends on commands: a batch of 10,000 creations is spread over many
+/// turns so that media keeps flowing (and pacing keeps time) while it is served.
+const COMMAND_BUDGET: Duration = Duration::from_millis(2);
 
 /// A request to a worker. Replies travel on the channel inside.
 pub enum Command {
@@ -263,6 +266,8 @@ pub struct Worker {
     accepting: bool,
     connects: Vec<(u32, u8, bool, SocketAddr)>,
     last_sweep: u64,
+    /// The last turn stopped taking commands at its budget: do not wait in the next poll.
+    more_commands: bool,
 }
 
 fn suite_index(s: Option<Suite>) -> usize {
@@ -337,6 +342,7 @@ impl Worker {
             accepting: true,
             connects: Vec::new(),
             last_sweep: 0,
+            more_commands: false,
             cfg,
         }
     }
@@ -355,10 +361,13 @@ impl Worker {
         let mut waited_ns = 0u64;
         loop {
             let now = self.now_ns();
-            let wait = self
-                .wheel
-                .next_deadline(MAX_WAIT.as_nanos() as u64)
-                .map_or(MAX_WAIT, |d| Duration::from_nanos(d.saturating_sub(now)));
+            let wait = if self.more_commands {
+                Duration::ZERO
+            } else {
+                self.wheel
+                    .next_deadline(MAX_WAIT.as_nanos() as u64)
+                    .map_or(MAX_WAIT, |d| Duration::from_nanos(d.saturating_sub(now)))
+            };
             let before = Instant::now();
             if let Err(e) = self.io.poll(wait) {
                 tracing::error!(worker = self.cfg.index, error = %e, "I/O backend failed; worker stops");
@@ -436,9 +445,16 @@ impl Worker {
         }
     }
 
-    /// Takes every queued command; returns false when the worker must stop.
+    /// Takes queued commands for up to [`COMMAND_BUDGET`]; returns false when the worker must
+    /// stop.
     fn take_commands(&mut self) -> bool {
+        let start = Instant::now();
+        self.more_commands = false;
         loop {
+            if start.elapsed() >= COMMAND_BUDGET {
+                self.more_commands = true;
+                return true;
+            }
             let cmd = match self.commands.try_recv() {
                 Ok(c) => c,
                 Err(TryRecvError::Empty) => return true,
@@ -1236,7 +1252,7 @@ fn handle(
     }
     // Forward: echo back on this leg, relay out of the other.
     let out_k = match mode {
-        Mode::Echo => k,
+        Mode::Echo if !is_rtcp => k,
         Mode::Relay => 1 - k,
         _ => return (Action::Drop, connect),
     };

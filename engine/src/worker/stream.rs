@@ -25,7 +25,8 @@ pub enum Mode {
     /// An endpoint in a call: both of the above.
     #[serde(rename = "sendrecv")]
     SendRecv,
-    /// Unprotect each packet, re-protect it with the stream's own keys, send it back.
+    /// Unprotect each RTP packet, re-protect it with the stream's own keys, send it back; RTCP
+    /// is consumed and answered with the stream's own receiver reports.
     Echo,
     /// Two legs with independent crypto: what arrives on one is sent out of the other.
     Relay,
@@ -60,8 +61,12 @@ impl Mode {
         matches!(self, Mode::Send | Mode::SendRecv)
     }
 
+    /// Whether the stream sends its own RTCP reports. Echo does (receiver reports about what
+    /// it reflects) rather than reflecting the peer's RTCP: a reflected sender report would
+    /// come back as a report about the peer's own SSRC and make its round-trip time
+    /// meaningless. Relay forwards RTCP between its legs instead, as an SBC does.
     pub(crate) fn reports(self) -> bool {
-        matches!(self, Mode::Send | Mode::Recv | Mode::SendRecv)
+        matches!(self, Mode::Send | Mode::Recv | Mode::SendRecv | Mode::Echo)
     }
 }
 

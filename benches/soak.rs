@@ -1,0 +1,263 @@
+//! Soak: 2,000 SDES sendrecv streams (4,000 RTP flows) at 50 packets/s each way for 60 s,
+//! between two engine processes on separate cores: a generator (sendrecv endpoints, core 0)
+//! and an echo (core 1), both driven over their control sockets. At the end the endpoints
+//! pause, the last echoes land, and every stream must have received every packet it sent, with
+//! no loss and no authentication failure.
+//!
+//! Run: `cargo bench -p srtp-engine-benches --bench soak [-- --streams N --seconds S]`.
+//! The bench starts itself twice as the two engine processes (`--role engine`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use srtp_engine::ctl::client::CtlClient;
+use srtp_engine::ctl::{CtlOptions, CtlServer};
+use srtp_engine::runtime::{Engine, EngineOptions};
+use srtp_engine::worker::MediaOptions;
+
+const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Child role: one engine with one worker on `--core`, serving `--socket`, until stdin closes.
+fn engine_role(args: &[String]) {
+    let core: usize = arg(args, "--core", 0);
+    let port_min: u16 = arg(args, "--port-min", 20_000);
+    let socket: String = arg(args, "--socket", String::new());
+    let engine = Arc::new(
+        Engine::start(EngineOptions {
+            workers: 1,
+            cores: vec![core],
+            media: MediaOptions {
+                port_min,
+                port_max: port_min + 9_999,
+                ..MediaOptions::default()
+            },
+            ..EngineOptions::default()
+        })
+        .expect("engine starts"),
+    );
+    let ctl = CtlServer::start(
+        engine.clone(),
+        CtlOptions {
+            path: socket.into(),
+            ..CtlOptions::default()
+        },
+    )
+    .expect("control socket");
+    // The parent closes our stdin to stop us.
+    let mut sink = String::new();
+    let _ = std::io::stdin().read_line(&mut sink);
+    ctl.stop();
+    engine.shutdown();
+}
+
+fn spawn_engine(core: usize, port_min: u16, socket: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--role", "engine", "--core", &core.to_string()])
+        .args(["--port-min", &port_min.to_string()])
+        .arg("--socket")
+        .arg(socket)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn an engine process")
+}
+
+fn connect(path: &Path) -> CtlClient {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match CtlClient::connect(path) {
+            Ok(c) => return c,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+}
+
+fn sdes(tx: usize, rx: usize) -> Value {
+    let key = |k: usize| -> String {
+        let bytes: Vec<u8> = (0..30u8)
+            .map(|i| i.wrapping_mul(31) ^ (k as u8) ^ ((k >> 8) as u8))
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    json!({"type": "sdes",
+           "tx": {"suite": SUITE, "keys": [{"key": key(tx)}]},
+           "rx": {"suite": SUITE, "keys": [{"key": key(rx)}]}})
+}
+
+fn cpu_s(stats: &Value) -> (f64, f64) {
+    let w = &stats["workers"][0];
+    (
+        w["cpu_user_us"].as_f64().unwrap_or(0.0) / 1e6,
+        w["cpu_sys_us"].as_f64().unwrap_or(0.0) / 1e6,
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if args.iter().any(|a| a == "--role") {
+        engine_role(&args);
+        return;
+    }
+    let n: usize = arg(&args, "--streams", 2_000);
+    let seconds: u64 = arg(&args, "--seconds", 60);
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let gen_sock: PathBuf = dir.join(format!("srtp-soak-gen-{pid}.sock"));
+    let echo_sock: PathBuf = dir.join(format!("srtp-soak-echo-{pid}.sock"));
+    let mut gen_proc = spawn_engine(0, 20_000, &gen_sock);
+    let mut echo_proc = spawn_engine(1, 30_000, &echo_sock);
+    let mut generator = connect(&gen_sock);
+    let mut echo = connect(&echo_sock);
+
+    // Echo streams first (non-muxed RTCP: a port pair each), then the endpoints aimed at them.
+    let reqs: Vec<Value> = (0..n)
+        .map(
+            |k| json!({"mode": "echo", "silence_ms": 0, "legs": [{"crypto": sdes(10_000 + k, k)}]}),
+        )
+        .collect();
+    let echoes = echo
+        .request("create_batch", json!({"streams": reqs}))
+        .unwrap();
+    assert_eq!(echoes["failed"], 0, "{}", echoes["streams"][0]);
+    let reqs: Vec<Value> = echoes["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(k, e)| {
+            json!({"mode": "sendrecv", "codec": {"name": "pcmu", "ptime_ms": 20}, "rtcp_interval_ms": 5000,
+                   "legs": [{"remote": e["legs"][0]["local"], "remote_rtcp": e["legs"][0]["local_rtcp"],
+                             "crypto": sdes(k, 10_000 + k)}]})
+        })
+        .collect();
+    let t0 = Instant::now();
+    let ends = generator
+        .request("create_batch", json!({"streams": reqs}))
+        .unwrap();
+    assert_eq!(ends["failed"], 0, "{}", ends["streams"][0]);
+    let ids: Vec<u64> = ends["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect();
+    let (g0, e0) = (
+        generator.request("engine_stats", Value::Null).unwrap(),
+        echo.request("engine_stats", Value::Null).unwrap(),
+    );
+    println!(
+        "# soak: {n} sendrecv streams (PCMU 20 ms, SRTP {SUITE}) against {n} echo streams, {seconds} s"
+    );
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (g1, e1) = (
+        generator.request("engine_stats", Value::Null).unwrap(),
+        echo.request("engine_stats", Value::Null).unwrap(),
+    );
+    let ran = t0.elapsed().as_secs_f64();
+    for id in &ids {
+        generator
+            .request("update", json!({"stream": id, "paused": true}))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let all = generator.request("streams", json!({})).unwrap();
+    let mut sent = 0u64;
+    let mut got = 0u64;
+    let mut short = 0usize;
+    let mut lost = 0i64;
+    let mut auth = 0u64;
+    let mut worst_jitter = 0f64;
+    let mut worst_mos = 5f64;
+    for s in all["streams"].as_array().unwrap() {
+        let l = &s["legs"][0];
+        let (o, i) = (
+            l["packets_out"].as_u64().unwrap(),
+            l["packets_in"].as_u64().unwrap(),
+        );
+        sent += o;
+        got += i;
+        if i != o {
+            short += 1;
+        }
+        lost += l["lost"].as_i64().unwrap();
+        auth += l["auth_failures"].as_u64().unwrap();
+        worst_jitter = worst_jitter.max(l["jitter_ms"].as_f64().unwrap());
+        worst_mos = worst_mos.min(l["mos"].as_f64().unwrap());
+        if l["lost"].as_i64().unwrap() != 0 || l["mos"].as_f64().unwrap() < 4.0 {
+            eprintln!("odd stream: {s}");
+        }
+    }
+    let echo_auth = e1["auth_failures"].as_u64().unwrap_or(0);
+    let overflows = |v: &Value| v["workers"][0]["io"]["rx_no_buffer"].as_u64().unwrap_or(0);
+    let (gu0, gs0) = cpu_s(&g0);
+    let (gu1, gs1) = cpu_s(&g1);
+    let (eu0, es0) = cpu_s(&e0);
+    let (eu1, es1) = cpu_s(&e1);
+    let span = seconds as f64;
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| RTP packets sent by the endpoints | {sent} |");
+    println!("| RTP packets echoed back and received | {got} |");
+    println!("| rate each way | {:.0} packets/s |", sent as f64 / ran);
+    println!("| streams that missed any packet | {short} of {n} |");
+    println!("| RFC 3550 cumulative lost (sum) | {lost} |");
+    println!("| auth failures (endpoints / echo) | {auth} / {echo_auth} |");
+    println!("| worst jitter | {worst_jitter:.2} ms |");
+    println!("| worst MOS | {worst_mos:.2} |");
+    println!(
+        "| generator CPU (core 0) | {:.1}% user, {:.1}% sys |",
+        (gu1 - gu0) / span * 100.0,
+        (gs1 - gs0) / span * 100.0
+    );
+    println!(
+        "| echo CPU (core 1) | {:.1}% user, {:.1}% sys |",
+        (eu1 - eu0) / span * 100.0,
+        (es1 - es0) / span * 100.0
+    );
+    println!(
+        "| receive ring overflows (generator / echo) | {} / {} |",
+        overflows(&g1),
+        overflows(&e1)
+    );
+    let io = |v: &Value, k: &str| v["workers"][0]["io"][k].as_u64().unwrap_or(0);
+    for k in ["tx_no_buffer", "tx_errors", "rx_errors"] {
+        println!(
+            "| io {k} (generator / echo) | {} / {} |",
+            io(&g1, k),
+            io(&e1, k)
+        );
+    }
+    println!(
+        "| send drops: stream counters (generator / echo) | {} / {} |",
+        g1["tx_drops"], e1["tx_drops"]
+    );
+    println!(
+        "| worker busy ratio at the end (generator / echo) | {:.2} / {:.2} |",
+        g1["workers"][0]["busy_ratio"].as_f64().unwrap_or(0.0),
+        e1["workers"][0]["busy_ratio"].as_f64().unwrap_or(0.0)
+    );
+    let pass = short == 0 && lost == 0 && auth == 0 && echo_auth == 0 && sent > 0;
+    println!("result: {}", if pass { "PASS (zero loss)" } else { "FAIL" });
+    drop(gen_proc.stdin.take());
+    drop(echo_proc.stdin.take());
+    let _ = gen_proc.wait();
+    let _ = echo_proc.wait();
+    if !pass {
+        std::process::exit(1);
+    }
+}
