@@ -290,19 +290,18 @@ impl Engine {
             .unwrap_or(Err(StreamError::ShuttingDown))
     }
 
-    /// Creates many streams: all requests go out before any reply is awaited, so the workers
-    /// create in parallel.
-    pub fn create_streams(&self, specs: Vec<StreamSpec>) -> Vec<Result<StreamInfo, StreamError>> {
-        let pending: Vec<_> = specs
+    /// Sends one command per item to the worker that owns its id, all before awaiting any
+    /// reply (so the workers serve them in parallel), then collects the replies in order.
+    fn fan_out<I, T>(
+        &self,
+        items: impl IntoIterator<Item = (u64, I)>,
+        make: impl Fn(u64, I, Sender<Result<T, StreamError>>) -> Command,
+    ) -> Vec<Result<T, StreamError>> {
+        let pending: Vec<_> = items
             .into_iter()
-            .map(|spec| {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            .map(|(id, item)| {
                 let (tx, rx) = channel();
-                let sent = self
-                    .worker_of(id)
-                    .tx
-                    .send(Command::Create(id, Box::new(spec), tx))
-                    .is_ok();
+                let sent = self.worker_of(id).tx.send(make(id, item, tx)).is_ok();
                 (sent, rx)
             })
             .collect();
@@ -315,6 +314,17 @@ impl Engine {
                 rx.recv().unwrap_or(Err(StreamError::ShuttingDown))
             })
             .collect()
+    }
+
+    /// Creates many streams: all requests go out before any reply is awaited, so the workers
+    /// create in parallel.
+    pub fn create_streams(&self, specs: Vec<StreamSpec>) -> Vec<Result<StreamInfo, StreamError>> {
+        let items = specs
+            .into_iter()
+            .map(|spec| (self.next_id.fetch_add(1, Ordering::Relaxed), spec));
+        self.fan_out(items, |id, spec, tx| {
+            Command::Create(id, Box::new(spec), tx)
+        })
     }
 
     /// Deletes a stream and returns its final statistics.
@@ -325,23 +335,9 @@ impl Engine {
 
     /// Deletes many streams: all requests go out before any reply is awaited.
     pub fn delete_streams(&self, ids: &[u64]) -> Vec<Result<StreamStats, StreamError>> {
-        let pending: Vec<_> = ids
-            .iter()
-            .map(|&id| {
-                let (tx, rx) = channel();
-                let sent = self.worker_of(id).tx.send(Command::Delete(id, tx)).is_ok();
-                (sent, rx)
-            })
-            .collect();
-        pending
-            .into_iter()
-            .map(|(sent, rx)| {
-                if !sent {
-                    return Err(StreamError::ShuttingDown);
-                }
-                rx.recv().unwrap_or(Err(StreamError::ShuttingDown))
-            })
-            .collect()
+        self.fan_out(ids.iter().map(|&id| (id, ())), |id, (), tx| {
+            Command::Delete(id, tx)
+        })
     }
 
     /// A stream's statistics.

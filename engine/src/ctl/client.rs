@@ -102,6 +102,11 @@ impl CtlClient {
         if line.last() != Some(&b'\n') {
             self.writer.write_all(b"\n")?;
         }
+        self.read_reply()
+    }
+
+    /// The next line that is not an event (events are kept for [`CtlClient::next_event`]).
+    fn read_reply(&mut self) -> Result<Value, ClientError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let v = self.read_line(deadline)?;
@@ -129,18 +134,11 @@ impl CtlClient {
         line.push(b'\n');
         self.writer.write_all(&line)?;
         zeroize::Zeroize::zeroize(&mut line);
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let v = self.read_line(deadline)?;
-            if v.get("event").is_some() {
-                self.events.push_back(v);
-                continue;
-            }
-            if v.get("id") != Some(&json!(id)) {
-                return Err(ClientError::Protocol(v.to_string()));
-            }
-            return reply_result(v);
+        let v = self.read_reply()?;
+        if v.get("id") != Some(&json!(id)) {
+            return Err(ClientError::Protocol(v.to_string()));
         }
+        reply_result(v)
     }
 
     /// The next event, waiting up to `wait`.
