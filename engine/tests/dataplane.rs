@@ -422,6 +422,72 @@ fn shared_port(backend: BackendKind) {
         >= 1));
 }
 
+/// A receiver with a tiny socket buffer, flooded from two threads: the kernel drops some
+/// datagrams, and every datagram sent is either received or counted as a kernel drop
+/// (SO_RXQ_OVFL), exactly.
+fn kernel_drops_are_counted(backend: BackendKind) {
+    let opts = EngineOptions {
+        workers: 1,
+        pin: false,
+        backend,
+        fallback: false,
+        media: MediaOptions {
+            connect: false,
+            socket: srtp_engine::io::socket::SocketOptions {
+                recv_buffer: 1, // the kernel's minimum: a few datagrams
+                send_buffer: 0,
+            },
+            ..MediaOptions::default()
+        },
+        ..EngineOptions::default()
+    };
+    let e = Engine::start(opts).unwrap();
+    let mut spec = StreamSpec::new(Mode::Recv, leg(None, Crypto::None, Crypto::None));
+    spec.rtcp_interval_ms = 0;
+    let to = e.create_stream(spec).unwrap().legs[0].local;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let per_thread = 20_000u32;
+    let senders: Vec<_> = (0..2u32)
+        .map(|t| {
+            let s = sock.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 172];
+                let mut sent = 0u64;
+                for i in 0..per_thread {
+                    let seq = (t * per_thread + i) as u16;
+                    write_header(&mut buf, 0, false, seq, u32::from(seq) * 160, 0x1234);
+                    if s.send_to(&buf, to).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut sent: u64 = senders.into_iter().map(|h| h.join().unwrap()).sum();
+    // One more, slowly: it carries the socket's final drop count.
+    sleep(Duration::from_millis(200));
+    let mut buf = [0u8; 172];
+    write_header(&mut buf, 0, false, 1, 160, 0x1234);
+    sock.send_to(&buf, to).unwrap();
+    sent += 1;
+    let mut seen = (0, 0);
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let io = e.snapshot().workers[0].io;
+            seen = (io.rx_packets, io.kernel_drops);
+            io.rx_packets + io.kernel_drops == sent
+        }),
+        "sent {sent}, received {} + kernel drops {} ({backend:?})",
+        seen.0,
+        seen.1
+    );
+    assert!(
+        seen.1 > 0,
+        "the flood must overflow the socket ({backend:?})"
+    );
+}
+
 macro_rules! both_backends {
     ($($name:ident),*) => {
         mod io_uring {
@@ -440,7 +506,8 @@ both_backends!(
     loss_and_reordering,
     garbage_flood,
     strict_source_and_latching,
-    shared_port
+    shared_port,
+    kernel_drops_are_counted
 );
 
 #[test]

@@ -901,6 +901,7 @@ fn engine_stats(shared: &Shared, snap: &EngineSnapshot) -> Value {
                     "rx_truncated": w.io.rx_truncated,
                     "rx_no_buffer": w.io.rx_no_buffer,
                     "rx_errors": w.io.rx_errors,
+                    "kernel_drops": w.io.kernel_drops,
                     "polls": w.io.polls,
                 },
             })

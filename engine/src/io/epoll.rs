@@ -63,6 +63,9 @@ pub struct EpollIo {
     pending: Vec<PendingSend>,
     // recvmmsg / sendmmsg scratch, reused every call.
     names: Vec<libc::sockaddr_in6>,
+    /// One control buffer per message, for the SO_RXQ_OVFL drop count (u64 for alignment).
+    controls: Vec<[u64; super::DROP_CMSG_SPACE / 8]>,
+    drops: super::DropTracker,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     send_addrs: Vec<RawAddr>,
@@ -99,6 +102,8 @@ impl EpollIo {
             tx_current: None,
             pending: Vec::with_capacity(rx as usize + tx as usize),
             names: vec![zeroed_sockaddr_in6(); MMSG],
+            controls: vec![[0; super::DROP_CMSG_SPACE / 8]; MMSG],
+            drops: super::DropTracker::default(),
             iovs: vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -221,6 +226,8 @@ impl EpollIo {
             hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
             hdr.msg_hdr.msg_iov = &mut self.iovs[k];
             hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = self.controls[k].as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = super::DROP_CMSG_SPACE;
             self.hdrs[k] = hdr;
         }
         self.stats.syscalls += 1;
@@ -250,6 +257,16 @@ impl EpollIo {
             let len = hdr.msg_len as usize;
             let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let namelen = (hdr.msg_hdr.msg_namelen as usize).min(28);
+            let clen = hdr.msg_hdr.msg_controllen.min(super::DROP_CMSG_SPACE);
+            if clen > 0 {
+                let mut bytes = [0u8; super::DROP_CMSG_SPACE];
+                for (i, w) in self.controls[k].iter().enumerate() {
+                    bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+                }
+                if let Some(total) = super::rxq_ovfl(&bytes[..clen]) {
+                    self.stats.kernel_drops += self.drops.update(slot, total);
+                }
+            }
             let name = raw_bytes(&self.names[k]);
             let from = parse_sockaddr(&name[..namelen]);
             match (from, truncated) {
@@ -308,6 +325,7 @@ impl Io for EpollIo {
             return Err(e);
         }
         self.socks[slot as usize] = Some(EpSock { sock, ready: true });
+        self.drops.reset(slot);
         // Edge-triggered: datagrams that arrived before registration raise no event.
         self.ready.push(slot);
         Ok(slot)

@@ -83,6 +83,61 @@ pub struct IoStats {
     pub rx_errors: u64,
     /// Turns of the poll loop.
     pub polls: u64,
+    /// Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL,
+    /// learned from the next datagram that socket delivers).
+    pub kernel_drops: u64,
+}
+
+/// Room for one `SO_RXQ_OVFL` control message (CMSG_SPACE(4) on 64-bit Linux).
+pub(crate) const DROP_CMSG_SPACE: usize = 24;
+
+/// The `SO_RXQ_OVFL` drop count in a received control buffer: the socket's total drops when the
+/// datagram was queued. The kernel adds it only once the count is non-zero.
+pub(crate) fn rxq_ovfl(control: &[u8]) -> Option<u32> {
+    const HDR: usize = 16; // cmsg_len (8), cmsg_level (4), cmsg_type (4)
+    let mut at = 0;
+    while control.len() >= at + HDR {
+        let len = usize::from_ne_bytes(control[at..at + 8].try_into().ok()?);
+        let level = i32::from_ne_bytes(control[at + 8..at + 12].try_into().ok()?);
+        let kind = i32::from_ne_bytes(control[at + 12..at + 16].try_into().ok()?);
+        if len < HDR || at + len > control.len() {
+            return None;
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SO_RXQ_OVFL && len >= HDR + 4 {
+            return Some(u32::from_ne_bytes(
+                control[at + HDR..at + HDR + 4].try_into().ok()?,
+            ));
+        }
+        at += len.div_ceil(8) * 8;
+    }
+    None
+}
+
+/// Each socket's last reported drop count, to turn the kernel's running totals into a sum.
+#[derive(Debug, Default)]
+pub(crate) struct DropTracker {
+    last: Vec<u32>,
+}
+
+impl DropTracker {
+    /// A new socket in `slot` starts from zero.
+    pub(crate) fn reset(&mut self, slot: SockId) {
+        let i = slot as usize;
+        if self.last.len() <= i {
+            self.last.resize(i + 1, 0);
+        }
+        self.last[i] = 0;
+    }
+
+    /// New drops on `slot` given the total the kernel reported.
+    pub(crate) fn update(&mut self, slot: SockId, total: u32) -> u64 {
+        let Some(last) = self.last.get_mut(slot as usize) else {
+            return 0;
+        };
+        let new = total.wrapping_sub(*last);
+        *last = total;
+        u64::from(new)
+    }
 }
 
 /// Tuning shared by both backends.
@@ -184,6 +239,44 @@ pub fn open(
 
 #[cfg(test)]
 mod tests {
+
+    fn cmsg(level: i32, kind: i32, value: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&20usize.to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(&value.to_ne_bytes());
+        v.extend_from_slice(&[0; 4]); // padding to 8
+        v
+    }
+
+    #[test]
+    fn drop_counts_come_from_the_right_control_message() {
+        let ovfl = cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 7);
+        assert_eq!(rxq_ovfl(&ovfl), Some(7));
+        // Another message first, then ours.
+        let mut two = cmsg(libc::SOL_IP, libc::IP_TOS, 1);
+        two.extend(cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 9));
+        assert_eq!(rxq_ovfl(&two), Some(9));
+        // Truncated, lying lengths, empty: no count, no panic.
+        assert_eq!(rxq_ovfl(&ovfl[..10]), None);
+        let mut liar = ovfl.clone();
+        liar[..8].copy_from_slice(&4000usize.to_ne_bytes());
+        assert_eq!(rxq_ovfl(&liar), None);
+        let mut zero = ovfl.clone();
+        zero[..8].copy_from_slice(&0usize.to_ne_bytes());
+        assert_eq!(rxq_ovfl(&zero), None);
+        assert_eq!(rxq_ovfl(&[]), None);
+        // Running totals become sums; a new socket starts again from zero.
+        let mut t = DropTracker::default();
+        t.reset(3);
+        assert_eq!(t.update(3, 5), 5);
+        assert_eq!(t.update(3, 12), 7);
+        t.reset(3);
+        assert_eq!(t.update(3, 2), 2);
+        assert_eq!(t.update(99, 1), 0);
+    }
+
     use super::*;
     use std::net::UdpSocket;
     use std::time::Instant;

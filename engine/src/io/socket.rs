@@ -154,8 +154,31 @@ pub fn bind_udp(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UdpSocket>
     if opts.send_buffer > 0 {
         sock.set_send_buffer_size(opts.send_buffer)?;
     }
+    count_drops(&sock)?;
     sock.bind(&addr.into())?;
     Ok(sock.into())
+}
+
+/// Asks the kernel to report the socket's receive-buffer drops with each datagram
+/// (`SO_RXQ_OVFL`): the backends add them up as `kernel_drops`.
+fn count_drops(sock: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: the option value is a live c_int of the stated size; the fd is open.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The open-file limit (soft, hard).

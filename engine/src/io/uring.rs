@@ -171,6 +171,7 @@ pub struct UringIo {
     /// Completions taken out of the ring by `flush_sends` that are not sends (receives): they
     /// wait for the next `reap`, so that the batch in hand does not grow mid-turn.
     deferred: Vec<(u64, i32, u32)>,
+    drops: super::DropTracker,
     config: IoConfig,
     min_wait: bool,
     stats: IoStats,
@@ -214,6 +215,7 @@ impl UringIo {
         // kernel for a multishot recvmsg.
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+        msghdr.msg_controllen = super::DROP_CMSG_SPACE;
         let tx = TxPool {
             mem: RawRegion::new(usize::from(tx_entries) * BUF_SIZE)?,
             free: (0..tx_entries).rev().collect(),
@@ -232,6 +234,7 @@ impl UringIo {
             batch: Vec::with_capacity(usize::from(rx_entries)),
             scratch: Vec::with_capacity(32_768),
             deferred: Vec::new(),
+            drops: super::DropTracker::default(),
             config: IoConfig {
                 max_sockets: max_files,
                 ..config
@@ -380,6 +383,9 @@ impl UringIo {
                     let buf =
                         unsafe { std::slice::from_raw_parts(self.bufs.buf_ptr(bid), res as usize) };
                     let parsed = RecvMsgOut::parse(buf, &self.msghdr).ok().and_then(|m| {
+                        if let Some(total) = super::rxq_ovfl(m.control_data()) {
+                            self.stats.kernel_drops += self.drops.update(slot, total);
+                        }
                         let from = parse_sockaddr(m.name_data())?;
                         let offset = buf.len() - m.payload_data().len();
                         Some((
@@ -475,6 +481,7 @@ impl Io for UringIo {
             return Err(e);
         }
         self.socks[slot as usize].sock = Some(sock);
+        self.drops.reset(slot);
         self.arm(slot);
         Ok(slot)
     }

@@ -120,6 +120,8 @@ metrics! {
         "Receive errors reported by the kernel.";
     IO_RX_TRUNCATED: Counter "srtp_engine_io_receive_truncated_total" ["worker"]
         "Datagrams longer than a receive buffer, dropped.";
+    IO_KERNEL_DROPS: Counter "srtp_engine_io_kernel_receive_drops_total" ["worker"]
+        "Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL; reported with the socket's next datagram).";
     CONTROL_CONNECTIONS: Gauge "srtp_engine_control_connections" []
         "Open control socket connections.";
     CONTROL_REQUESTS: Counter "srtp_engine_control_requests_total" []
@@ -262,6 +264,7 @@ pub fn render(s: &Scrape<'_>) -> String {
     o.per_worker(&IO_TX_ERRORS, snap, |w| w.io.tx_errors as f64);
     o.per_worker(&IO_RX_ERRORS, snap, |w| w.io.rx_errors as f64);
     o.per_worker(&IO_RX_TRUNCATED, snap, |w| w.io.rx_truncated as f64);
+    o.per_worker(&IO_KERNEL_DROPS, snap, |w| w.io.kernel_drops as f64);
     let load = |f: fn(&CtlCounters) -> u64| s.control.map_or(0.0, |c| f(c) as f64);
     o.one(
         &CONTROL_CONNECTIONS,
