@@ -1,7 +1,12 @@
-//! The daemon binary: config errors name the key and exit 2; SIGTERM stops it cleanly (exit 0).
+//! The daemon binary: config errors name the key and exit 2; its control socket answers the
+//! operator's client; SIGTERM stops it cleanly (exit 0, subscribers told, socket removed); out
+//! of file descriptors is a clear error.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use srtp_engine::ctl::client::CtlClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_srtp-engine");
 
@@ -44,8 +49,27 @@ fn bad_config_names_the_key_and_exits_2() {
     assert!(out.status.success());
 }
 
+fn socket_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("srtp-daemon-{name}-{}.sock", std::process::id()))
+}
+
+/// Waits for the daemon's control socket and connects.
+fn connect(path: &std::path::Path) -> CtlClient {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match CtlClient::connect(path) {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < end, "no control socket: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 #[test]
 fn sigterm_stops_it_cleanly() {
+    let path = socket_path("term");
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config_dir().join("engine.toml"))
@@ -56,11 +80,26 @@ fn sigterm_stops_it_cleanly() {
             "46000",
             "--port-max",
             "46099",
+            "--metrics",
+            "127.0.0.1:0",
         ])
+        .arg("--control")
+        .arg(&path)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The operator's client talks to it, and a subscriber hears it stop.
+    let mut ctl = connect(&path);
+    assert_eq!(ctl.request("hello", Value::Null).unwrap()["protocol"], 1);
+    ctl.request("subscribe", Value::Null).unwrap();
+    let out = Command::new(BIN)
+        .args(["ctl", "--socket"])
+        .arg(&path)
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backend"));
     // SAFETY: kill(2) on our own child's pid.
     let rc = unsafe { libc_kill(child.id() as i32, 15) };
     assert_eq!(rc, 0);
@@ -76,6 +115,55 @@ fn sigterm_stops_it_cleanly() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("stopped"), "{err}");
+    let ev = ctl.next_event(Duration::from_secs(2)).unwrap();
+    assert_eq!(ev.unwrap()["event"], "engine_stopping");
+    assert!(!path.exists(), "the control socket is removed on exit");
+}
+
+/// With few file descriptors allowed (soft and hard limit 96), stream creation ends in a
+/// `file_limit` error that names the limit and the shared-port model, and the engine keeps
+/// answering.
+#[test]
+fn out_of_files_is_a_clear_error() {
+    let path = socket_path("nofile");
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=96:96", BIN])
+        .args([
+            "--workers",
+            "1",
+            "--port-min",
+            "46100",
+            "--port-max",
+            "46999",
+            "--metrics",
+            "",
+            "--log-level",
+            "error",
+        ])
+        .arg("--control")
+        .arg(&path)
+        .spawn()
+        .expect("prlimit (util-linux)");
+    let mut ctl = connect(&path);
+    let mut created = 0;
+    let err = loop {
+        match ctl.request("create", json!({"mode": "recv", "legs": [{}]})) {
+            Ok(_) => created += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            created < 96,
+            "96 descriptors cannot hold {created} socket pairs"
+        );
+    };
+    assert_eq!(err.code(), Some("file_limit"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("96") && msg.contains("shared"), "{msg}");
+    assert!(created > 10, "only {created} streams before the limit");
+    assert_eq!(ctl.request("hello", Value::Null).unwrap()["protocol"], 1);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let _ = child.wait();
 }
 
 unsafe extern "C" {
