@@ -191,12 +191,7 @@ fn main() {
         snap_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let busy_rate = (turns(&engine) - p1) as f64 / t1.elapsed().as_secs_f64();
-    let streams: u64 = engine
-        .snapshot()
-        .workers
-        .iter()
-        .map(|w| w.streams_by_mode.iter().sum::<u64>())
-        .sum();
+    let streams: u64 = engine.snapshot().streams_by_mode().iter().sum();
     println!();
     println!("# /metrics with {streams} shared-port streams held, {scrapes} scrapes back to back");
     println!("| what | median ms | p99 ms |");

@@ -398,15 +398,11 @@ impl Config {
                 strict_source: self.sockets.strict_source,
                 max_streams: self.streams.max_per_worker,
                 cname: self.engine.cname.clone(),
-                watch: self.watch(),
+                watch: WatchOptions {
+                    silence_ms: self.streams.silence_ms,
+                    auth_failure_threshold: self.streams.auth_failure_threshold,
+                },
             },
-        }
-    }
-
-    fn watch(&self) -> WatchOptions {
-        WatchOptions {
-            silence_ms: self.streams.silence_ms,
-            auth_failure_threshold: self.streams.auth_failure_threshold,
         }
     }
 
@@ -421,7 +417,6 @@ impl Config {
             max_line_bytes: c.max_line_bytes,
             max_batch: c.max_batch,
             max_queued_events: c.max_queued_events,
-            watch: self.watch(),
         })
     }
 

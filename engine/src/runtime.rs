@@ -96,6 +96,19 @@ pub struct EngineSnapshot {
     pub totals: Counters,
 }
 
+impl EngineSnapshot {
+    /// Active streams by mode ([`crate::worker::stream::Mode::ALL`] order), over all workers.
+    pub fn streams_by_mode(&self) -> [u64; 5] {
+        let mut n = [0; 5];
+        for w in &self.workers {
+            for (t, x) in n.iter_mut().zip(w.streams_by_mode) {
+                *t += x;
+            }
+        }
+        n
+    }
+}
+
 /// Pins the calling thread to `core`.
 pub fn pin_to(core: usize) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_SET writes within it for core < CPU_SETSIZE (checked);

@@ -486,8 +486,8 @@ fn expect_event(c: &mut CtlClient, name: &str, limit: Duration) -> Value {
 
 #[test]
 fn events_reach_subscribers() {
-    let n = node("events", (30_500, 30_599), |_, c| {
-        c.watch.auth_failure_threshold = 10;
+    let n = node("events", (30_500, 30_599), |o, _| {
+        o.media.watch.auth_failure_threshold = 10;
     });
     let mut all = n.client();
     let mut only_auth = n.client();

@@ -185,7 +185,7 @@ fn relay_srtp_to_rtp(backend: BackendKind) {
         ],
         codec: CodecProfile::default_for(Codec::Pcma),
         rtcp_interval_ms: 0,
-        watch: None,
+        watch: Default::default(),
     };
     let r = relay.create_stream(spec).unwrap();
     let mut send = StreamSpec::new(
@@ -518,7 +518,7 @@ fn bad_requests_are_typed_errors() {
         legs: vec![LegSpec::default(), LegSpec::default()],
         codec: CodecProfile::default_for(Codec::Pcmu),
         rtcp_interval_ms: 0,
-        watch: None,
+        watch: Default::default(),
     };
     assert!(e.create_stream(two_legs).is_err());
     let bad_ip = LegSpec {

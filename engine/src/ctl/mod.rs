@@ -35,8 +35,9 @@ use zeroize::Zeroize;
 use crate::proto::pacer::Codec;
 use crate::proto::srtp::Suite;
 use crate::runtime::{Engine, EngineSnapshot};
-use crate::worker::event::{Event, WatchOptions};
+use crate::worker::event::Event;
 use crate::worker::stream::{Mode, StreamStats};
+use crate::worker::suite_label;
 use protocol::{CtlError, ErrorCode, PROTOCOL_VERSION, StreamRequest, UpdateRequest};
 
 /// Control socket settings (`[control]` in the config).
@@ -56,8 +57,6 @@ pub struct CtlOptions {
     pub max_batch: usize,
     /// Events queued for one subscriber before further events to it are dropped.
     pub max_queued_events: usize,
-    /// Default event thresholds for streams that do not set their own.
-    pub watch: WatchOptions,
 }
 
 impl Default for CtlOptions {
@@ -70,7 +69,6 @@ impl Default for CtlOptions {
             max_line_bytes: 16 << 20,
             max_batch: 20_000,
             max_queued_events: 10_000,
-            watch: WatchOptions::default(),
         }
     }
 }
@@ -563,8 +561,8 @@ pub const COMMANDS: [&str; 11] = [
     "unsubscribe",
 ];
 
-/// Runs one request line; `None` when nothing is to be sent back (never, today: every
-/// request gets a reply).
+/// Runs one request line and returns its reply; `None` for a blank line, which is not a
+/// request.
 fn handle_line(
     shared: &Arc<Shared>,
     conn: u64,
@@ -637,7 +635,7 @@ fn run(
         }
         "create" => {
             let req: StreamRequest = params(p)?;
-            let spec = req.into_spec(shared.opts.watch)?;
+            let spec = req.into_spec()?;
             let info = engine
                 .create_stream(spec)
                 .map_err(|e| CtlError::from_stream(&e))?;
@@ -781,7 +779,7 @@ fn create_batch(shared: &Shared, reqs: Vec<StreamRequest>) -> Value {
     let mut specs = Vec::with_capacity(n);
     let mut at = Vec::with_capacity(n);
     for (i, r) in reqs.into_iter().enumerate() {
-        match r.into_spec(shared.opts.watch) {
+        match r.into_spec() {
             Ok(spec) => {
                 specs.push(spec);
                 at.push(i);
@@ -865,8 +863,7 @@ fn hello(shared: &Shared) -> Value {
 fn by_suite(v: &[u64; 7]) -> Value {
     let mut m = Map::new();
     for (k, &x) in v.iter().enumerate() {
-        let name = Suite::ALL.get(k).map_or("plain", |s| s.sdp_name());
-        m.insert(name.into(), json!(x));
+        m.insert(suite_label(k).into(), json!(x));
     }
     Value::Object(m)
 }
@@ -875,8 +872,7 @@ fn engine_stats(shared: &Shared, snap: &EngineSnapshot) -> Value {
     let e = &shared.engine;
     let t = &snap.totals;
     let mut by_mode = Map::new();
-    for (k, m) in Mode::ALL.iter().enumerate() {
-        let n: u64 = snap.workers.iter().map(|w| w.streams_by_mode[k]).sum();
+    for (m, n) in Mode::ALL.iter().zip(snap.streams_by_mode()) {
         by_mode.insert(m.name().into(), json!(n));
     }
     let workers: Vec<Value> = snap
@@ -892,18 +888,7 @@ fn engine_stats(shared: &Shared, snap: &EngineSnapshot) -> Value {
                 "cpu_user_us": w.cpu_user_us,
                 "cpu_sys_us": w.cpu_sys_us,
                 "timers": w.timers,
-                "io": {
-                    "syscalls": w.io.syscalls,
-                    "rx_packets": w.io.rx_packets,
-                    "tx_packets": w.io.tx_packets,
-                    "tx_errors": w.io.tx_errors,
-                    "tx_no_buffer": w.io.tx_no_buffer,
-                    "rx_truncated": w.io.rx_truncated,
-                    "rx_no_buffer": w.io.rx_no_buffer,
-                    "rx_errors": w.io.rx_errors,
-                    "kernel_drops": w.io.kernel_drops,
-                    "polls": w.io.polls,
-                },
+                "io": w.io,
             })
         })
         .collect();
@@ -969,10 +954,7 @@ fn event_hub(shared: &Shared, rx: Receiver<Event>) {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let bit = Event::NAMES
-            .iter()
-            .position(|n| *n == ev.name())
-            .map_or(0, |i| 1u32 << i);
+        let bit = 1u32 << ev.index();
         let mut v = serde_json::to_value(&ev).unwrap_or(Value::Null);
         if let Value::Object(o) = &mut v {
             o.insert("time_ms".into(), json!(unix_ms()));

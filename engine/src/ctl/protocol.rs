@@ -20,7 +20,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::io::socket::SocketError;
 use crate::proto::pacer::{Codec, CodecProfile};
 use crate::proto::srtp::{MasterKey, SrtpConfigError, SrtpPolicy, Suite};
-use crate::worker::event::WatchOptions;
+use crate::worker::event::WatchOverrides;
 use crate::worker::stream::{
     Crypto, LegSpec, Mode, SocketModel, StreamError, StreamSpec, StreamUpdate,
 };
@@ -573,9 +573,9 @@ impl CodecRequest {
 }
 
 impl StreamRequest {
-    /// Checks every value and builds the engine's spec. `defaults` fills the event thresholds
-    /// the request leaves out.
-    pub fn into_spec(self, defaults: WatchOptions) -> Result<StreamSpec, CtlError> {
+    /// Checks every value and builds the engine's spec (event thresholds the request leaves
+    /// out come from the engine's config, applied by the worker).
+    pub fn into_spec(self) -> Result<StreamSpec, CtlError> {
         let want = if self.mode == Mode::Relay { 2 } else { 1 };
         if self.legs.len() != want {
             return Err(CtlError::invalid(
@@ -605,12 +605,10 @@ impl StreamRequest {
             }
             spec.rtcp_interval_ms = ms;
         }
-        spec.watch = Some(WatchOptions {
-            silence_ms: self.silence_ms.unwrap_or(defaults.silence_ms),
-            auth_failure_threshold: self
-                .auth_failure_threshold
-                .unwrap_or(defaults.auth_failure_threshold),
-        });
+        spec.watch = WatchOverrides {
+            silence_ms: self.silence_ms,
+            auth_failure_threshold: self.auth_failure_threshold,
+        };
         Ok(spec)
     }
 }
@@ -725,12 +723,12 @@ mod tests {
             r#"{"mode":"relay","legs":[{"remote":"127.0.0.1:4000","rtcp_mux":true}]}"#,
         )
         .unwrap();
-        let e = req.into_spec(WatchOptions::default()).unwrap_err();
+        let e = req.into_spec().unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert!(e.message.contains("legs"), "{}", e.message);
         let req: StreamRequest =
             serde_json::from_str(r#"{"mode":"echo","legs":[{"remote":"127.0.0.1"}]}"#).unwrap();
-        let e = req.into_spec(WatchOptions::default()).unwrap_err();
+        let e = req.into_spec().unwrap_err();
         assert_eq!(e.code, ErrorCode::BadAddress);
         assert!(e.message.contains("legs[0].remote"), "{}", e.message);
         let req: StreamRequest = serde_json::from_str(
@@ -738,7 +736,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            req.into_spec(WatchOptions::default()).unwrap_err().code,
+            req.into_spec().unwrap_err().code,
             ErrorCode::DtlsUnsupported
         );
         let req: StreamRequest = serde_json::from_str(
@@ -746,15 +744,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            req.into_spec(WatchOptions::default()).unwrap_err().code,
+            req.into_spec().unwrap_err().code,
             ErrorCode::InvalidArgument
         );
         let req: StreamRequest = serde_json::from_str(
             r#"{"mode":"sendrecv","legs":[{"remote":"[::1]:5000"}],"silence_ms":0}"#,
         )
         .unwrap();
-        let spec = req.into_spec(WatchOptions::default()).unwrap();
-        assert_eq!(spec.watch.unwrap().silence_ms, 0);
+        let spec = req.into_spec().unwrap();
+        assert_eq!(spec.watch.silence_ms, Some(0));
         assert!(
             serde_json::from_str::<StreamRequest>(r#"{"mode":"echo","legs":[],"colour":1}"#)
                 .is_err()

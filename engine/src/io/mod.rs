@@ -62,7 +62,7 @@ impl std::str::FromStr for BackendKind {
 }
 
 /// Counters a backend keeps (plain integers; the worker publishes them in batches).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IoStats {
     /// System calls made by the backend (io_uring_enter, epoll_wait, recvmmsg, sendmmsg, ...).
     pub syscalls: u64,

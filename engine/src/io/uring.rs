@@ -287,6 +287,22 @@ impl UringIo {
         self.stats.tx_packets += 1;
     }
 
+    /// A send finished: its buffer goes back to its pool (a receive buffer for an in-place
+    /// echo, a send buffer otherwise). Returns whether a receive buffer was returned (the
+    /// ring then needs publishing).
+    fn complete_send(&mut self, kind: u64, res: i32, buf: u16) -> bool {
+        if res < 0 {
+            self.stats.tx_errors += 1;
+        }
+        if kind == KIND_SEND_RX {
+            self.bufs.push(buf);
+            true
+        } else {
+            self.tx.free.push(buf);
+            false
+        }
+    }
+
     /// Every send buffer is in flight: submit the queued sends now and take their completions
     /// (UDP sends complete at submission), so generation can go on within this turn instead of
     /// dropping packets. Receive completions found on the way are kept for the next `reap`.
@@ -317,19 +333,7 @@ impl UringIo {
             let (ud, res, _) = cqes[i];
             let (kind, _, _, extra) = split_user_data(ud);
             match kind {
-                KIND_SEND_TX => {
-                    if res < 0 {
-                        self.stats.tx_errors += 1;
-                    }
-                    self.tx.free.push(extra);
-                }
-                KIND_SEND_RX => {
-                    if res < 0 {
-                        self.stats.tx_errors += 1;
-                    }
-                    self.bufs.push(extra);
-                    returned = true;
-                }
+                KIND_SEND_TX | KIND_SEND_RX => returned |= self.complete_send(kind, res, extra),
                 _ => {
                     cqes[keep] = cqes[i];
                     keep += 1;
@@ -421,19 +425,7 @@ impl UringIo {
                         }
                     }
                 }
-                KIND_SEND_RX => {
-                    if res < 0 {
-                        self.stats.tx_errors += 1;
-                    }
-                    self.bufs.push(extra);
-                    returned = true;
-                }
-                KIND_SEND_TX => {
-                    if res < 0 {
-                        self.stats.tx_errors += 1;
-                    }
-                    self.tx.free.push(extra);
-                }
+                KIND_SEND_TX | KIND_SEND_RX => returned |= self.complete_send(kind, res, extra),
                 _ => {}
             }
         }

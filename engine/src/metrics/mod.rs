@@ -16,9 +16,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::ctl::CtlCounters;
-use crate::proto::srtp::Suite;
 use crate::runtime::{Engine, EngineSnapshot};
 use crate::worker::stream::Mode;
+use crate::worker::suite_label;
 
 /// A metric's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,10 +195,6 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn suite_name(k: usize) -> &'static str {
-    Suite::ALL.get(k).map_or("plain", |s| s.sdp_name())
-}
-
 /// Renders the exposition text.
 pub fn render(s: &Scrape<'_>) -> String {
     let mut o = Out {
@@ -223,7 +219,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         o.family(m);
         for (dir, v) in [("in", rx), ("out", tx)] {
             for (k, &x) in v.iter().enumerate() {
-                o.sample(m, &[dir, suite_name(k)], x as f64);
+                o.sample(m, &[dir, suite_label(k)], x as f64);
             }
         }
     }
@@ -234,8 +230,7 @@ pub fn render(s: &Scrape<'_>) -> String {
     o.one(&OTHER_DROPS, t.other_drops as f64);
     o.one(&SEND_DROPS, t.tx_drops as f64);
     o.family(&STREAMS);
-    for (k, m) in Mode::ALL.iter().enumerate() {
-        let n: u64 = snap.workers.iter().map(|w| w.streams_by_mode[k]).sum();
+    for (m, n) in Mode::ALL.iter().zip(snap.streams_by_mode()) {
         o.sample(&STREAMS, &[m.name()], n as f64);
     }
     o.one(&STREAMS_CREATED, t.streams_created as f64);

@@ -76,14 +76,19 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's place in [`Event::NAMES`] (subscription filters are bit sets of it).
+    pub fn index(&self) -> usize {
+        match self {
+            Event::MediaSilent { .. } => 0,
+            Event::MediaResumed { .. } => 1,
+            Event::AuthFailures { .. } => 2,
+            Event::KeyLifetimeReached { .. } => 3,
+        }
+    }
+
     /// The event's name on the wire.
     pub fn name(&self) -> &'static str {
-        match self {
-            Event::MediaSilent { .. } => "media_silent",
-            Event::MediaResumed { .. } => "media_resumed",
-            Event::AuthFailures { .. } => "auth_failures",
-            Event::KeyLifetimeReached { .. } => "key_lifetime_reached",
-        }
+        Event::NAMES[self.index()]
     }
 
     /// Every event name, for `hello` and subscription filters.
@@ -109,6 +114,27 @@ impl Default for WatchOptions {
         WatchOptions {
             silence_ms: 5000,
             auth_failure_threshold: 10,
+        }
+    }
+}
+
+/// A stream's own thresholds; what it leaves out comes from the engine's [`WatchOptions`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchOverrides {
+    /// Silence timeout, ms (0: never).
+    pub silence_ms: Option<u32>,
+    /// Authentication failures per event (0: never).
+    pub auth_failure_threshold: Option<u32>,
+}
+
+impl WatchOptions {
+    /// These defaults with a stream's overrides applied.
+    pub(crate) fn with(self, o: WatchOverrides) -> WatchOptions {
+        WatchOptions {
+            silence_ms: o.silence_ms.unwrap_or(self.silence_ms),
+            auth_failure_threshold: o
+                .auth_failure_threshold
+                .unwrap_or(self.auth_failure_threshold),
         }
     }
 }
@@ -214,4 +240,42 @@ pub(crate) fn sweep_leg(
         }
     }
     w.lifetime_reported |= fresh;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_wire_tags() {
+        let all = [
+            Event::MediaSilent {
+                stream: 1,
+                leg: 0,
+                silent_ms: 1,
+            },
+            Event::MediaResumed {
+                stream: 1,
+                leg: 0,
+                silent_ms: 1,
+            },
+            Event::AuthFailures {
+                stream: 1,
+                leg: 0,
+                total: 1,
+                new: 1,
+                threshold: 1,
+            },
+            Event::KeyLifetimeReached {
+                stream: 1,
+                leg: 0,
+                direction: Direction::Rx,
+            },
+        ];
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.index(), i);
+            let v = serde_json::to_value(e).unwrap();
+            assert_eq!(v["event"], e.name());
+        }
+    }
 }

@@ -274,6 +274,11 @@ fn suite_index(s: Option<Suite>) -> usize {
     s.map_or(6, |s| s as usize)
 }
 
+/// The label of a per-suite counter index: the suite's SDP name, or `plain` for index 6.
+pub fn suite_label(k: usize) -> &'static str {
+    Suite::ALL.get(k).map_or("plain", |s| s.sdp_name())
+}
+
 /// NTP time (32.32) now.
 fn ntp_now() -> u64 {
     let d = SystemTime::now()
@@ -565,7 +570,7 @@ impl Worker {
             paused: false,
             report_ssrc,
             pace_pending: false,
-            watch: spec.watch.unwrap_or(self.cfg.media.watch),
+            watch: self.cfg.media.watch.with(spec.watch),
         };
         let info = StreamInfo {
             id,

@@ -12,7 +12,7 @@ use crate::proto::srtp::{
 };
 use crate::proto::stats::{CodecImpairment, ReceiveStats, e_model};
 
-use super::event::{LegWatch, WatchOptions};
+use super::event::{LegWatch, WatchOptions, WatchOverrides};
 
 /// What a stream does with media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -162,8 +162,8 @@ pub struct StreamSpec {
     /// Mean RTCP report interval in ms (RFC 3550 6.3.1 randomizes it by 0.5-1.5); 0 disables
     /// reports.
     pub rtcp_interval_ms: u32,
-    /// Silence and authentication-failure thresholds for events (default: the engine's).
-    pub watch: Option<WatchOptions>,
+    /// Silence and authentication-failure thresholds for events (unset: the engine's).
+    pub watch: WatchOverrides,
 }
 
 impl StreamSpec {
@@ -174,7 +174,7 @@ impl StreamSpec {
             legs: vec![leg],
             codec: CodecProfile::default_for(Codec::Pcmu),
             rtcp_interval_ms: 5000,
-            watch: None,
+            watch: WatchOverrides::default(),
         }
     }
 }
