@@ -46,6 +46,12 @@ impl MasterKey {
         })
     }
 
+    /// Whether two keys hold the same material (tests compare the two ends of a handshake).
+    #[cfg(test)]
+    pub(crate) fn same_material(&self, other: &MasterKey) -> bool {
+        self.suite == other.suite && self.material[..] == other.material[..]
+    }
+
     /// A master key from the key and the salt given apart.
     pub fn from_parts(suite: Suite, key: &[u8], salt: &[u8]) -> Result<MasterKey, SrtpConfigError> {
         let mut joined = Zeroizing::new([0u8; MAX_MATERIAL]);
