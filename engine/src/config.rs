@@ -5,13 +5,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::ctl::CtlOptions;
 use crate::io::socket::SocketOptions;
 use crate::io::{BackendKind, IoConfig};
-use crate::runtime::EngineOptions;
+use crate::proto::dtls::DtlsOptions;
+use crate::runtime::{DtlsSettings, EngineOptions};
 use crate::worker::MediaOptions;
 use crate::worker::event::WatchOptions;
 
@@ -202,6 +204,55 @@ impl Default for MetricsSection {
     }
 }
 
+/// `[dtls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DtlsSection {
+    /// The engine's certificate, PEM (ECDSA P-256 or P-384); empty: a self-signed ECDSA
+    /// P-256 certificate is generated at start.
+    pub certificate: String,
+    /// Its private key, PEM (PKCS#8 or SEC1).
+    pub private_key: String,
+    /// A handshake's deadline, ms.
+    pub handshake_timeout_ms: u64,
+    /// First retransmission timeout of a flight, ms (doubles on each retransmission).
+    pub retransmit_initial_ms: u64,
+    /// Retransmissions per flight.
+    pub retransmit_count: usize,
+    /// How long a server keeps an established session to answer a lost last flight, ms.
+    pub linger_ms: u64,
+    /// Largest DTLS datagram, bytes.
+    pub mtu: usize,
+}
+
+impl Default for DtlsSection {
+    fn default() -> DtlsSection {
+        let d = DtlsOptions::default();
+        DtlsSection {
+            certificate: String::new(),
+            private_key: String::new(),
+            handshake_timeout_ms: d.handshake_timeout.as_millis() as u64,
+            retransmit_initial_ms: d.retransmit_initial.as_millis() as u64,
+            retransmit_count: d.retransmit_count,
+            linger_ms: d.linger.as_millis() as u64,
+            mtu: d.mtu,
+        }
+    }
+}
+
+impl DtlsSection {
+    /// The handshake timings this section describes.
+    pub fn options(&self) -> DtlsOptions {
+        DtlsOptions {
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            retransmit_initial: Duration::from_millis(self.retransmit_initial_ms),
+            retransmit_count: self.retransmit_count,
+            linger: Duration::from_millis(self.linger_ms),
+            mtu: self.mtu,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -234,6 +285,8 @@ pub struct Config {
     pub control: ControlSection,
     /// `[metrics]`
     pub metrics: MetricsSection,
+    /// `[dtls]`
+    pub dtls: DtlsSection,
     /// `[log]`
     pub log: LogSection,
 }
@@ -348,6 +401,35 @@ impl Config {
         if self.control.max_batch == 0 {
             return v("control.max_batch", "must be at least 1".into());
         }
+        let d = &self.dtls;
+        if d.certificate.is_empty() != d.private_key.is_empty() {
+            return v(
+                "dtls.private_key",
+                "dtls.certificate and dtls.private_key go together (both empty: generate one)"
+                    .into(),
+            );
+        }
+        if !(100..=600_000).contains(&d.handshake_timeout_ms) {
+            return v(
+                "dtls.handshake_timeout_ms",
+                format!("{} is outside 100-600000", d.handshake_timeout_ms),
+            );
+        }
+        if !(10..=60_000).contains(&d.retransmit_initial_ms) {
+            return v(
+                "dtls.retransmit_initial_ms",
+                format!("{} is outside 10-60000", d.retransmit_initial_ms),
+            );
+        }
+        if d.retransmit_count > 20 {
+            return v(
+                "dtls.retransmit_count",
+                format!("{} is more than 20", d.retransmit_count),
+            );
+        }
+        if !(576..=9000).contains(&d.mtu) {
+            return v("dtls.mtu", format!("{} is outside 576-9000", d.mtu));
+        }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return v(
                 "metrics.listen",
@@ -402,6 +484,13 @@ impl Config {
                     silence_ms: self.streams.silence_ms,
                     auth_failure_threshold: self.streams.auth_failure_threshold,
                 },
+                dtls: None,
+            },
+            dtls: DtlsSettings {
+                pem: (!self.dtls.certificate.is_empty())
+                    .then(|| (self.dtls.certificate.clone(), self.dtls.private_key.clone())),
+                identity: None,
+                options: self.dtls.options(),
             },
         }
     }
@@ -479,6 +568,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.level"), "{e}");
+        let e = Config::parse("[dtls]\ncertificate = \"/x.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dtls.private_key"), "{e}");
+        let e = Config::parse("[dtls]\nmtu = 100\n").unwrap_err().to_string();
+        assert!(e.contains("dtls.mtu"), "{e}");
         let e = Config::parse("[nonsense]\n").unwrap_err().to_string();
         assert!(e.contains("nonsense"), "{e}");
     }

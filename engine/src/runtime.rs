@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::io::socket::raise_nofile_limit;
+use crate::proto::dtls::{DtlsContext, DtlsIdentity, DtlsOptions};
 use crate::io::{BackendKind, IoConfig};
 use crate::worker::event::{self, Event};
 use crate::worker::stream::{StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
@@ -29,6 +30,19 @@ pub struct EngineOptions {
     pub io: IoConfig,
     /// Sockets, ports and stream defaults, shared by every worker.
     pub media: MediaOptions,
+    /// The DTLS-SRTP certificate and handshake timings.
+    pub dtls: DtlsSettings,
+}
+
+/// Where the engine's DTLS certificate comes from, and the handshake timings.
+#[derive(Debug, Clone, Default)]
+pub struct DtlsSettings {
+    /// Certificate and private key PEM files (None: generate one at start).
+    pub pem: Option<(String, String)>,
+    /// An identity to use as is (wins over `pem`; tests and embedders share one this way).
+    pub identity: Option<Arc<DtlsIdentity>>,
+    /// Timeouts, retransmission schedule, linger, MTU.
+    pub options: DtlsOptions,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +55,7 @@ impl Default for EngineOptions {
             fallback: true,
             io: IoConfig::default(),
             media: MediaOptions::default(),
+            dtls: DtlsSettings::default(),
         }
     }
 }
@@ -85,6 +100,7 @@ pub struct Engine {
     fallback_reason: Option<String>,
     nofile: u64,
     events: Mutex<Option<Receiver<Event>>>,
+    dtls: Arc<DtlsContext>,
 }
 
 /// Engine-wide figures: every worker's snapshot and their sum.
@@ -143,12 +159,37 @@ fn seed() -> u64 {
 }
 
 impl Engine {
+    /// The engine's DTLS certificate fingerprint (`sha-256 AB:...`), for `a=fingerprint`.
+    pub fn dtls_fingerprint(&self) -> String {
+        self.dtls.identity().fingerprint().to_string()
+    }
+
+    /// The DTLS context every worker uses (identity and timings).
+    pub fn dtls(&self) -> &DtlsContext {
+        &self.dtls
+    }
+
     /// Raises the open-file limit, starts the workers (each opens its backend on its own thread,
     /// pinned first) and waits until all are ready.
-    pub fn start(opts: EngineOptions) -> Result<Engine, StartError> {
+    pub fn start(mut opts: EngineOptions) -> Result<Engine, StartError> {
         if opts.media.local_ips.is_empty() {
             return Err(StartError::Invalid("no local IP configured".into()));
         }
+        let identity = match (&opts.dtls.identity, &opts.dtls.pem) {
+            (Some(i), _) => Arc::clone(i),
+            (None, Some((cert, key))) => Arc::new(
+                DtlsIdentity::from_pem_files(cert, key)
+                    .map_err(|e| StartError::Invalid(format!("dtls: {e}")))?,
+            ),
+            (None, None) => Arc::new(
+                DtlsIdentity::generate().map_err(|e| StartError::Invalid(format!("dtls: {e}")))?,
+            ),
+        };
+        let dtls = Arc::new(
+            DtlsContext::new(identity, opts.dtls.options)
+                .map_err(|e| StartError::Invalid(e.to_string()))?,
+        );
+        opts.media.dtls = Some(Arc::clone(&dtls));
         let online = std::thread::available_parallelism().map_or(1, |n| n.get());
         let n = if opts.workers == 0 {
             online
@@ -231,6 +272,7 @@ impl Engine {
                         fallback_reason,
                         nofile,
                         events: Mutex::new(None),
+                        dtls: Arc::clone(&dtls),
                     };
                     engine.stop();
                     let _ = thread.join();
@@ -256,6 +298,7 @@ impl Engine {
             fallback_reason,
             nofile,
             events: Mutex::new(Some(events_rx)),
+            dtls,
         })
     }
 

@@ -844,7 +844,10 @@ fn hello(shared: &Shared) -> Value {
         "engine": format!("srtp-engine {}", env!("CARGO_PKG_VERSION")),
         "capabilities": {
             "suites": suites,
-            "dtls": false,
+            "dtls": true,
+            "dtls_fingerprint": e.dtls_fingerprint(),
+            "dtls_profiles": crate::proto::dtls::PROFILES.iter().map(|s| s.sdp_name()).collect::<Vec<_>>(),
+            "fingerprint_hashes": crate::proto::dtls::HashAlg::ALL.iter().map(|h| h.name()).collect::<Vec<_>>(),
             "backend": e.backend().name(),
             "fallback_reason": e.fallback_reason(),
             "workers": e.worker_count(),

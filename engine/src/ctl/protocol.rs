@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::io::socket::SocketError;
+use crate::proto::dtls::Fingerprint;
 use crate::proto::pacer::{Codec, CodecProfile};
 use crate::proto::srtp::{MasterKey, SrtpConfigError, SrtpPolicy, Suite};
+use crate::worker::dtls::DtlsSpec;
 use crate::worker::event::WatchOverrides;
 use crate::worker::stream::{
     Crypto, LegSpec, Mode, SocketModel, StreamError, StreamSpec, StreamUpdate,
@@ -66,8 +68,11 @@ pub enum ErrorCode {
     WorkerFull,
     /// The remote (and SSRC) is taken on the shared port.
     RemoteTaken,
-    /// DTLS-SRTP is not available in this build.
+    /// DTLS-SRTP is not available in this engine (no DTLS context).
     DtlsUnsupported,
+    /// A DTLS fingerprint is not `<hash> <AB:CD:...>` with a supported hash and the right
+    /// length.
+    BadFingerprint,
     /// More streams in one batch than the server accepts.
     BatchTooLarge,
     /// Too many control connections.
@@ -80,7 +85,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::ParseError,
         ErrorCode::LineTooLong,
         ErrorCode::BadRequest,
@@ -98,6 +103,7 @@ impl ErrorCode {
         ErrorCode::WorkerFull,
         ErrorCode::RemoteTaken,
         ErrorCode::DtlsUnsupported,
+        ErrorCode::BadFingerprint,
         ErrorCode::BatchTooLarge,
         ErrorCode::TooManyConnections,
         ErrorCode::ShuttingDown,
@@ -124,6 +130,7 @@ impl ErrorCode {
             ErrorCode::WorkerFull => "worker_full",
             ErrorCode::RemoteTaken => "remote_taken",
             ErrorCode::DtlsUnsupported => "dtls_unsupported",
+            ErrorCode::BadFingerprint => "bad_fingerprint",
             ErrorCode::BatchTooLarge => "batch_too_large",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ShuttingDown => "shutting_down",
@@ -173,6 +180,7 @@ impl CtlError {
             StreamError::SharedRemoteTaken(_) => ErrorCode::RemoteTaken,
             StreamError::ShuttingDown => ErrorCode::ShuttingDown,
             StreamError::WorkerFull(_) => ErrorCode::WorkerFull,
+            StreamError::DtlsUnavailable => ErrorCode::DtlsUnsupported,
         };
         CtlError::new(code, e.to_string())
     }
@@ -280,15 +288,7 @@ pub struct SdesRequest {
     pub kdr: Option<u32>,
 }
 
-/// DTLS role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DtlsRole {
-    /// Sends the ClientHello (`a=setup:active`).
-    Client,
-    /// Waits for it (`a=setup:passive`).
-    Server,
-}
+pub use crate::proto::dtls::DtlsRole;
 
 /// A leg's crypto.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -304,9 +304,10 @@ pub enum CryptoRequest {
         /// What the leg receives.
         rx: SdesRequest,
     },
-    /// DTLS-SRTP keyed by a handshake on the media port.
+    /// DTLS-SRTP keyed by a handshake on the media port (and on the RTCP port without
+    /// rtcp-mux).
     Dtls {
-        /// Our role.
+        /// Our role: `client` (`a=setup:active`) or `server` (`a=setup:passive`).
         role: DtlsRole,
         /// The peer's certificate fingerprint from SDP (`sha-256 AB:CD:...`).
         fingerprint: String,
@@ -487,20 +488,28 @@ impl SdesRequest {
 }
 
 impl CryptoRequest {
-    /// The crypto of both directions (tx, rx).
-    pub fn into_crypto(self, field: &str) -> Result<(Crypto, Crypto), CtlError> {
+    /// The crypto of both directions (tx, rx), or the DTLS-SRTP request that will key them.
+    pub fn into_crypto(self, field: &str) -> Result<(Crypto, Crypto, Option<DtlsSpec>), CtlError> {
         match self {
-            CryptoRequest::None => Ok((Crypto::None, Crypto::None)),
+            CryptoRequest::None => Ok((Crypto::None, Crypto::None, None)),
             CryptoRequest::Sdes { tx, rx } => Ok((
                 tx.into_crypto(&format!("{field}.tx"))?,
                 rx.into_crypto(&format!("{field}.rx"))?,
+                None,
             )),
-            CryptoRequest::Dtls { .. } => Err(CtlError::new(
-                ErrorCode::DtlsUnsupported,
-                format!(
-                    "{field}: DTLS-SRTP is not available in this engine yet (see hello.capabilities.dtls)"
-                ),
-            )),
+            CryptoRequest::Dtls { role, fingerprint } => {
+                let fingerprint = Fingerprint::parse(&fingerprint).map_err(|e| {
+                    CtlError::new(
+                        ErrorCode::BadFingerprint,
+                        format!("{field}.fingerprint: {e}"),
+                    )
+                })?;
+                Ok((
+                    Crypto::None,
+                    Crypto::None,
+                    Some(DtlsSpec { role, fingerprint }),
+                ))
+            }
         }
     }
 }
@@ -528,7 +537,7 @@ impl LegRequest {
                 "a shared-port leg needs rtcp_mux: true",
             ));
         }
-        let (tx, rx) = self.crypto.into_crypto(&format!("{field}.crypto"))?;
+        let (tx, rx, dtls) = self.crypto.into_crypto(&format!("{field}.crypto"))?;
         Ok(LegSpec {
             local_ip,
             remote,
@@ -539,6 +548,7 @@ impl LegRequest {
             remote_ssrc: self.remote_ssrc,
             tx,
             rx,
+            dtls,
         })
     }
 }
@@ -644,8 +654,10 @@ impl UpdateRequest {
             u.remote = Some((self.leg, parse_addr("remote", r)?));
         }
         if let Some(c) = self.crypto {
-            let (tx, rx) = c.into_crypto("crypto")?;
-            u.crypto = Some((self.leg, tx, rx));
+            match c.into_crypto("crypto")? {
+                (_, _, Some(d)) => u.dtls = Some((self.leg, d)),
+                (tx, rx, None) => u.crypto = Some((self.leg, tx, rx)),
+            }
         }
         u.paused = self.paused;
         u.mode = self.mode;
@@ -735,10 +747,18 @@ mod tests {
             r#"{"mode":"echo","legs":[{"crypto":{"type":"dtls","role":"client","fingerprint":"sha-256 00"}}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            req.into_spec().unwrap_err().code,
-            ErrorCode::DtlsUnsupported
-        );
+        let e = req.into_spec().unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadFingerprint);
+        assert!(e.message.contains("legs[0].crypto.fingerprint"), "{}", e.message);
+        let fp = format!("sha-256 {}", vec!["AB"; 32].join(":"));
+        let req: StreamRequest = serde_json::from_str(&format!(
+            r#"{{"mode":"echo","legs":[{{"crypto":{{"type":"dtls","role":"server","fingerprint":"{fp}"}}}}]}}"#
+        ))
+        .unwrap();
+        let spec = req.into_spec().unwrap();
+        let d = spec.legs[0].dtls.as_ref().unwrap();
+        assert_eq!(d.role, DtlsRole::Server);
+        assert_eq!(d.fingerprint.to_string(), fp);
         let req: StreamRequest = serde_json::from_str(
             r#"{"mode":"send","legs":[{}],"codec":{"name":"pcmu","ptime_ms":70}}"#,
         )

@@ -27,6 +27,14 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::srtp::{MasterKey, Suite};
 
+/// The suites a handshake can negotiate, in the order a server picks them (the
+/// implementation's limit: no `AES_CM_128_HMAC_SHA1_32` profile).
+pub const PROFILES: [Suite; 3] = [
+    Suite::AeadAes256Gcm,
+    Suite::AeadAes128Gcm,
+    Suite::AesCm128HmacSha1_80,
+];
+
 /// Which side of the handshake we are (SDP `a=setup`, RFC 4145 4 and RFC 5763 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,7 +105,7 @@ impl HashAlg {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         self.algorithm().output_len()
     }
 }
@@ -149,7 +157,7 @@ impl Fingerprint {
             return Err(FingerprintError::Shape);
         };
         let alg = HashAlg::from_name(alg).ok_or(FingerprintError::UnknownHash)?;
-        let mut value = Vec::with_capacity(alg.len());
+        let mut value = Vec::with_capacity(alg.digest_len());
         for pair in hex.split(':') {
             let b = pair.as_bytes();
             if b.len() != 2 {
@@ -158,10 +166,10 @@ impl Fingerprint {
             let digit = |c: u8| (c as char).to_digit(16).ok_or(FingerprintError::BadHex);
             value.push((digit(b[0])? * 16 + digit(b[1])?) as u8);
         }
-        if value.len() != alg.len() {
+        if value.len() != alg.digest_len() {
             return Err(FingerprintError::Length {
                 alg: alg.name(),
-                expected: alg.len(),
+                expected: alg.digest_len(),
                 actual: value.len(),
             });
         }

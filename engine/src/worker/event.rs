@@ -73,6 +73,41 @@ pub enum Event {
         /// The direction whose key expired.
         direction: Direction,
     },
+    /// A DTLS-SRTP handshake completed and the peer's certificate matched its fingerprint:
+    /// SRTP keys are in place and media flows.
+    DtlsEstablished {
+        /// Stream id.
+        stream: u64,
+        /// Leg index.
+        leg: usize,
+        /// `rtp` (or muxed), or `rtcp` for the RTCP port's own handshake.
+        component: &'static str,
+        /// Our role, `client` or `server`.
+        role: &'static str,
+        /// The negotiated protection profile, as its SDES suite name.
+        suite: &'static str,
+        /// From the first flight (the client's ClientHello, or for a server the first
+        /// datagram received) to completion, ms.
+        handshake_ms: f64,
+    },
+    /// A DTLS-SRTP handshake failed: no media is accepted or sent on that leg until it is
+    /// given new DTLS parameters (or SDES keys) with `update`.
+    DtlsFailed {
+        /// Stream id.
+        stream: u64,
+        /// Leg index.
+        leg: usize,
+        /// `rtp` or `rtcp`.
+        component: &'static str,
+        /// Our role.
+        role: &'static str,
+        /// `timeout`, `fingerprint_mismatch`, `no_certificate`, `no_common_profile`,
+        /// `no_common_cipher_suite`, `peer_alert`, `malformed` or `protocol`.
+        reason: &'static str,
+        /// For `peer_alert`, the alert's name (`bad_certificate`, `handshake_failure`, ...).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        alert: Option<&'static str>,
+    },
 }
 
 impl Event {
@@ -83,6 +118,8 @@ impl Event {
             Event::MediaResumed { .. } => 1,
             Event::AuthFailures { .. } => 2,
             Event::KeyLifetimeReached { .. } => 3,
+            Event::DtlsEstablished { .. } => 4,
+            Event::DtlsFailed { .. } => 5,
         }
     }
 
@@ -92,11 +129,13 @@ impl Event {
     }
 
     /// Every event name, for `hello` and subscription filters.
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; 6] = [
         "media_silent",
         "media_resumed",
         "auth_failures",
         "key_lifetime_reached",
+        "dtls_established",
+        "dtls_failed",
     ];
 }
 

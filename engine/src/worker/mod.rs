@@ -6,6 +6,7 @@
 //! counters. Nothing on this path is shared with another thread: commands arrive on a channel
 //! polled once per turn, and counters are published under a lock ten times a second.
 
+pub mod dtls;
 pub mod event;
 pub mod stream;
 pub mod timer;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::io::socket::{PortAllocator, SocketOptions};
 use crate::io::{Io, IoStats, SockId};
+use crate::proto::dtls::{DtlsContext, DtlsRole};
 use crate::proto::pacer::{RtpSource, SplitMix64};
 use crate::proto::rtcp::{self, ReportBlock, SenderInfo};
 use crate::proto::rtp::RtpHeader;
@@ -92,6 +94,9 @@ pub struct MediaOptions {
     pub cname: String,
     /// Default event thresholds for streams.
     pub watch: WatchOptions,
+    /// DTLS-SRTP: the engine's certificate and handshake timings (None: DTLS legs are
+    /// refused; [`crate::runtime::Engine::start`] always sets one).
+    pub dtls: Option<Arc<DtlsContext>>,
 }
 
 impl Default for MediaOptions {
@@ -106,6 +111,7 @@ impl Default for MediaOptions {
             max_streams: 100_000,
             cname: "srtp-engine".into(),
             watch: WatchOptions::default(),
+            dtls: None,
         }
     }
 }
@@ -140,6 +146,8 @@ pub struct Counters {
     pub streams_deleted: u64,
     /// Events dropped because nobody drained the event channel.
     pub events_dropped: u64,
+    /// DTLS-SRTP handshakes.
+    pub dtls: dtls::DtlsCounters,
 }
 
 impl Counters {
@@ -160,6 +168,7 @@ impl Counters {
         self.streams_created += o.streams_created;
         self.streams_deleted += o.streams_deleted;
         self.events_dropped += o.events_dropped;
+        self.dtls.add(&o.dtls);
     }
 }
 
@@ -236,6 +245,8 @@ struct SharedPort {
 /// What to do with a received datagram after its stream saw it.
 enum Action {
     Drop,
+    /// A DTLS datagram for the leg's handshake.
+    Dtls,
     Send {
         sock: SockId,
         len: usize,
@@ -268,6 +279,10 @@ pub struct Worker {
     last_sweep: u64,
     /// The last turn stopped taking commands at its budget: do not wait in the next poll.
     more_commands: bool,
+    /// A received DTLS datagram, copied out of the receive ring (handshakes only).
+    dtls_in: Vec<u8>,
+    /// Where a DTLS session writes a datagram to send.
+    dtls_out: Vec<u8>,
 }
 
 fn suite_index(s: Option<Suite>) -> usize {
@@ -348,6 +363,8 @@ impl Worker {
             connects: Vec::new(),
             last_sweep: 0,
             more_commands: false,
+            dtls_in: vec![0; crate::io::BUF_SIZE],
+            dtls_out: vec![0; crate::io::BUF_SIZE],
             cfg,
         }
     }
@@ -533,9 +550,25 @@ impl Worker {
         let gen_ = self.gens[slot as usize];
         let mut legs = Vec::with_capacity(want_legs);
         let mut result = Ok(());
-        for (k, leg_spec) in spec.legs.into_iter().enumerate() {
+        let now = self.now_ns();
+        for (k, mut leg_spec) in spec.legs.into_iter().enumerate() {
+            let dtls_spec = match leg_spec.dtls.take() {
+                None => None,
+                Some(d) => match self.check_dtls(&d, &leg_spec) {
+                    Ok(ctx) => Some((ctx, d)),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
+            };
             match self.open_leg(slot, k as u8, leg_spec) {
-                Ok(l) => legs.push(l),
+                Ok(mut l) => {
+                    if let Some((ctx, d)) = dtls_spec {
+                        l.dtls = Some(self.new_leg_dtls(&ctx, &d, l.rtcp_sock.is_some(), now));
+                    }
+                    legs.push(l)
+                }
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -549,7 +582,6 @@ impl Worker {
             self.free.push(slot);
             return Err(e);
         }
-        let now = self.now_ns();
         for l in &mut legs {
             l.watch = LegWatch::new(now);
         }
@@ -584,7 +616,23 @@ impl Worker {
                 })
                 .collect(),
             ssrc: stream.source.as_ref().map(RtpSource::ssrc),
+            fingerprint: None,
         };
+        let mut info = info;
+        let dtls_legs: Vec<(usize, bool)> = stream
+            .legs
+            .iter()
+            .enumerate()
+            .filter_map(|(k, l)| l.dtls.as_ref().map(|d| (k, d.rtcp.is_some())))
+            .collect();
+        if !dtls_legs.is_empty() {
+            info.fingerprint = self
+                .cfg
+                .media
+                .dtls
+                .as_ref()
+                .map(|c| c.identity().fingerprint().to_string());
+        }
         if let Some(src) = &stream.source {
             self.wheel
                 .insert(src.next_due(), slot, gen_, TimerKind::Pace);
@@ -596,7 +644,60 @@ impl Worker {
         }
         self.streams[slot as usize] = Some(stream);
         self.by_id.insert(id, slot);
+        // A client sends its first flight now; a server arms its deadline.
+        for (k, rtcp) in dtls_legs {
+            self.dtls_drive(slot, k, false, now);
+            if rtcp {
+                self.dtls_drive(slot, k, true, now);
+            }
+        }
         Ok(info)
+    }
+
+    /// Checks a leg's DTLS request before any socket is opened.
+    fn check_dtls(
+        &self,
+        d: &dtls::DtlsSpec,
+        leg: &stream::LegSpec,
+    ) -> Result<Arc<DtlsContext>, StreamError> {
+        let Some(ctx) = self.cfg.media.dtls.clone() else {
+            return Err(StreamError::DtlsUnavailable);
+        };
+        if !matches!(leg.tx, stream::Crypto::None) || !matches!(leg.rx, stream::Crypto::None) {
+            return Err(StreamError::Invalid(
+                "a leg takes DTLS-SRTP or SDES keys, not both",
+            ));
+        }
+        if d.role == DtlsRole::Client && leg.remote.is_none() {
+            return Err(StreamError::Invalid(
+                "a DTLS client needs the remote address to send its ClientHello to",
+            ));
+        }
+        Ok(ctx)
+    }
+
+    /// A leg's DTLS state with fresh sessions (one per port). The caller has checked that the
+    /// engine has a DTLS context.
+    fn new_leg_dtls(
+        &mut self,
+        ctx: &DtlsContext,
+        d: &dtls::DtlsSpec,
+        rtcp_port: bool,
+        now: u64,
+    ) -> Box<dtls::LegDtls> {
+        let at = self.epoch + Duration::from_nanos(now);
+        let component =
+            || dtls::Component::new(ctx.session(d.role, d.fingerprint.clone(), at), now);
+        let rtp = component();
+        let rtcp = rtcp_port.then(component);
+        let leg = dtls::LegDtls {
+            role: d.role,
+            rtp,
+            rtcp,
+            lingering: false,
+        };
+        self.counters.dtls.sessions += leg.live();
+        Box::new(leg)
     }
 
     /// RFC 3550 6.3.1: the interval randomized to 0.5-1.5 times the mean.
@@ -790,6 +891,8 @@ impl Worker {
         let stats = stream.stats();
         for leg in &stream.legs {
             self.close_leg(leg);
+            let live = leg.dtls.as_ref().map_or(0, |d| d.live());
+            self.counters.dtls.sessions = self.counters.dtls.sessions.saturating_sub(live);
         }
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.free.push(slot);
@@ -825,6 +928,30 @@ impl Worker {
             }
         }
         let was_generating = stream.generates();
+        let dtls_ctx = match &u.dtls {
+            None => None,
+            Some((k, d)) => {
+                let leg = stream.legs.get(*k).ok_or(StreamError::Invalid("no such leg"))?;
+                if u.crypto.as_ref().is_some_and(|(ck, _, _)| ck == k) {
+                    return Err(StreamError::Invalid(
+                        "a leg takes DTLS-SRTP or SDES keys, not both",
+                    ));
+                }
+                let new_remote = u.remote.filter(|(rk, _)| rk == k).map(|(_, r)| r);
+                if d.role == DtlsRole::Client && leg.remote.or(new_remote).is_none() {
+                    return Err(StreamError::Invalid(
+                        "a DTLS client needs the remote address to send its ClientHello to",
+                    ));
+                }
+                Some(
+                    self.cfg
+                        .media
+                        .dtls
+                        .clone()
+                        .ok_or(StreamError::DtlsUnavailable)?,
+                )
+            }
+        };
         if let Some((k, tx, rx)) = u.crypto {
             let leg = stream
                 .legs
@@ -860,6 +987,28 @@ impl Worker {
             stream.pace_pending = true;
             self.wheel.insert(now, slot, gen_, TimerKind::Pace);
         }
+        if let (Some((k, d)), Some(ctx)) = (u.dtls, dtls_ctx) {
+            // A new handshake: media stops on this leg until it completes.
+            let rtcp_port = stream.legs[k].rtcp_sock.is_some();
+            let fresh = self.new_leg_dtls(&ctx, &d, rtcp_port, now);
+            let Some(stream) = self.streams[slot as usize].as_mut() else {
+                return Ok(());
+            };
+            let leg = &mut stream.legs[k];
+            let old = leg.dtls.as_ref().map_or(0, |d| d.live());
+            self.counters.dtls.sessions = self.counters.dtls.sessions.saturating_sub(old);
+            leg.tx = None;
+            leg.rx = None;
+            leg.rtcp_crypto = None;
+            leg.counters.tx_suite = None;
+            leg.counters.rx_suite = None;
+            leg.dtls = Some(fresh);
+            leg.watch.restart(now);
+            self.dtls_drive(slot, k, false, now);
+            if rtcp_port {
+                self.dtls_drive(slot, k, true, now);
+            }
+        }
         Ok(())
     }
 
@@ -873,6 +1022,9 @@ impl Worker {
             match e.kind {
                 TimerKind::Pace => self.pace(e.slot, e.gen_, now),
                 TimerKind::Rtcp => self.send_report(e.slot, e.gen_, now),
+                TimerKind::Dtls { leg, rtcp } => {
+                    self.dtls_timer(e.slot, usize::from(leg), rtcp, now)
+                }
             }
         }
         self.due = due;
@@ -891,7 +1043,15 @@ impl Worker {
         };
         let leg = &mut stream.legs[0];
         let suite = suite_index(leg.tx.as_ref().map(|t| t.suite()));
+        // Until DTLS-SRTP has keys, generation keeps pace but nothing is sent.
+        let open = leg.media_open(false);
         loop {
+            if !open {
+                if source.poll_packet(now, &mut self.dtls_out).is_none() {
+                    break;
+                }
+                continue;
+            }
             let Some(buf) = self.io.tx_buf() else {
                 leg.counters.tx_drops += 1;
                 self.counters.tx_drops += 1;
@@ -975,8 +1135,10 @@ impl Worker {
             });
         let (sock, to) = leg.rtcp_target();
         let connected = leg.connected && leg.rtcp_sock.is_none();
-        // Nobody to report to until the peer is known.
+        let open = leg.media_open(leg.rtcp_sock.is_some());
+        // Nobody to report to until the peer is known (and the keys exist).
         if to.is_some()
+            && open
             && let Some(buf) = self.io.tx_buf()
             && let Some(len) = rtcp::write_report(
                 buf,
@@ -986,7 +1148,7 @@ impl Worker {
                 self.cfg.media.cname.as_bytes(),
             )
         {
-            let len = match leg.tx.as_mut() {
+            let len = match leg.rtcp_tx() {
                 Some(tx) => tx
                     .protect_rtcp(buf, len)
                     .map_err(|e| note_tx_error(leg, e))
@@ -1083,8 +1245,14 @@ impl Worker {
         {
             self.connects.push((slot, leg, rtcp, peer));
         }
-        if let Action::Send { sock, len, to } = action {
-            self.io.send_rx(i, sock, len, to);
+        match action {
+            Action::Send { sock, len, to } => self.io.send_rx(i, sock, len, to),
+            Action::Dtls => {
+                let len = meta.len.min(self.dtls_in.len());
+                self.dtls_in[..len].copy_from_slice(&self.io.rx_buf(i)[..len]);
+                self.dtls_datagram(slot, usize::from(k), on_rtcp_port, meta.from, len, now);
+            }
+            Action::Drop => {}
         }
     }
 }
@@ -1149,8 +1317,22 @@ fn handle(
     let is_rtcp = match class {
         PacketClass::Rtp if !on_rtcp_port => false,
         PacketClass::Rtcp | PacketClass::Rtp => true,
+        PacketClass::Dtls if stream.legs[k].dtls.is_some() => {
+            let leg = &mut stream.legs[k];
+            let expected = if on_rtcp_port {
+                leg.remote_rtcp
+            } else {
+                leg.remote
+            };
+            if leg.strict && expected.is_some_and(|r| r != from) {
+                leg.counters.source_mismatch += 1;
+                c.source_drops += 1;
+                return (Action::Drop, None);
+            }
+            return (Action::Dtls, None);
+        }
         PacketClass::Dtls | PacketClass::Stun | PacketClass::Zrtp | PacketClass::Turn => {
-            // Not carried on this leg (DTLS-SRTP comes with its own issue).
+            // Not carried on this leg (no DTLS-SRTP here; STUN/ICE is not handled).
             let leg = &mut stream.legs[k];
             leg.counters.other_drops += 1;
             c.other_drops += 1;
@@ -1174,9 +1356,16 @@ fn handle(
         c.source_drops += 1;
         return (Action::Drop, None);
     }
-    let rx_suite = suite_index(leg.rx.as_ref().map(|r| r.suite()));
+    if !leg.media_open(on_rtcp_port) {
+        // DTLS-SRTP has not (or could not) set the keys up: nothing passes.
+        leg.counters.dtls_drops += 1;
+        c.other_drops += 1;
+        return (Action::Drop, None);
+    }
+    let rx = leg.rx_for(on_rtcp_port);
+    let rx_suite = suite_index(rx.as_ref().map(|r| r.suite()));
     // Unprotect in place.
-    let plain_len = match leg.rx.as_mut() {
+    let plain_len = match rx {
         Some(rx) => {
             let r = if is_rtcp {
                 rx.unprotect_rtcp(buf, len)
@@ -1195,6 +1384,12 @@ fn handle(
     };
     c.rx_packets[rx_suite] += 1;
     c.rx_bytes[rx_suite] += len as u64;
+    if let Some(d) = leg.dtls.as_mut()
+        && d.lingering
+    {
+        // The peer protects with the keys: a server's session has nothing left to answer.
+        c.dtls.sessions = c.dtls.sessions.saturating_sub(d.release_lingering());
+    }
     // The packet authenticated (or is well-formed plain RTP below): latch the source.
     let mut connect: Option<(u8, bool, SocketAddr)> = None;
     if is_rtcp {
@@ -1262,7 +1457,15 @@ fn handle(
         _ => return (Action::Drop, connect),
     };
     let out = &mut stream.legs[out_k];
-    let out_len = match out.tx.as_mut() {
+    let out_rtcp_port = is_rtcp && out.rtcp_sock.is_some();
+    if !out.media_open(out_rtcp_port) {
+        out.counters.dtls_drops += 1;
+        c.other_drops += 1;
+        return (Action::Drop, connect);
+    }
+    let out_tx = if is_rtcp { out.rtcp_tx() } else { out.tx.as_mut() };
+    let out_suite = suite_index(out_tx.as_ref().map(|t| t.suite()));
+    let out_len = match out_tx {
         Some(tx) => {
             let r = if is_rtcp {
                 tx.protect_rtcp(buf, plain_len)
@@ -1291,9 +1494,8 @@ fn handle(
         c.tx_drops += 1;
         return (Action::Drop, connect);
     };
-    let tx_suite = suite_index(out.tx.as_ref().map(|t| t.suite()));
-    c.tx_packets[tx_suite] += 1;
-    c.tx_bytes[tx_suite] += out_len as u64;
+    c.tx_packets[out_suite] += 1;
+    c.tx_bytes[out_suite] += out_len as u64;
     if is_rtcp {
         out.counters.rtcp_out += 1;
     } else {

@@ -12,6 +12,7 @@ use crate::proto::srtp::{
 };
 use crate::proto::stats::{CodecImpairment, ReceiveStats, e_model};
 
+use super::dtls::{DtlsLegStats, DtlsSpec, LegDtls, RtcpCrypto};
 use super::event::{LegWatch, WatchOptions, WatchOverrides};
 
 /// What a stream does with media.
@@ -148,6 +149,9 @@ pub struct LegSpec {
     pub tx: Crypto,
     /// Crypto for what this leg receives.
     pub rx: Crypto,
+    /// DTLS-SRTP instead of `tx`/`rx` (which must then be [`Crypto::None`]): the handshake
+    /// runs on the leg's port(s) and keys both directions.
+    pub dtls: Option<DtlsSpec>,
 }
 
 /// A stream to create.
@@ -212,6 +216,9 @@ pub enum StreamError {
     /// The worker holds its maximum number of streams.
     #[error("worker full ({0} streams; streams.max_per_worker)")]
     WorkerFull(usize),
+    /// DTLS-SRTP was asked for and the engine has no DTLS context.
+    #[error("DTLS-SRTP is not configured in this engine")]
+    DtlsUnavailable,
 }
 
 /// Where a created leg listens.
@@ -234,6 +241,10 @@ pub struct StreamInfo {
     pub legs: Vec<LegInfo>,
     /// The SSRC it sends (send and sendrecv).
     pub ssrc: Option<u32>,
+    /// The engine's certificate fingerprint (`sha-256 AB:...`) when a leg uses DTLS-SRTP: what
+    /// the signaling layer puts in `a=fingerprint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// A change to a live stream.
@@ -247,6 +258,9 @@ pub struct StreamUpdate {
     pub paused: Option<bool>,
     /// New mode among send, recv and sendrecv (direction change, e.g. hold).
     pub mode: Option<Mode>,
+    /// A new DTLS-SRTP handshake for a leg (index, spec), e.g. after a re-offer with a new
+    /// fingerprint: media stops until it completes.
+    pub dtls: Option<(usize, DtlsSpec)>,
 }
 
 /// Per-leg counters and quality.
@@ -283,6 +297,8 @@ pub struct LegStats {
     /// Other drops: unknown SSRC beyond the context's limit, ROC trouble, key lifetime
     /// reached, DTLS/STUN on a leg without them, no remote to send to.
     pub other_drops: u64,
+    /// Media dropped because DTLS-SRTP has not set the keys up (handshaking) or failed.
+    pub dtls_drops: u64,
     /// Packets we could not send (no send buffer, protect failure).
     pub tx_drops: u64,
     /// Times the remote address changed (learned from an authenticated packet).
@@ -311,6 +327,9 @@ pub struct LegStats {
     pub r_factor: f64,
     /// E-model MOS.
     pub mos: f64,
+    /// DTLS-SRTP handshake state (legs keyed by DTLS only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtls: Option<DtlsLegStats>,
 }
 
 /// A stream's statistics.
@@ -352,6 +371,10 @@ pub(crate) struct Leg {
     pub(crate) rtt_ns: Option<u64>,
     /// Event state (silence, failures reported, key lifetime).
     pub(crate) watch: LegWatch,
+    /// DTLS-SRTP state (None: SDES or plain).
+    pub(crate) dtls: Option<Box<LegDtls>>,
+    /// SRTCP contexts of an RTCP port keyed by its own DTLS handshake (no rtcp-mux).
+    pub(crate) rtcp_crypto: Option<Box<RtcpCrypto>>,
 }
 
 impl Leg {
@@ -382,6 +405,8 @@ impl Leg {
             last_sr: None,
             rtt_ns: None,
             watch: LegWatch::default(),
+            dtls: None,
+            rtcp_crypto: None,
         };
         leg.rekey(spec_tx, spec_rx)?;
         Ok(leg)
@@ -396,9 +421,37 @@ impl Leg {
         let new_rx = rx.policy().map(SrtpInbound::new).transpose()?;
         self.tx = new_tx;
         self.rx = new_rx;
+        // SDES keys replace any DTLS keying.
+        self.dtls = None;
+        self.rtcp_crypto = None;
         self.counters.tx_suite = tx_suite;
         self.counters.rx_suite = rx_suite;
         Ok(())
+    }
+
+    /// Whether media of this kind may pass: always, unless DTLS-SRTP has not (or could not)
+    /// set the keys up.
+    #[inline]
+    pub(crate) fn media_open(&self, rtcp_port: bool) -> bool {
+        self.dtls.as_ref().is_none_or(|d| d.open(rtcp_port))
+    }
+
+    /// The context that unprotects what arrives on this port.
+    #[inline]
+    pub(crate) fn rx_for(&mut self, rtcp_port: bool) -> Option<&mut SrtpInbound> {
+        match (&mut self.rtcp_crypto, rtcp_port) {
+            (Some(c), true) => Some(&mut c.rx),
+            _ => self.rx.as_mut(),
+        }
+    }
+
+    /// The context that protects RTCP this leg sends (on its RTCP port when it has one).
+    #[inline]
+    pub(crate) fn rtcp_tx(&mut self) -> Option<&mut SrtpOutbound> {
+        match (&mut self.rtcp_crypto, self.rtcp_sock.is_some()) {
+            (Some(c), true) => Some(&mut c.tx),
+            _ => self.tx.as_mut(),
+        }
     }
 
     /// Where RTCP goes: the RTCP socket and remote when not muxed.
@@ -488,5 +541,6 @@ fn leg_stats(leg: &mut Leg, codec: &CodecProfile) -> LegStats {
     let q = e_model(impairment, delay, s.loss_percent, 1.0);
     s.r_factor = q.r_factor;
     s.mos = q.mos;
+    s.dtls = leg.dtls.as_ref().map(|d| d.stats());
     s
 }

@@ -14,6 +14,14 @@ pub enum TimerKind {
     Pace,
     /// Send the stream's next RTCP report.
     Rtcp,
+    /// A DTLS handshake's retransmission, deadline or linger timer (leg index; the RTCP port's
+    /// handshake when `rtcp`).
+    Dtls {
+        /// Leg index.
+        leg: u8,
+        /// The RTCP port's handshake.
+        rtcp: bool,
+    },
 }
 
 /// One timer.
