@@ -572,7 +572,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("dtls.private_key"), "{e}");
-        let e = Config::parse("[dtls]\nmtu = 100\n").unwrap_err().to_string();
+        let e = Config::parse("[dtls]\nmtu = 100\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dtls.mtu"), "{e}");
         let e = Config::parse("[nonsense]\n").unwrap_err().to_string();
         assert!(e.contains("nonsense"), "{e}");

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::io::socket::raise_nofile_limit;
-use crate::proto::dtls::{DtlsContext, DtlsIdentity, DtlsOptions};
 use crate::io::{BackendKind, IoConfig};
+use crate::proto::dtls::{DtlsContext, DtlsIdentity, DtlsOptions};
 use crate::worker::event::{self, Event};
 use crate::worker::stream::{StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
 use crate::worker::{Command, Counters, MediaOptions, Worker, WorkerConfig, WorkerSnapshot};

@@ -126,14 +126,21 @@ fn pair(backend: BackendKind, mux: bool, swap: bool) {
                     assert_eq!(r, role);
                     // dimpl's server picks AES-256-GCM from dimpl's client offer.
                     assert_eq!(suite, "AEAD_AES_256_GCM");
-                    assert!(handshake_ms > 0.0 && handshake_ms < 5000.0, "{handshake_ms}");
+                    assert!(
+                        handshake_ms > 0.0 && handshake_ms < 5000.0,
+                        "{handshake_ms}"
+                    );
                     components.push(component);
                 }
                 other => panic!("{name}: {other:?}"),
             }
         }
         components.sort();
-        let expect: Vec<&str> = if mux { vec!["rtp"] } else { vec!["rtcp", "rtp"] };
+        let expect: Vec<&str> = if mux {
+            vec!["rtp"]
+        } else {
+            vec!["rtcp", "rtp"]
+        };
         assert_eq!(components, expect);
     }
     // Media and RTCP flow both ways, every packet authenticates.
@@ -147,7 +154,10 @@ fn pair(backend: BackendKind, mux: bool, swap: bool) {
         assert_eq!(l.rx_suite, Some("AEAD_AES_256_GCM"));
         let d = l.dtls.as_ref().unwrap();
         assert_eq!(d.rtp.state, "established");
-        assert_eq!(d.rtcp.as_ref().map(|r| r.state), (!mux).then_some("established"));
+        assert_eq!(
+            d.rtcp.as_ref().map(|r| r.state),
+            (!mux).then_some("established")
+        );
     }
     let snap = server_engine.snapshot();
     assert_eq!(snap.totals.dtls.established, want as u64);
@@ -173,7 +183,12 @@ fn fingerprint_mismatch_fails_with_that_reason_and_no_media_passes() {
     let aev = a.take_events().unwrap();
     let bev = b.take_events().unwrap();
     let s = a
-        .create_stream(spec(dtls_leg(DtlsRole::Server, fingerprint(&b), None, true)))
+        .create_stream(spec(dtls_leg(
+            DtlsRole::Server,
+            fingerprint(&b),
+            None,
+            true,
+        )))
         .unwrap();
     // The client expects a certificate other than the server's.
     let wrong = Fingerprint::of(HashAlg::Sha256, b"not the server's certificate");
@@ -250,7 +265,13 @@ fn silent_peer_times_out_with_that_reason() {
     assert_eq!(got.len(), 2, "{got:?}");
     for g in &got {
         assert!(
-            matches!(g, Event::DtlsFailed { reason: "timeout", .. }),
+            matches!(
+                g,
+                Event::DtlsFailed {
+                    reason: "timeout",
+                    ..
+                }
+            ),
             "{g:?}"
         );
     }
@@ -372,7 +393,12 @@ fn every_handshake_completes_through_30_percent_loss_both_ways() {
     let mut ids = Vec::new();
     for _ in 0..n {
         let s = a
-            .create_stream(spec(dtls_leg(DtlsRole::Server, fingerprint(&b), None, true)))
+            .create_stream(spec(dtls_leg(
+                DtlsRole::Server,
+                fingerprint(&b),
+                None,
+                true,
+            )))
             .unwrap();
         servers.push(s.legs[0].local);
         ids.push(s.id);

@@ -749,7 +749,11 @@ mod tests {
         .unwrap();
         let e = req.into_spec().unwrap_err();
         assert_eq!(e.code, ErrorCode::BadFingerprint);
-        assert!(e.message.contains("legs[0].crypto.fingerprint"), "{}", e.message);
+        assert!(
+            e.message.contains("legs[0].crypto.fingerprint"),
+            "{}",
+            e.message
+        );
         let fp = format!("sha-256 {}", vec!["AB"; 32].join(":"));
         let req: StreamRequest = serde_json::from_str(&format!(
             r#"{{"mode":"echo","legs":[{{"crypto":{{"type":"dtls","role":"server","fingerprint":"{fp}"}}}}]}}"#

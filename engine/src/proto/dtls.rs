@@ -595,7 +595,10 @@ impl DtlsContext {
             dimpl::Dtls::new_12(Arc::clone(&self.config), self.identity.cert.clone(), now);
         dtls.set_active(role == DtlsRole::Client);
         // dimpl must see the clock before the first packet.
-        let failed = dtls.handle_timeout(now).err().map(|e| DtlsFailure::from_dimpl(&e));
+        let failed = dtls
+            .handle_timeout(now)
+            .err()
+            .map(|e| DtlsFailure::from_dimpl(&e));
         Box::new(DimplSession {
             dtls,
             role,
@@ -641,11 +644,21 @@ struct DimplSession {
 /// any handshake record of ours).
 fn fatal_alert_record(description: u8) -> [u8; 15] {
     [
-        0x15, 0xfe, 0xfd, // alert, DTLS 1.2
-        0x00, 0x00, // epoch 0
-        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, // sequence number 256
-        0x00, 0x02, // length
-        0x02, description, // fatal
+        0x15,
+        0xfe,
+        0xfd, // alert, DTLS 1.2
+        0x00,
+        0x00, // epoch 0
+        0x00,
+        0x00,
+        0x00,
+        0x00,
+        0x01,
+        0x00, // sequence number 256
+        0x00,
+        0x02, // length
+        0x02,
+        description, // fatal
     ]
 }
 
@@ -909,15 +922,30 @@ mod tests {
             assert!(f.matches(der));
         }
         assert_eq!(Fingerprint::parse("sha-256"), Err(FingerprintError::Shape));
-        assert_eq!(Fingerprint::parse("md5 AB:CD"), Err(FingerprintError::UnknownHash));
-        assert_eq!(Fingerprint::parse("sha-1 AB:CD"), Err(FingerprintError::Length {
-            alg: "sha-1",
-            expected: 20,
-            actual: 2
-        }));
-        assert_eq!(Fingerprint::parse("sha-1 ABC:D"), Err(FingerprintError::BadHex));
-        assert_eq!(Fingerprint::parse("sha-1 A:BC"), Err(FingerprintError::BadHex));
-        assert_eq!(Fingerprint::parse("sha-1 ZZ"), Err(FingerprintError::BadHex));
+        assert_eq!(
+            Fingerprint::parse("md5 AB:CD"),
+            Err(FingerprintError::UnknownHash)
+        );
+        assert_eq!(
+            Fingerprint::parse("sha-1 AB:CD"),
+            Err(FingerprintError::Length {
+                alg: "sha-1",
+                expected: 20,
+                actual: 2
+            })
+        );
+        assert_eq!(
+            Fingerprint::parse("sha-1 ABC:D"),
+            Err(FingerprintError::BadHex)
+        );
+        assert_eq!(
+            Fingerprint::parse("sha-1 A:BC"),
+            Err(FingerprintError::BadHex)
+        );
+        assert_eq!(
+            Fingerprint::parse("sha-1 ZZ"),
+            Err(FingerprintError::BadHex)
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Worker;
 use super::event::Event;
 use super::timer::TimerKind;
-use super::Worker;
 use crate::proto::dtls::{DtlsFailure, DtlsOutput, DtlsRole, DtlsSession, Fingerprint};
 use crate::proto::srtp::{SrtpInbound, SrtpOutbound, SrtpPolicy, Suite};
 
@@ -370,7 +370,9 @@ impl Worker {
             return;
         };
         let want = match c.phase {
-            Phase::Handshaking => next.map_or(c.created_ns + timeout, |n| n.min(c.created_ns + timeout)),
+            Phase::Handshaking => {
+                next.map_or(c.created_ns + timeout, |n| n.min(c.created_ns + timeout))
+            }
             Phase::Established if c.session.is_some() => {
                 let l = c.linger_until.unwrap_or(now);
                 next.map_or(l, |n| n.min(l))
@@ -379,15 +381,8 @@ impl Worker {
         };
         if c.timer_at.is_none_or(|t| want < t) {
             c.timer_at = Some(want);
-            self.wheel.insert(
-                want,
-                slot,
-                gen_,
-                TimerKind::Dtls {
-                    leg: k as u8,
-                    rtcp,
-                },
-            );
+            self.wheel
+                .insert(want, slot, gen_, TimerKind::Dtls { leg: k as u8, rtcp });
         }
     }
 

@@ -931,7 +931,10 @@ impl Worker {
         let dtls_ctx = match &u.dtls {
             None => None,
             Some((k, d)) => {
-                let leg = stream.legs.get(*k).ok_or(StreamError::Invalid("no such leg"))?;
+                let leg = stream
+                    .legs
+                    .get(*k)
+                    .ok_or(StreamError::Invalid("no such leg"))?;
                 if u.crypto.as_ref().is_some_and(|(ck, _, _)| ck == k) {
                     return Err(StreamError::Invalid(
                         "a leg takes DTLS-SRTP or SDES keys, not both",
@@ -1463,7 +1466,11 @@ fn handle(
         c.other_drops += 1;
         return (Action::Drop, connect);
     }
-    let out_tx = if is_rtcp { out.rtcp_tx() } else { out.tx.as_mut() };
+    let out_tx = if is_rtcp {
+        out.rtcp_tx()
+    } else {
+        out.tx.as_mut()
+    };
     let out_suite = suite_index(out_tx.as_ref().map(|t| t.suite()));
     let out_len = match out_tx {
         Some(tx) => {

@@ -46,6 +46,14 @@ impl MasterKey {
         })
     }
 
+    /// Whether this key is exactly `key || salt` (constant time): lets a test compare a key
+    /// with what a peer exported without the key ever leaving this type.
+    pub fn equals_material(&self, key_and_salt: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        key_and_salt.len() == self.suite.master_len()
+            && bool::from(self.material[..key_and_salt.len()].ct_eq(key_and_salt))
+    }
+
     /// Whether two keys hold the same material (tests compare the two ends of a handshake).
     #[cfg(test)]
     pub(crate) fn same_material(&self, other: &MasterKey) -> bool {

@@ -1,0 +1,354 @@
+//! DTLS-SRTP interoperability with OpenSSL's command line (`openssl s_server` / `s_client`,
+//! DTLS 1.2 with `-use_srtp`), in both roles and for every profile the engine negotiates: the
+//! SRTP master keys our session derives must equal the keying material OpenSSL exports
+//! (RFC 5764 4.2, label `EXTRACTOR-dtls_srtp`). Our side runs the engine's sans-IO session over
+//! a real loopback UDP socket, with an identity loaded from OpenSSL-made PEM files (SEC1 key).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use srtp_engine::proto::dtls::{
+    DtlsContext, DtlsFailure, DtlsIdentity, DtlsKeys, DtlsOptions, DtlsOutput, DtlsRole,
+    DtlsSession, Fingerprint,
+};
+use srtp_engine::proto::srtp::Suite;
+
+const LABEL: &str = "EXTRACTOR-dtls_srtp";
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A scratch directory with an ECDSA P-256 certificate for OpenSSL (PKCS#8 key) and one for us
+/// (SEC1 key).
+fn certs(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("srtp-dtls-openssl-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p("peer.key"),
+        "-out",
+        &p("peer.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=peer",
+    ]);
+    openssl(&[
+        "ecparam",
+        "-genkey",
+        "-name",
+        "prime256v1",
+        "-noout",
+        "-out",
+        &p("ours.key"),
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        &p("ours.key"),
+        "-out",
+        &p("ours.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=ours",
+    ]);
+    dir
+}
+
+fn fingerprint_of(pem: &Path) -> Fingerprint {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex = text.trim().split('=').nth(1).unwrap();
+    Fingerprint::parse(&format!("sha-256 {hex}")).unwrap()
+}
+
+fn ctx(dir: &Path) -> DtlsContext {
+    let id = DtlsIdentity::from_pem_files(
+        dir.join("ours.pem").to_str().unwrap(),
+        dir.join("ours.key").to_str().unwrap(),
+    )
+    .expect("OpenSSL's SEC1 key and certificate load");
+    assert_eq!(id.fingerprint(), &fingerprint_of(&dir.join("ours.pem")));
+    DtlsContext::new(
+        Arc::new(id),
+        DtlsOptions {
+            retransmit_initial: Duration::from_millis(200),
+            handshake_timeout: Duration::from_secs(10),
+            ..DtlsOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Lines of a child's stdout, read on a thread.
+fn lines(child: &mut Child) -> Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The hex after "Keying material:" in OpenSSL's output.
+fn exported(rx: &Receiver<String>, limit: Duration) -> Vec<u8> {
+    let end = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while Instant::now() < end {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(50)) {
+            if let Some(hex) = l.trim().strip_prefix("Keying material: ") {
+                return (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                    .collect();
+            }
+            seen.push(l);
+        }
+    }
+    panic!("OpenSSL printed no keying material: {seen:#?}");
+}
+
+/// Runs our session over `sock` until it is established or fails.
+fn drive(
+    s: &mut dyn DtlsSession,
+    sock: &UdpSocket,
+    mut peer: Option<SocketAddr>,
+) -> Result<DtlsKeys, DtlsFailure> {
+    let mut buf = [0u8; 2048];
+    let mut rx = [0u8; 2048];
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        let wake = loop {
+            match s.poll_output(&mut buf) {
+                DtlsOutput::Packet(p) => {
+                    if let Some(to) = peer {
+                        sock.send_to(p, to).unwrap();
+                    }
+                }
+                DtlsOutput::Established(k) => return Ok(k),
+                DtlsOutput::Failed(f) => return Err(f),
+                DtlsOutput::Timeout(t) => break t,
+            }
+        };
+        let wait = wake
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        sock.set_read_timeout(Some(wait)).unwrap();
+        let now = Instant::now();
+        match sock.recv_from(&mut rx) {
+            Ok((n, from)) => {
+                peer.get_or_insert(from);
+                s.handle_timeout(Instant::now().max(now));
+                s.handle_packet(&rx[..n]);
+            }
+            Err(_) => s.handle_timeout(Instant::now()),
+        }
+    }
+    Err(DtlsFailure::Timeout)
+}
+
+/// RFC 5764 4.2: client key, server key, client salt, server salt.
+fn split(suite: Suite, km: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let p = suite.params();
+    let (k, s) = (p.master_key_len, p.master_salt_len);
+    assert_eq!(km.len(), 2 * (k + s));
+    let client = [&km[..k], &km[2 * k..2 * k + s]].concat();
+    let server = [&km[k..2 * k], &km[2 * k + s..]].concat();
+    (client, server)
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const PROFILES: [(&str, Suite); 3] = [
+    ("SRTP_AES128_CM_SHA1_80", Suite::AesCm128HmacSha1_80),
+    ("SRTP_AEAD_AES_128_GCM", Suite::AeadAes128Gcm),
+    ("SRTP_AEAD_AES_256_GCM", Suite::AeadAes256Gcm),
+];
+
+#[test]
+fn we_are_client_to_openssl_s_server_every_profile() {
+    let dir = certs("client");
+    let ctx = ctx(&dir);
+    let peer_fp = fingerprint_of(&dir.join("peer.pem"));
+    for (name, suite) in PROFILES {
+        let port = free_port();
+        let len = (2 * suite.master_len()).to_string();
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-dtls1_2", "-naccept", "1", "-use_srtp", name])
+            .args(["-keymatexport", LABEL, "-keymatexportlen", &len])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(dir.join("peer.pem"))
+            .arg("-key")
+            .arg(dir.join("peer.key"))
+            .args(["-verify", "1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server starts");
+        let out = lines(&mut child);
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // s_server needs a moment to bind; our retransmissions cover a ClientHello lost to that.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut s = ctx.session(DtlsRole::Client, peer_fp.clone(), Instant::now());
+        let keys = drive(&mut *s, &sock, Some(to)).unwrap_or_else(|f| panic!("{name}: {f}"));
+        let km = exported(&out, Duration::from_secs(5));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(keys.suite, suite, "{name}");
+        let (client, server) = split(suite, &km);
+        assert!(
+            keys.local.equals_material(&client),
+            "{name}: our write key is client_write"
+        );
+        assert!(
+            keys.remote.equals_material(&server),
+            "{name}: our read key is server_write"
+        );
+    }
+}
+
+#[test]
+fn openssl_s_client_to_us_as_server_every_profile() {
+    let dir = certs("server");
+    let ctx = ctx(&dir);
+    let peer_fp = fingerprint_of(&dir.join("peer.pem"));
+    for (name, suite) in PROFILES {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let len = (2 * suite.master_len()).to_string();
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-dtls1_2", "-use_srtp", name])
+            .args(["-keymatexport", LABEL, "-keymatexportlen", &len])
+            .args(["-connect", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(dir.join("peer.pem"))
+            .arg("-key")
+            .arg(dir.join("peer.key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client starts");
+        let out = lines(&mut child);
+        let mut s = ctx.session(DtlsRole::Server, peer_fp.clone(), Instant::now());
+        let keys = drive(&mut *s, &sock, None).unwrap_or_else(|f| panic!("{name}: {f}"));
+        let km = exported(&out, Duration::from_secs(5));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(keys.suite, suite, "{name}");
+        let (client, server) = split(suite, &km);
+        assert!(
+            keys.local.equals_material(&server),
+            "{name}: our write key is server_write"
+        );
+        assert!(
+            keys.remote.equals_material(&client),
+            "{name}: our read key is client_write"
+        );
+    }
+}
+
+#[test]
+fn openssl_with_another_certificate_is_refused() {
+    let dir = certs("mismatch");
+    let ctx = ctx(&dir);
+    // We expect our own certificate's fingerprint, OpenSSL presents its own.
+    let wrong = fingerprint_of(&dir.join("ours.pem"));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-dtls1_2",
+            "-use_srtp",
+            "SRTP_AES128_CM_SHA1_80",
+        ])
+        .args(["-connect", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(dir.join("peer.pem"))
+        .arg("-key")
+        .arg(dir.join("peer.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut s = ctx.session(DtlsRole::Server, wrong, Instant::now());
+    let r = drive(&mut *s, &sock, None);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.err(), Some(DtlsFailure::FingerprintMismatch));
+}
+
+#[test]
+fn no_common_profile_is_named() {
+    // OpenSSL offers only a profile we do not negotiate (the 32-bit tag).
+    let dir = certs("profile");
+    let ctx = ctx(&dir);
+    let peer_fp = fingerprint_of(&dir.join("peer.pem"));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-dtls1_2",
+            "-use_srtp",
+            "SRTP_AES128_CM_SHA1_32",
+        ])
+        .args(["-connect", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(dir.join("peer.pem"))
+        .arg("-key")
+        .arg(dir.join("peer.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut s = ctx.session(DtlsRole::Server, peer_fp, Instant::now());
+    let r = drive(&mut *s, &sock, None);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.err(), Some(DtlsFailure::NoCommonProfile));
+}
