@@ -7,82 +7,16 @@
 //! Run: `cargo bench -p srtp-engine-benches --bench soak [-- --streams N --seconds S]`.
 //! The bench starts itself twice as the two engine processes (`--role engine`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::Arc;
+mod support;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use srtp_engine::ctl::client::CtlClient;
-use srtp_engine::ctl::{CtlOptions, CtlServer};
-use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::MediaOptions;
+use support::{arg, connect, engine_role, spawn_engine};
 
 const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Child role: one engine with one worker on `--core`, serving `--socket`, until stdin closes.
-fn engine_role(args: &[String]) {
-    let core: usize = arg(args, "--core", 0);
-    let port_min: u16 = arg(args, "--port-min", 20_000);
-    let socket: String = arg(args, "--socket", String::new());
-    let engine = Arc::new(
-        Engine::start(EngineOptions {
-            workers: 1,
-            cores: vec![core],
-            media: MediaOptions {
-                port_min,
-                port_max: port_min + 9_999,
-                ..MediaOptions::default()
-            },
-            ..EngineOptions::default()
-        })
-        .expect("engine starts"),
-    );
-    let ctl = CtlServer::start(
-        engine.clone(),
-        CtlOptions {
-            path: socket.into(),
-            ..CtlOptions::default()
-        },
-    )
-    .expect("control socket");
-    // The parent closes our stdin to stop us.
-    let mut sink = String::new();
-    let _ = std::io::stdin().read_line(&mut sink);
-    ctl.stop();
-    engine.shutdown();
-}
-
-fn spawn_engine(core: usize, port_min: u16, socket: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--role", "engine", "--core", &core.to_string()])
-        .args(["--port-min", &port_min.to_string()])
-        .arg("--socket")
-        .arg(socket)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn an engine process")
-}
-
-fn connect(path: &Path) -> CtlClient {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        match CtlClient::connect(path) {
-            Ok(c) => return c,
-            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("{}: {e}", path.display()),
-        }
-    }
-}
 
 fn sdes(tx: usize, rx: usize) -> Value {
     let key = |k: usize| -> String {
@@ -119,8 +53,8 @@ fn main() {
     let pid = std::process::id();
     let gen_sock: PathBuf = dir.join(format!("srtp-soak-gen-{pid}.sock"));
     let echo_sock: PathBuf = dir.join(format!("srtp-soak-echo-{pid}.sock"));
-    let mut gen_proc = spawn_engine(0, 20_000, &gen_sock);
-    let mut echo_proc = spawn_engine(1, 30_000, &echo_sock);
+    let mut gen_proc = spawn_engine(0, 20_000, &gen_sock, &[]);
+    let mut echo_proc = spawn_engine(1, 30_000, &echo_sock, &[]);
     let mut generator = connect(&gen_sock);
     let mut echo = connect(&echo_sock);
 

@@ -172,7 +172,13 @@ fn every_command_over_the_socket() {
     let caps = &hello["capabilities"];
     assert_eq!(caps["suites"].as_array().unwrap().len(), Suite::ALL.len());
     assert_eq!(caps["workers"], 2);
-    assert_eq!(caps["dtls"], false);
+    assert_eq!(caps["dtls"], true);
+    assert!(
+        caps["dtls_fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("sha-256 ") && f.len() == 8 + 32 * 3 - 1),
+        "{caps}"
+    );
     assert!(matches!(
         caps["backend"].as_str(),
         Some("io_uring" | "epoll")
@@ -317,7 +323,8 @@ fn every_error_has_its_code_and_the_connection_stays_usable() {
         (br#"{"id":1,"cmd":"create","mode":"echo","legs":[{"remote":"localhost:80"}]}"#, "bad_address"),
         (br#"{"id":1,"cmd":"create","mode":"echo","legs":[{"local_ip":"10.1.2.3"}]}"#, "unknown_local_ip"),
         (br#"{"id":1,"cmd":"delete","stream":12345}"#, "no_such_stream"),
-        (br#"{"id":1,"cmd":"create","mode":"echo","legs":[{"crypto":{"type":"dtls","role":"client","fingerprint":"sha-256 AA"}}]}"#, "dtls_unsupported"),
+        (br#"{"id":1,"cmd":"create","mode":"echo","legs":[{"crypto":{"type":"dtls","role":"client","fingerprint":"sha-256 AA"}}]}"#, "bad_fingerprint"),
+        (br#"{"id":1,"cmd":"create","mode":"echo","legs":[{"crypto":{"type":"dtls","role":"client","fingerprint":"sha-1 00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00"}}]}"#, "invalid_argument"),
         (br#"{"id":1,"cmd":"delete_batch","streams":[1,2,3,4]}"#, "batch_too_large"),
     ];
     for (line, want) in cases {

@@ -871,6 +871,20 @@ fn by_suite(v: &[u64; 7]) -> Value {
     Value::Object(m)
 }
 
+fn dtls_stats(d: &crate::worker::dtls::DtlsCounters) -> Value {
+    let failed: Map<String, Value> = crate::proto::dtls::DtlsFailure::REASONS
+        .iter()
+        .zip(d.failed)
+        .map(|(r, n)| ((*r).to_string(), json!(n)))
+        .collect();
+    json!({
+        "established": d.established,
+        "failed": failed,
+        "sessions": d.sessions,
+        "handshake_seconds_sum": d.duration_sum_ns as f64 / 1e9,
+    })
+}
+
 fn engine_stats(shared: &Shared, snap: &EngineSnapshot) -> Value {
     let e = &shared.engine;
     let t = &snap.totals;
@@ -914,6 +928,7 @@ fn engine_stats(shared: &Shared, snap: &EngineSnapshot) -> Value {
         "streams_created": t.streams_created,
         "streams_deleted": t.streams_deleted,
         "events_dropped": t.events_dropped + c.events_dropped.load(Ordering::Relaxed),
+        "dtls": dtls_stats(&t.dtls),
         "workers": workers,
         "control": {
             "connections": c.connections.load(Ordering::Relaxed),

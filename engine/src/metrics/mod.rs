@@ -16,7 +16,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::ctl::CtlCounters;
+use crate::proto::dtls::DtlsFailure;
 use crate::runtime::{Engine, EngineSnapshot};
+use crate::worker::dtls::HANDSHAKE_BUCKETS;
 use crate::worker::stream::Mode;
 use crate::worker::suite_label;
 
@@ -27,6 +29,8 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Cumulative buckets (`_bucket{le=...}`), `_sum` and `_count`.
+    Histogram,
 }
 
 impl Kind {
@@ -34,6 +38,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -122,6 +127,12 @@ metrics! {
         "Datagrams longer than a receive buffer, dropped.";
     IO_KERNEL_DROPS: Counter "srtp_engine_io_kernel_receive_drops_total" ["worker"]
         "Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL; reported with the socket's next datagram).";
+    DTLS_HANDSHAKES: Counter "srtp_engine_dtls_handshakes_total" ["result"]
+        "DTLS-SRTP handshakes by outcome: established, or the failure reason (timeout, fingerprint_mismatch, no_certificate, no_common_profile, no_common_cipher_suite, peer_alert, malformed, protocol).";
+    DTLS_DURATION: Histogram "srtp_engine_dtls_handshake_duration_seconds" []
+        "Time from a handshake's first flight (a server: its first datagram) to its keys, for established handshakes.";
+    DTLS_SESSIONS: Gauge "srtp_engine_dtls_sessions" []
+        "DTLS sessions held: handshakes in progress and servers lingering to answer a lost last flight.";
     CONTROL_CONNECTIONS: Gauge "srtp_engine_control_connections" []
         "Open control socket connections.";
     CONTROL_REQUESTS: Counter "srtp_engine_control_requests_total" []
@@ -260,6 +271,33 @@ pub fn render(s: &Scrape<'_>) -> String {
     o.per_worker(&IO_RX_ERRORS, snap, |w| w.io.rx_errors as f64);
     o.per_worker(&IO_RX_TRUNCATED, snap, |w| w.io.rx_truncated as f64);
     o.per_worker(&IO_KERNEL_DROPS, snap, |w| w.io.kernel_drops as f64);
+    let d = &t.dtls;
+    o.family(&DTLS_HANDSHAKES);
+    o.sample(&DTLS_HANDSHAKES, &["established"], d.established as f64);
+    for (r, n) in DtlsFailure::REASONS.iter().zip(d.failed) {
+        o.sample(&DTLS_HANDSHAKES, &[r], n as f64);
+    }
+    o.family(&DTLS_DURATION);
+    let mut cumulative = 0;
+    for (k, n) in d.buckets.iter().enumerate() {
+        cumulative += n;
+        let le = HANDSHAKE_BUCKETS
+            .get(k)
+            .map_or("+Inf".to_string(), |b| b.to_string());
+        let _ = writeln!(
+            o.buf,
+            "{}_bucket{{le=\"{le}\"}} {cumulative}",
+            DTLS_DURATION.name
+        );
+    }
+    let _ = writeln!(
+        o.buf,
+        "{}_sum {}",
+        DTLS_DURATION.name,
+        d.duration_sum_ns as f64 / 1e9
+    );
+    let _ = writeln!(o.buf, "{}_count {cumulative}", DTLS_DURATION.name);
+    o.one(&DTLS_SESSIONS, d.sessions as f64);
     let load = |f: fn(&CtlCounters) -> u64| s.control.map_or(0.0, |c| f(c) as f64);
     o.one(
         &CONTROL_CONNECTIONS,

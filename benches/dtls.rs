@@ -1,0 +1,278 @@
+//! DTLS-SRTP setup capacity: two engine processes on this machine, one core each, set up
+//! `--streams` (default 10,000) DTLS-SRTP streams: servers on one engine (core 1), clients on
+//! the other (core 0), clients created at `--rate` per second (open loop, in batches every
+//! 10 ms) over the control socket. Reported: end-to-end handshakes per second (first creation
+//! to last completion), p50/p99/max handshake latency (client side, ClientHello to keys), the
+//! engines' memory at the peak and after the sessions are released; and, in the same run, the
+//! in-memory handshake rate of the DTLS library alone (dimpl, client and server on one core,
+//! no sockets) as the ceiling.
+//!
+//! Run: `cargo bench -p srtp-engine-benches --bench dtls [-- --streams N --rate R]`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{arg, connect, engine_role, rss_kib, spawn_engine};
+
+/// Handshakes per second of dimpl alone, client and server in one thread, in memory.
+fn ceiling(seconds: f64) -> (f64, usize) {
+    let cfg = Arc::new(dimpl::Config::default());
+    let cert_c = dimpl::certificate::generate_self_signed_certificate().unwrap();
+    let cert_s = dimpl::certificate::generate_self_signed_certificate().unwrap();
+    let mut buf = vec![0u8; 2048];
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed().as_secs_f64() < seconds {
+        let now = Instant::now();
+        let mut c = dimpl::Dtls::new_12(cfg.clone(), cert_c.clone(), now);
+        c.set_active(true);
+        let mut s = dimpl::Dtls::new_12(cfg.clone(), cert_s.clone(), now);
+        c.handle_timeout(now).unwrap();
+        s.handle_timeout(now).unwrap();
+        let (mut c_done, mut s_done) = (false, false);
+        let mut to_s: Vec<Vec<u8>> = Vec::new();
+        let mut to_c: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..32 {
+            for (d, out, done) in [
+                (&mut c, &mut to_s, &mut c_done),
+                (&mut s, &mut to_c, &mut s_done),
+            ] {
+                loop {
+                    match d.poll_output(&mut buf) {
+                        dimpl::Output::Packet(p) => out.push(p.to_vec()),
+                        dimpl::Output::KeyingMaterial(..) => *done = true,
+                        dimpl::Output::Timeout(_) => break,
+                        _ => {}
+                    }
+                }
+            }
+            if c_done && s_done {
+                break;
+            }
+            for p in to_s.drain(..) {
+                s.handle_packet(&p).unwrap();
+            }
+            for p in to_c.drain(..) {
+                c.handle_packet(&p).unwrap();
+            }
+        }
+        assert!(c_done && s_done, "in-memory handshake completes");
+        n += 1;
+    }
+    (n as f64 / start.elapsed().as_secs_f64(), n)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let k = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[k]
+}
+
+/// Collects DTLS events from a subscription until `want` outcomes or `limit`; each with the
+/// time it arrived.
+fn collect(
+    mut c: srtp_engine::ctl::client::CtlClient,
+    want: usize,
+    limit: Duration,
+) -> std::sync::mpsc::Receiver<(Instant, Value)> {
+    let (tx, rx) = channel();
+    c.request(
+        "subscribe",
+        json!({"events": ["dtls_established", "dtls_failed"]}),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let end = Instant::now() + limit;
+        let mut n = 0;
+        while n < want && Instant::now() < end {
+            if let Ok(Some(e)) = c.next_event(Duration::from_millis(100)) {
+                n += 1;
+                if tx.send((Instant::now(), e)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if args.iter().any(|a| a == "--role") {
+        engine_role(&args);
+        return;
+    }
+    let n: usize = arg(&args, "--streams", 10_000);
+    let rate: f64 = arg(&args, "--rate", 2_500.0);
+    let linger_ms: u64 = 2_000;
+
+    // The ceiling first, on core 0, before the engines exist.
+    let _ = srtp_engine::runtime::pin_to(0);
+    let (ceil, ceil_n) = ceiling(3.0);
+
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let srv_sock: PathBuf = dir.join(format!("srtp-dtls-srv-{pid}.sock"));
+    let cli_sock: PathBuf = dir.join(format!("srtp-dtls-cli-{pid}.sock"));
+    let linger = linger_ms.to_string();
+    let extra = ["--ports", "15000", "--dtls-linger-ms", linger.as_str()];
+    let mut srv_proc = spawn_engine(1, 20_000, &srv_sock, &extra);
+    let mut cli_proc = spawn_engine(0, 40_000, &cli_sock, &extra);
+    let mut srv = connect(&srv_sock);
+    let mut cli = connect(&cli_sock);
+    let srv_fp = srv.request("hello", Value::Null).unwrap()["capabilities"]["dtls_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cli_fp = cli.request("hello", Value::Null).unwrap()["capabilities"]["dtls_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = (rss_kib(srv_proc.id()).0, rss_kib(cli_proc.id()).0);
+
+    // Servers: waiting for their ClientHello, no media (recv), RTP and RTCP muxed.
+    let mut servers = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(2_000) {
+        let reqs: Vec<Value> = chunk
+            .iter()
+            .map(|_| {
+                json!({"mode": "recv", "silence_ms": 0, "rtcp_interval_ms": 0,
+                       "legs": [{"rtcp_mux": true,
+                                 "crypto": {"type": "dtls", "role": "server", "fingerprint": cli_fp}}]})
+            })
+            .collect();
+        let r = srv
+            .request("create_batch", json!({"streams": reqs}))
+            .unwrap();
+        assert_eq!(r["failed"], 0, "{}", r["streams"][0]);
+        for s in r["streams"].as_array().unwrap() {
+            servers.push(s["legs"][0]["local"].as_str().unwrap().to_string());
+        }
+    }
+    let limit = Duration::from_secs(120);
+    let srv_events = collect(connect(&srv_sock), n, limit);
+    let cli_events = collect(connect(&cli_sock), n, limit);
+
+    // Clients at the offered rate, in batches every 10 ms.
+    let per_batch = ((rate / 100.0).round() as usize).max(1);
+    let t0 = Instant::now();
+    for (b, chunk) in servers.chunks(per_batch).enumerate() {
+        let due = t0 + Duration::from_secs_f64(b as f64 * per_batch as f64 / rate);
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+        let reqs: Vec<Value> = chunk
+            .iter()
+            .map(|remote| {
+                json!({"mode": "recv", "silence_ms": 0, "rtcp_interval_ms": 0,
+                       "legs": [{"rtcp_mux": true, "remote": remote,
+                                 "crypto": {"type": "dtls", "role": "client", "fingerprint": srv_fp}}]})
+            })
+            .collect();
+        let r = cli
+            .request("create_batch", json!({"streams": reqs}))
+            .unwrap();
+        assert_eq!(r["failed"], 0, "{}", r["streams"][0]);
+    }
+    let created = t0.elapsed();
+
+    let mut client_ms = Vec::with_capacity(n);
+    let mut server_ms = Vec::with_capacity(n);
+    let mut failures: Vec<Value> = Vec::new();
+    let mut last = t0;
+    for (rx, out) in [(&cli_events, &mut client_ms), (&srv_events, &mut server_ms)] {
+        for _ in 0..n {
+            let Ok((at, e)) = rx.recv_timeout(limit) else {
+                break;
+            };
+            last = last.max(at);
+            match e["event"].as_str() {
+                Some("dtls_established") => out.push(e["handshake_ms"].as_f64().unwrap()),
+                _ => failures.push(e),
+            }
+        }
+    }
+    let elapsed = (last - t0).as_secs_f64();
+    let peak = (rss_kib(srv_proc.id()), rss_kib(cli_proc.id()));
+    let srv_stats = srv.request("engine_stats", Value::Null).unwrap();
+    let cli_stats = cli.request("engine_stats", Value::Null).unwrap();
+    // Sessions linger on the server side until linger_ms (no media here to release them early).
+    std::thread::sleep(Duration::from_millis(linger_ms + 1_500));
+    let after = (rss_kib(srv_proc.id()).0, rss_kib(cli_proc.id()).0);
+    let srv_after = srv.request("engine_stats", Value::Null).unwrap();
+
+    client_ms.sort_by(f64::total_cmp);
+    server_ms.sort_by(f64::total_cmp);
+    let e2e = client_ms.len() as f64 / elapsed;
+    println!(
+        "# DTLS-SRTP setup: {n} streams, two engine processes (servers core 1, clients core 0)"
+    );
+    println!(
+        "# clients offered at {rate:.0}/s (created in {:.2} s)",
+        created.as_secs_f64()
+    );
+    println!("ceiling (dimpl alone, in memory, 1 core): {ceil:.0} handshakes/s ({ceil_n} in 3 s)");
+    println!(
+        "established: {} clients, {} servers; failures: {}",
+        client_ms.len(),
+        server_ms.len(),
+        failures.len()
+    );
+    println!(
+        "end-to-end: {elapsed:.2} s from first creation to last completion = {e2e:.0} handshakes/s ({:.0}% of the ceiling)",
+        100.0 * e2e / ceil
+    );
+    println!(
+        "latency client ms: p50 {:.1}  p99 {:.1}  max {:.1}",
+        percentile(&client_ms, 0.5),
+        percentile(&client_ms, 0.99),
+        client_ms.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "latency server ms: p50 {:.1}  p99 {:.1}  max {:.1}",
+        percentile(&server_ms, 0.5),
+        percentile(&server_ms, 0.99),
+        server_ms.last().copied().unwrap_or(f64::NAN)
+    );
+    let kib = |x: u64| x as f64 / 1024.0;
+    println!(
+        "memory MiB (server engine / client engine): base {:.1} / {:.1}; peak {:.1} / {:.1}; at completion {:.1} / {:.1}; after release {:.1} / {:.1}",
+        kib(base.0),
+        kib(base.1),
+        kib(peak.0.1),
+        kib(peak.1.1),
+        kib(peak.0.0),
+        kib(peak.1.0),
+        kib(after.0),
+        kib(after.1)
+    );
+    println!(
+        "per stream at peak, KiB: server {:.1}, client {:.1}",
+        (peak.0.1 - base.0) as f64 / n as f64,
+        (peak.1.1 - base.1) as f64 / n as f64
+    );
+    let sessions = |v: &Value| v["dtls"]["sessions"].clone();
+    println!(
+        "DTLS sessions held: server {} at completion, {} after linger; client {}",
+        sessions(&srv_stats),
+        sessions(&srv_after),
+        sessions(&cli_stats)
+    );
+    for f in failures.iter().take(5) {
+        println!("failure: {f}");
+    }
+    drop(srv_proc.stdin.take());
+    drop(cli_proc.stdin.take());
+    let _ = srv_proc.wait();
+    let _ = cli_proc.wait();
+}

@@ -1,0 +1,112 @@
+//! What the multi-process benches share: engine child processes on their own cores, driven
+//! over their control sockets, and their memory read from /proc.
+
+#![allow(dead_code)] // each bench uses its own part of this
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use srtp_engine::ctl::client::CtlClient;
+use srtp_engine::ctl::{CtlOptions, CtlServer};
+use srtp_engine::proto::dtls::DtlsOptions;
+use srtp_engine::runtime::{DtlsSettings, Engine, EngineOptions};
+use srtp_engine::worker::MediaOptions;
+
+/// The value after `name` in `args`, or `default`.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Child role: one engine with one worker on `--core`, ports `--port-min` to
+/// `--port-min + --ports - 1`, serving `--socket`, until stdin closes. DTLS timings from
+/// `--dtls-linger-ms` and `--dtls-rto-ms`.
+pub fn engine_role(args: &[String]) {
+    let core: usize = arg(args, "--core", 0);
+    let port_min: u16 = arg(args, "--port-min", 20_000);
+    let ports: u16 = arg(args, "--ports", 10_000);
+    let socket: String = arg(args, "--socket", String::new());
+    let d = DtlsOptions::default();
+    let dtls = DtlsOptions {
+        linger: Duration::from_millis(arg(args, "--dtls-linger-ms", d.linger.as_millis() as u64)),
+        retransmit_initial: Duration::from_millis(arg(
+            args,
+            "--dtls-rto-ms",
+            d.retransmit_initial.as_millis() as u64,
+        )),
+        ..d
+    };
+    let engine = Arc::new(
+        Engine::start(EngineOptions {
+            workers: 1,
+            cores: vec![core],
+            media: MediaOptions {
+                port_min,
+                port_max: port_min + (ports - 1),
+                ..MediaOptions::default()
+            },
+            dtls: DtlsSettings {
+                options: dtls,
+                ..DtlsSettings::default()
+            },
+            ..EngineOptions::default()
+        })
+        .expect("engine starts"),
+    );
+    let ctl = CtlServer::start(
+        engine.clone(),
+        CtlOptions {
+            path: socket.into(),
+            ..CtlOptions::default()
+        },
+    )
+    .expect("control socket");
+    // The parent closes our stdin to stop us.
+    let mut sink = String::new();
+    let _ = std::io::stdin().read_line(&mut sink);
+    ctl.stop();
+    engine.shutdown();
+}
+
+/// Starts this bench binary again as an engine process (see [`engine_role`]).
+pub fn spawn_engine(core: usize, port_min: u16, socket: &Path, extra: &[&str]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--role", "engine", "--core", &core.to_string()])
+        .args(["--port-min", &port_min.to_string()])
+        .arg("--socket")
+        .arg(socket)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn an engine process")
+}
+
+/// Connects to a child's control socket, waiting for it to appear.
+pub fn connect(path: &Path) -> CtlClient {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match CtlClient::connect(path) {
+            Ok(c) => return c,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+}
+
+/// A process's resident memory now and at its peak, KiB (`VmRSS`, `VmHWM`).
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
