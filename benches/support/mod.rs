@@ -15,7 +15,7 @@ use srtp_engine::runtime::{DtlsSettings, Engine, EngineOptions};
 use srtp_engine::worker::MediaOptions;
 
 /// The value after `name` in `args`, or `default`.
-pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+pub(crate) fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
@@ -26,7 +26,7 @@ pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 /// Child role: one engine with one worker on `--core`, ports `--port-min` to
 /// `--port-min + --ports - 1`, serving `--socket`, until stdin closes. DTLS timings from
 /// `--dtls-linger-ms` and `--dtls-rto-ms`.
-pub fn engine_role(args: &[String]) {
+pub(crate) fn engine_role(args: &[String]) {
     let core: usize = arg(args, "--core", 0);
     let port_min: u16 = arg(args, "--port-min", 20_000);
     let ports: u16 = arg(args, "--ports", 10_000);
@@ -74,7 +74,7 @@ pub fn engine_role(args: &[String]) {
 }
 
 /// Starts this bench binary again as an engine process (see [`engine_role`]).
-pub fn spawn_engine(core: usize, port_min: u16, socket: &Path, extra: &[&str]) -> Child {
+pub(crate) fn spawn_engine(core: usize, port_min: u16, socket: &Path, extra: &[&str]) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["--role", "engine", "--core", &core.to_string()])
         .args(["--port-min", &port_min.to_string()])
@@ -87,7 +87,7 @@ pub fn spawn_engine(core: usize, port_min: u16, socket: &Path, extra: &[&str]) -
 }
 
 /// Connects to a child's control socket, waiting for it to appear.
-pub fn connect(path: &Path) -> CtlClient {
+pub(crate) fn connect(path: &Path) -> CtlClient {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         match CtlClient::connect(path) {
@@ -99,7 +99,7 @@ pub fn connect(path: &Path) -> CtlClient {
 }
 
 /// A process's resident memory now and at its peak, KiB (`VmRSS`, `VmHWM`).
-pub fn rss_kib(pid: u32) -> (u64, u64) {
+pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()

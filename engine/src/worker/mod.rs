@@ -283,6 +283,8 @@ pub struct Worker {
     dtls_in: Vec<u8>,
     /// Where a DTLS session writes a datagram to send.
     dtls_out: Vec<u8>,
+    /// DTLS sessions held at most since the last heap trim.
+    dtls_sessions_peak: u64,
 }
 
 fn suite_index(s: Option<Suite>) -> usize {
@@ -365,6 +367,7 @@ impl Worker {
             more_commands: false,
             dtls_in: vec![0; crate::io::BUF_SIZE],
             dtls_out: vec![0; crate::io::BUF_SIZE],
+            dtls_sessions_peak: 0,
             cfg,
         }
     }
@@ -417,6 +420,7 @@ impl Worker {
             }
             if now - self.last_sweep >= event::SWEEP_NS {
                 self.sweep_events(now);
+                self.trim_after_release();
                 self.last_sweep = now;
             }
         }
@@ -446,6 +450,24 @@ impl Worker {
         };
         if let Ok(mut s) = self.snapshot.lock() {
             *s = snap;
+        }
+    }
+
+    /// After a wave of DTLS sessions is released (thousands of handshakes done), gives the
+    /// freed memory back to the system: glibc keeps it in the worker's arena otherwise, and a
+    /// lab reading RSS after setup would see the peak forever. Off the packet path, at most
+    /// once per sweep.
+    fn trim_after_release(&mut self) {
+        let held = self.counters.dtls.sessions;
+        self.dtls_sessions_peak = self.dtls_sessions_peak.max(held);
+        if self.dtls_sessions_peak - held >= 1_000 {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free heap pages to the kernel.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            self.dtls_sessions_peak = held;
         }
     }
 
