@@ -17,7 +17,7 @@ use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{arg, connect, engine_role, rss_kib, spawn_engine};
+use support::{arg, child_or_list, connect, rss_kib, spawn_engine};
 
 /// Handshakes per second of dimpl alone, client and server in one thread, in memory.
 fn ceiling(seconds: f64) -> (f64, usize) {
@@ -105,11 +105,7 @@ fn collect(
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        return;
-    }
-    if args.iter().any(|a| a == "--role") {
-        engine_role(&args);
+    if child_or_list(&args) {
         return;
     }
     let n: usize = arg(&args, "--streams", 10_000);

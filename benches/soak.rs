@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use support::{arg, connect, engine_role, spawn_engine};
+use support::{arg, child_or_list, connect, spawn_engine};
 
 const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
 
@@ -40,11 +40,7 @@ fn cpu_s(stats: &Value) -> (f64, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        return;
-    }
-    if args.iter().any(|a| a == "--role") {
-        engine_role(&args);
+    if child_or_list(&args) {
         return;
     }
     let n: usize = arg(&args, "--streams", 2_000);

@@ -73,6 +73,19 @@ pub(crate) fn engine_role(args: &[String]) {
     engine.shutdown();
 }
 
+/// Handles the bench harness's `--list` and the child `--role engine`; true when the caller
+/// has nothing more to do.
+pub(crate) fn child_or_list(args: &[String]) -> bool {
+    if args.iter().any(|a| a == "--list") {
+        return true;
+    }
+    if args.iter().any(|a| a == "--role") {
+        engine_role(args);
+        return true;
+    }
+    false
+}
+
 /// Starts this bench binary again as an engine process (see [`engine_role`]).
 pub(crate) fn spawn_engine(core: usize, port_min: u16, socket: &Path, extra: &[&str]) -> Child {
     Command::new(std::env::current_exe().unwrap())

@@ -189,6 +189,26 @@ fn split(suite: Suite, km: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (client, server)
 }
 
+/// `openssl s_client` in DTLS 1.2 towards `port`, offering `profile`, presenting the peer
+/// certificate, exporting `export_len` bytes of keying material when asked.
+fn s_client(dir: &Path, port: u16, profile: &str, export_len: Option<usize>) -> Child {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-dtls1_2", "-use_srtp", profile])
+        .args(["-connect", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(dir.join("peer.pem"))
+        .arg("-key")
+        .arg(dir.join("peer.key"));
+    if let Some(len) = export_len {
+        cmd.args(["-keymatexport", LABEL, "-keymatexportlen", &len.to_string()]);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client starts")
+}
+
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -256,20 +276,7 @@ fn openssl_s_client_to_us_as_server_every_profile() {
     for (name, suite) in PROFILES {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = sock.local_addr().unwrap().port();
-        let len = (2 * suite.master_len()).to_string();
-        let mut child = Command::new("openssl")
-            .args(["s_client", "-dtls1_2", "-use_srtp", name])
-            .args(["-keymatexport", LABEL, "-keymatexportlen", &len])
-            .args(["-connect", &format!("127.0.0.1:{port}")])
-            .arg("-cert")
-            .arg(dir.join("peer.pem"))
-            .arg("-key")
-            .arg(dir.join("peer.key"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_client starts");
+        let mut child = s_client(&dir, port, name, Some(2 * suite.master_len()));
         let out = lines(&mut child);
         let mut s = ctx.session(DtlsRole::Server, peer_fp.clone(), Instant::now());
         let keys = drive(&mut *s, &sock, None).unwrap_or_else(|f| panic!("{name}: {f}"));
@@ -297,23 +304,7 @@ fn openssl_with_another_certificate_is_refused() {
     let wrong = fingerprint_of(&dir.join("ours.pem"));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-dtls1_2",
-            "-use_srtp",
-            "SRTP_AES128_CM_SHA1_80",
-        ])
-        .args(["-connect", &format!("127.0.0.1:{port}")])
-        .arg("-cert")
-        .arg(dir.join("peer.pem"))
-        .arg("-key")
-        .arg(dir.join("peer.key"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = s_client(&dir, port, "SRTP_AES128_CM_SHA1_80", None);
     let mut s = ctx.session(DtlsRole::Server, wrong, Instant::now());
     let r = drive(&mut *s, &sock, None);
     let _ = child.kill();
@@ -329,23 +320,7 @@ fn no_common_profile_is_named() {
     let peer_fp = fingerprint_of(&dir.join("peer.pem"));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-dtls1_2",
-            "-use_srtp",
-            "SRTP_AES128_CM_SHA1_32",
-        ])
-        .args(["-connect", &format!("127.0.0.1:{port}")])
-        .arg("-cert")
-        .arg(dir.join("peer.pem"))
-        .arg("-key")
-        .arg(dir.join("peer.key"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = s_client(&dir, port, "SRTP_AES128_CM_SHA1_32", None);
     let mut s = ctx.session(DtlsRole::Server, peer_fp, Instant::now());
     let r = drive(&mut *s, &sock, None);
     let _ = child.kill();

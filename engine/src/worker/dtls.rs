@@ -234,6 +234,23 @@ fn emit(events: &SyncSender<Event>, dropped: &mut u64, e: Event) {
     }
 }
 
+/// A leg's handshake (RTP, or the RTCP port's), if the stream, leg and component exist.
+fn component(
+    streams: &mut [Option<super::stream::Stream>],
+    slot: u32,
+    k: usize,
+    rtcp: bool,
+) -> Option<&mut Component> {
+    streams
+        .get_mut(slot as usize)?
+        .as_mut()?
+        .legs
+        .get_mut(k)?
+        .dtls
+        .as_mut()?
+        .component_mut(rtcp)
+}
+
 fn component_name(rtcp: bool) -> &'static str {
     if rtcp { "rtcp" } else { "rtp" }
 }
@@ -361,12 +378,7 @@ impl Worker {
             emit(&self.cfg.events, &mut self.counters.events_dropped, e);
         }
         // Re-borrow for the timer.
-        let Some(c) = self.streams[slot as usize]
-            .as_mut()
-            .and_then(|s| s.legs.get_mut(k))
-            .and_then(|l| l.dtls.as_mut())
-            .and_then(|d| d.component_mut(rtcp))
-        else {
+        let Some(c) = component(&mut self.streams, slot, k, rtcp) else {
             return;
         };
         let want = match c.phase {
@@ -430,12 +442,7 @@ impl Worker {
             .as_ref()
             .map_or(0, |x| x.options().handshake_timeout.as_nanos() as u64);
         let at = self.instant(now);
-        let Some(c) = self.streams[slot as usize]
-            .as_mut()
-            .and_then(|s| s.legs.get_mut(k))
-            .and_then(|l| l.dtls.as_mut())
-            .and_then(|d| d.component_mut(rtcp))
-        else {
+        let Some(c) = component(&mut self.streams, slot, k, rtcp) else {
             return;
         };
         // Only the latest (earliest) timer counts; older entries in the wheel are stale.
