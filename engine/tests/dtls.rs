@@ -161,6 +161,7 @@ fn pair(backend: BackendKind, mux: bool, swap: bool) {
     }
     let snap = server_engine.snapshot();
     assert_eq!(snap.totals.dtls.established, want as u64);
+    assert_eq!(snap.totals.dtls.started, want as u64);
     assert_eq!(snap.totals.dtls.failed.iter().sum::<u64>(), 0);
 }
 

@@ -878,6 +878,7 @@ fn dtls_stats(d: &crate::worker::dtls::DtlsCounters) -> Value {
         .map(|(r, n)| ((*r).to_string(), json!(n)))
         .collect();
     json!({
+        "started": d.started,
         "established": d.established,
         "failed": failed,
         "sessions": d.sessions,

@@ -129,6 +129,8 @@ metrics! {
         "Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL; reported with the socket's next datagram).";
     DTLS_HANDSHAKES: Counter "srtp_engine_dtls_handshakes_total" ["result"]
         "DTLS-SRTP handshakes by outcome: established, or the failure reason (timeout, fingerprint_mismatch, no_certificate, no_common_profile, no_common_cipher_suite, peer_alert, malformed, protocol).";
+    DTLS_STARTED: Counter "srtp_engine_dtls_handshakes_started_total" []
+        "DTLS-SRTP handshakes started (one per leg, and a second per leg with a separate RTCP port).";
     DTLS_DURATION: Histogram "srtp_engine_dtls_handshake_duration_seconds" []
         "Time from a handshake's first flight (a server: its first datagram) to its keys, for established handshakes.";
     DTLS_SESSIONS: Gauge "srtp_engine_dtls_sessions" []
@@ -272,6 +274,7 @@ pub fn render(s: &Scrape<'_>) -> String {
     o.per_worker(&IO_RX_TRUNCATED, snap, |w| w.io.rx_truncated as f64);
     o.per_worker(&IO_KERNEL_DROPS, snap, |w| w.io.kernel_drops as f64);
     let d = &t.dtls;
+    o.one(&DTLS_STARTED, d.started as f64);
     o.family(&DTLS_HANDSHAKES);
     o.sample(&DTLS_HANDSHAKES, &["established"], d.established as f64);
     for (r, n) in DtlsFailure::REASONS.iter().zip(d.failed) {

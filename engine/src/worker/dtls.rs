@@ -188,6 +188,8 @@ pub struct DtlsLegStats {
 /// Engine-wide DTLS counters (part of the worker's published counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DtlsCounters {
+    /// Handshakes started.
+    pub started: u64,
     /// Handshakes established.
     pub established: u64,
     /// Handshakes failed, by [`DtlsFailure::REASONS`].
@@ -215,6 +217,7 @@ impl DtlsCounters {
 
     /// Adds another worker's counters.
     pub fn add(&mut self, o: &DtlsCounters) {
+        self.started += o.started;
         self.established += o.established;
         for (a, b) in self.failed.iter_mut().zip(o.failed) {
             *a += b;

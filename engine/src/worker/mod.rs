@@ -719,6 +719,7 @@ impl Worker {
             lingering: false,
         };
         self.counters.dtls.sessions += leg.live();
+        self.counters.dtls.started += leg.live();
         Box::new(leg)
     }
 
