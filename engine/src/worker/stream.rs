@@ -327,9 +327,10 @@ pub struct LegStats {
     pub r_factor: f64,
     /// E-model MOS.
     pub mos: f64,
-    /// DTLS-SRTP handshake state (legs keyed by DTLS only).
+    /// DTLS-SRTP handshake state (legs keyed by DTLS only; boxed: every leg carries this
+    /// struct, most without DTLS).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dtls: Option<DtlsLegStats>,
+    pub dtls: Option<Box<DtlsLegStats>>,
 }
 
 /// A stream's statistics.
@@ -541,6 +542,6 @@ fn leg_stats(leg: &mut Leg, codec: &CodecProfile) -> LegStats {
     let q = e_model(impairment, delay, s.loss_percent, 1.0);
     s.r_factor = q.r_factor;
     s.mos = q.mos;
-    s.dtls = leg.dtls.as_ref().map(|d| d.stats());
+    s.dtls = leg.dtls.as_ref().map(|d| Box::new(d.stats()));
     s
 }
