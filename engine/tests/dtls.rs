@@ -15,7 +15,7 @@ use srtp_engine::proto::dtls::{DtlsOptions, DtlsRole, Fingerprint, HashAlg};
 use srtp_engine::runtime::{DtlsSettings, Engine, EngineOptions};
 use srtp_engine::worker::dtls::DtlsSpec;
 use srtp_engine::worker::event::Event;
-use srtp_engine::worker::stream::{LegSpec, Mode, StreamSpec, StreamStats};
+use srtp_engine::worker::stream::{LegSpec, Mode, StreamInfo, StreamSpec, StreamStats};
 
 fn engine_with(backend: BackendKind, options: DtlsOptions) -> Engine {
     let opts = EngineOptions {
@@ -54,6 +54,17 @@ fn dtls_leg(role: DtlsRole, fp: Fingerprint, remote: Option<SocketAddr>, mux: bo
         }),
         ..LegSpec::default()
     }
+}
+
+/// A muxed DTLS server stream on `e` expecting `peer`'s certificate, its peer not yet known.
+fn serve(e: &Engine, peer: &Engine) -> StreamInfo {
+    e.create_stream(spec(dtls_leg(
+        DtlsRole::Server,
+        fingerprint(peer),
+        None,
+        true,
+    )))
+    .unwrap()
 }
 
 fn spec(leg: LegSpec) -> StreamSpec {
@@ -183,14 +194,7 @@ fn fingerprint_mismatch_fails_with_that_reason_and_no_media_passes() {
     let b = engine_with(BackendKind::IoUring, fast());
     let aev = a.take_events().unwrap();
     let bev = b.take_events().unwrap();
-    let s = a
-        .create_stream(spec(dtls_leg(
-            DtlsRole::Server,
-            fingerprint(&b),
-            None,
-            true,
-        )))
-        .unwrap();
+    let s = serve(&a, &b);
     // The client expects a certificate other than the server's.
     let wrong = Fingerprint::of(HashAlg::Sha256, b"not the server's certificate");
     let c = b
@@ -390,20 +394,7 @@ fn every_handshake_completes_through_30_percent_loss_both_ways() {
     let aev = a.take_events().unwrap();
     let bev = b.take_events().unwrap();
     let n = 20;
-    let mut servers = Vec::new();
-    let mut ids = Vec::new();
-    for _ in 0..n {
-        let s = a
-            .create_stream(spec(dtls_leg(
-                DtlsRole::Server,
-                fingerprint(&b),
-                None,
-                true,
-            )))
-            .unwrap();
-        servers.push(s.legs[0].local);
-        ids.push(s.id);
-    }
+    let servers: Vec<SocketAddr> = (0..n).map(|_| serve(&a, &b).legs[0].local).collect();
     let (shim, fronts) = Shim::start(servers, 0.30, 0x5eed_d715);
     let mut cids = Vec::new();
     for f in fronts {

@@ -179,14 +179,32 @@ fn drive(
     Err(DtlsFailure::Timeout)
 }
 
-/// RFC 5764 4.2: client key, server key, client salt, server salt.
-fn split(suite: Suite, km: &[u8]) -> (Vec<u8>, Vec<u8>) {
+/// Our keys against OpenSSL's export, split as RFC 5764 4.2 lays it out (client key, server
+/// key, client salt, server salt): we write with our role's key and read with the other.
+fn assert_keys(name: &str, role: DtlsRole, suite: Suite, keys: &DtlsKeys, km: &[u8]) {
+    assert_eq!(keys.suite, suite, "{name}");
     let p = suite.params();
     let (k, s) = (p.master_key_len, p.master_salt_len);
     assert_eq!(km.len(), 2 * (k + s));
     let client = [&km[..k], &km[2 * k..2 * k + s]].concat();
     let server = [&km[k..2 * k], &km[2 * k + s..]].concat();
-    (client, server)
+    let (ours, theirs) = match role {
+        DtlsRole::Client => (client, server),
+        DtlsRole::Server => (server, client),
+    };
+    assert!(
+        keys.local.equals_material(&ours),
+        "{name}: our write key is {role:?}_write"
+    );
+    assert!(
+        keys.remote.equals_material(&theirs),
+        "{name}: our read key is the peer's write key"
+    );
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// `openssl s_client` in DTLS 1.2 towards `port`, offering `profile`, presenting the peer
@@ -253,18 +271,8 @@ fn we_are_client_to_openssl_s_server_every_profile() {
         let mut s = ctx.session(DtlsRole::Client, peer_fp.clone(), Instant::now());
         let keys = drive(&mut *s, &sock, Some(to)).unwrap_or_else(|f| panic!("{name}: {f}"));
         let km = exported(&out, Duration::from_secs(5));
-        let _ = child.kill();
-        let _ = child.wait();
-        assert_eq!(keys.suite, suite, "{name}");
-        let (client, server) = split(suite, &km);
-        assert!(
-            keys.local.equals_material(&client),
-            "{name}: our write key is client_write"
-        );
-        assert!(
-            keys.remote.equals_material(&server),
-            "{name}: our read key is server_write"
-        );
+        stop(child);
+        assert_keys(name, DtlsRole::Client, suite, &keys, &km);
     }
 }
 
@@ -281,18 +289,8 @@ fn openssl_s_client_to_us_as_server_every_profile() {
         let mut s = ctx.session(DtlsRole::Server, peer_fp.clone(), Instant::now());
         let keys = drive(&mut *s, &sock, None).unwrap_or_else(|f| panic!("{name}: {f}"));
         let km = exported(&out, Duration::from_secs(5));
-        let _ = child.kill();
-        let _ = child.wait();
-        assert_eq!(keys.suite, suite, "{name}");
-        let (client, server) = split(suite, &km);
-        assert!(
-            keys.local.equals_material(&server),
-            "{name}: our write key is server_write"
-        );
-        assert!(
-            keys.remote.equals_material(&client),
-            "{name}: our read key is client_write"
-        );
+        stop(child);
+        assert_keys(name, DtlsRole::Server, suite, &keys, &km);
     }
 }
 
@@ -304,11 +302,10 @@ fn openssl_with_another_certificate_is_refused() {
     let wrong = fingerprint_of(&dir.join("ours.pem"));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
-    let mut child = s_client(&dir, port, "SRTP_AES128_CM_SHA1_80", None);
+    let child = s_client(&dir, port, "SRTP_AES128_CM_SHA1_80", None);
     let mut s = ctx.session(DtlsRole::Server, wrong, Instant::now());
     let r = drive(&mut *s, &sock, None);
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(child);
     assert_eq!(r.err(), Some(DtlsFailure::FingerprintMismatch));
 }
 
@@ -320,10 +317,9 @@ fn no_common_profile_is_named() {
     let peer_fp = fingerprint_of(&dir.join("peer.pem"));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
-    let mut child = s_client(&dir, port, "SRTP_AES128_CM_SHA1_32", None);
+    let child = s_client(&dir, port, "SRTP_AES128_CM_SHA1_32", None);
     let mut s = ctx.session(DtlsRole::Server, peer_fp, Instant::now());
     let r = drive(&mut *s, &sock, None);
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(child);
     assert_eq!(r.err(), Some(DtlsFailure::NoCommonProfile));
 }

@@ -20,7 +20,9 @@ use serde::Serialize;
 use super::Worker;
 use super::event::Event;
 use super::timer::TimerKind;
-use crate::proto::dtls::{DtlsFailure, DtlsOutput, DtlsRole, DtlsSession, Fingerprint};
+use crate::proto::dtls::{
+    DtlsFailure, DtlsOptions, DtlsOutput, DtlsRole, DtlsSession, Fingerprint,
+};
 use crate::proto::srtp::{SrtpInbound, SrtpOutbound, SrtpPolicy, Suite};
 
 /// Upper bounds of the handshake-duration histogram, seconds.
@@ -204,6 +206,11 @@ pub struct DtlsCounters {
 }
 
 impl DtlsCounters {
+    /// Sessions no longer held.
+    pub(crate) fn release(&mut self, n: u64) {
+        self.sessions = self.sessions.saturating_sub(n);
+    }
+
     pub(crate) fn observe(&mut self, took_ns: u64) {
         let s = took_ns as f64 / 1e9;
         let k = HANDSHAKE_BUCKETS
@@ -259,6 +266,15 @@ fn component_name(rtcp: bool) -> &'static str {
 }
 
 impl Worker {
+    /// The engine's handshake timings (a worker with DTLS legs always has a context).
+    fn dtls_options(&self) -> DtlsOptions {
+        self.cfg
+            .media
+            .dtls
+            .as_ref()
+            .map_or_else(DtlsOptions::default, |c| *c.options())
+    }
+
     fn instant(&self, now: u64) -> Instant {
         self.epoch + Duration::from_nanos(now)
     }
@@ -267,6 +283,10 @@ impl Worker {
     /// established, reports success or failure, and arms its timer.
     pub(super) fn dtls_drive(&mut self, slot: u32, k: usize, rtcp: bool, now: u64) {
         let gen_ = self.gens[slot as usize];
+        let opts = self.dtls_options();
+        let linger = opts.linger.as_nanos() as u64;
+        let timeout = opts.handshake_timeout.as_nanos() as u64;
+
         let Some(stream) = self.streams.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
@@ -322,9 +342,6 @@ impl Worker {
             Some(c) => c,
             None => return,
         };
-        let opts = self.cfg.media.dtls.as_ref().map(|x| *x.options());
-        let linger = opts.map_or(0, |o| o.linger.as_nanos() as u64);
-        let timeout = opts.map_or(0, |o| o.handshake_timeout.as_nanos() as u64);
         let mut event = None;
         let mut failure = None;
         match outcome {
@@ -340,8 +357,7 @@ impl Worker {
                         c.suite = Some(suite);
                         if role == DtlsRole::Client {
                             c.session = None;
-                            self.counters.dtls.sessions =
-                                self.counters.dtls.sessions.saturating_sub(1);
+                            self.counters.dtls.release(1);
                         } else {
                             c.linger_until = Some(now + linger);
                         }
@@ -416,7 +432,7 @@ impl Worker {
             return;
         };
         if c.session.take().is_some() {
-            self.counters.dtls.sessions = self.counters.dtls.sessions.saturating_sub(1);
+            self.counters.dtls.release(1);
         }
         c.phase = Phase::Failed(f);
         c.timer_at = None;
@@ -438,12 +454,7 @@ impl Worker {
 
     /// A handshake's timer: the deadline, the end of a server's linger, or a retransmission.
     pub(super) fn dtls_timer(&mut self, slot: u32, k: usize, rtcp: bool, now: u64) {
-        let timeout = self
-            .cfg
-            .media
-            .dtls
-            .as_ref()
-            .map_or(0, |x| x.options().handshake_timeout.as_nanos() as u64);
+        let timeout = self.dtls_options().handshake_timeout.as_nanos() as u64;
         let at = self.instant(now);
         let Some(c) = component(&mut self.streams, slot, k, rtcp) else {
             return;
@@ -461,7 +472,7 @@ impl Worker {
             Phase::Established if c.linger_until.is_some_and(|l| l <= now) => {
                 c.linger_until = None;
                 if c.session.take().is_some() {
-                    self.counters.dtls.sessions = self.counters.dtls.sessions.saturating_sub(1);
+                    self.counters.dtls.release(1);
                 }
                 return;
             }

@@ -296,6 +296,28 @@ pub fn suite_label(k: usize) -> &'static str {
     Suite::ALL.get(k).map_or("plain", |s| s.sdp_name())
 }
 
+/// Checks a leg's DTLS request before anything changes: the engine has DTLS, the leg is not
+/// also given SDES keys, and a client knows where to send its ClientHello.
+fn check_dtls(
+    media: &MediaOptions,
+    d: &dtls::DtlsSpec,
+    sdes_too: bool,
+    remote: Option<SocketAddr>,
+) -> Result<Arc<DtlsContext>, StreamError> {
+    let ctx = media.dtls.clone().ok_or(StreamError::DtlsUnavailable)?;
+    if sdes_too {
+        return Err(StreamError::Invalid(
+            "a leg takes DTLS-SRTP or SDES keys, not both",
+        ));
+    }
+    if d.role == DtlsRole::Client && remote.is_none() {
+        return Err(StreamError::Invalid(
+            "a DTLS client needs the remote address to send its ClientHello to",
+        ));
+    }
+    Ok(ctx)
+}
+
 /// NTP time (32.32) now.
 fn ntp_now() -> u64 {
     let d = SystemTime::now()
@@ -576,7 +598,13 @@ impl Worker {
         for (k, mut leg_spec) in spec.legs.into_iter().enumerate() {
             let dtls_spec = match leg_spec.dtls.take() {
                 None => None,
-                Some(d) => match self.check_dtls(&d, &leg_spec) {
+                Some(d) => match check_dtls(
+                    &self.cfg.media,
+                    &d,
+                    !matches!(leg_spec.tx, stream::Crypto::None)
+                        || !matches!(leg_spec.rx, stream::Crypto::None),
+                    leg_spec.remote,
+                ) {
                     Ok(ctx) => Some((ctx, d)),
                     Err(e) => {
                         result = Err(e);
@@ -626,7 +654,7 @@ impl Worker {
             pace_pending: false,
             watch: self.cfg.media.watch.with(spec.watch),
         };
-        let info = StreamInfo {
+        let mut info = StreamInfo {
             id,
             worker: self.cfg.index,
             legs: stream
@@ -640,7 +668,6 @@ impl Worker {
             ssrc: stream.source.as_ref().map(RtpSource::ssrc),
             fingerprint: None,
         };
-        let mut info = info;
         let dtls_legs: Vec<(usize, bool)> = stream
             .legs
             .iter()
@@ -674,28 +701,6 @@ impl Worker {
             }
         }
         Ok(info)
-    }
-
-    /// Checks a leg's DTLS request before any socket is opened.
-    fn check_dtls(
-        &self,
-        d: &dtls::DtlsSpec,
-        leg: &stream::LegSpec,
-    ) -> Result<Arc<DtlsContext>, StreamError> {
-        let Some(ctx) = self.cfg.media.dtls.clone() else {
-            return Err(StreamError::DtlsUnavailable);
-        };
-        if !matches!(leg.tx, stream::Crypto::None) || !matches!(leg.rx, stream::Crypto::None) {
-            return Err(StreamError::Invalid(
-                "a leg takes DTLS-SRTP or SDES keys, not both",
-            ));
-        }
-        if d.role == DtlsRole::Client && leg.remote.is_none() {
-            return Err(StreamError::Invalid(
-                "a DTLS client needs the remote address to send its ClientHello to",
-            ));
-        }
-        Ok(ctx)
     }
 
     /// A leg's DTLS state with fresh sessions (one per port). The caller has checked that the
@@ -915,7 +920,7 @@ impl Worker {
         for leg in &stream.legs {
             self.close_leg(leg);
             let live = leg.dtls.as_ref().map_or(0, |d| d.live());
-            self.counters.dtls.sessions = self.counters.dtls.sessions.saturating_sub(live);
+            self.counters.dtls.release(live);
         }
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.free.push(slot);
@@ -958,24 +963,13 @@ impl Worker {
                     .legs
                     .get(*k)
                     .ok_or(StreamError::Invalid("no such leg"))?;
-                if u.crypto.as_ref().is_some_and(|(ck, _, _)| ck == k) {
-                    return Err(StreamError::Invalid(
-                        "a leg takes DTLS-SRTP or SDES keys, not both",
-                    ));
-                }
                 let new_remote = u.remote.filter(|(rk, _)| rk == k).map(|(_, r)| r);
-                if d.role == DtlsRole::Client && leg.remote.or(new_remote).is_none() {
-                    return Err(StreamError::Invalid(
-                        "a DTLS client needs the remote address to send its ClientHello to",
-                    ));
-                }
-                Some(
-                    self.cfg
-                        .media
-                        .dtls
-                        .clone()
-                        .ok_or(StreamError::DtlsUnavailable)?,
-                )
+                Some(check_dtls(
+                    &self.cfg.media,
+                    d,
+                    u.crypto.as_ref().is_some_and(|(ck, _, _)| ck == k),
+                    leg.remote.or(new_remote),
+                )?)
             }
         };
         if let Some((k, tx, rx)) = u.crypto {
@@ -1022,7 +1016,7 @@ impl Worker {
             };
             let leg = &mut stream.legs[k];
             let old = leg.dtls.as_ref().map_or(0, |d| d.live());
-            self.counters.dtls.sessions = self.counters.dtls.sessions.saturating_sub(old);
+            self.counters.dtls.release(old);
             leg.tx = None;
             leg.rx = None;
             leg.rtcp_crypto = None;
@@ -1340,23 +1334,12 @@ fn handle(
     let clock = stream.codec.clock_rate();
     let ours = mode.reports().then(|| stream.our_ssrc());
     let class = classify(&buf[..len]);
-    let is_rtcp = match class {
-        PacketClass::Rtp if !on_rtcp_port => false,
-        PacketClass::Rtcp | PacketClass::Rtp => true,
-        PacketClass::Dtls if stream.legs[k].dtls.is_some() => {
-            let leg = &mut stream.legs[k];
-            let expected = if on_rtcp_port {
-                leg.remote_rtcp
-            } else {
-                leg.remote
-            };
-            if leg.strict && expected.is_some_and(|r| r != from) {
-                leg.counters.source_mismatch += 1;
-                c.source_drops += 1;
-                return (Action::Drop, None);
-            }
-            return (Action::Dtls, None);
-        }
+    // DTLS on a DTLS leg goes to its handshake, after the same source check as media (on the
+    // RTCP port, against the RTCP remote).
+    let (is_rtcp, is_dtls) = match class {
+        PacketClass::Rtp if !on_rtcp_port => (false, false),
+        PacketClass::Rtcp | PacketClass::Rtp => (true, false),
+        PacketClass::Dtls if stream.legs[k].dtls.is_some() => (on_rtcp_port, true),
         PacketClass::Dtls | PacketClass::Stun | PacketClass::Zrtp | PacketClass::Turn => {
             // Not carried on this leg (no DTLS-SRTP here; STUN/ICE is not handled).
             let leg = &mut stream.legs[k];
@@ -1381,6 +1364,9 @@ fn handle(
         leg.counters.source_mismatch += 1;
         c.source_drops += 1;
         return (Action::Drop, None);
+    }
+    if is_dtls {
+        return (Action::Dtls, None);
     }
     if !leg.media_open(on_rtcp_port) {
         // DTLS-SRTP has not (or could not) set the keys up: nothing passes.
@@ -1414,7 +1400,7 @@ fn handle(
         && d.lingering
     {
         // The peer protects with the keys: a server's session has nothing left to answer.
-        c.dtls.sessions = c.dtls.sessions.saturating_sub(d.release_lingering());
+        c.dtls.release(d.release_lingering());
     }
     // The packet authenticated (or is well-formed plain RTP below): latch the source.
     let mut connect: Option<(u8, bool, SocketAddr)> = None;
