@@ -1,5 +1,13 @@
 //! `srtp-control`: the signaling layer of srtp-engine.
 //!
-//! It will speak SIP (UDP, TCP, TLS) and SDP offer/answer, negotiate SRTP (SDES and DTLS-SRTP)
-//! and drive the engine's media over its control socket. See `../shared/DESIGN.md` for the
-//! shape it grows into. Nothing is here yet but this skeleton.
+//! It speaks SIP (UDP, TCP, TLS) and SDP offer/answer, negotiates SRTP (SDES and DTLS-SRTP)
+//! and drives the engine's media over its control socket, through the small [`media`] trait
+//! so that signaling can be tested on its own.
+//!
+//! Layers, bottom up:
+//! - [`sip`]: messages, URIs, digest authentication, transactions (sans-IO; time is an
+//!   input), transports (UDP, TCP, TLS with rustls) and the message log;
+//! - [`sdp`]: sessions, `a=crypto` (RFC 4568), `a=fingerprint`/`a=setup` (RFC 8842),
+//!   offer/answer with an SRTP policy, and the encryption verdict of a call.
+
+pub mod sip;
