@@ -97,7 +97,10 @@ fn digest_params(v: &str) -> Result<Vec<(String, String)>, AuthError> {
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| {
             let v = v.trim();
-            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
             (k.trim().to_ascii_lowercase(), v.to_owned())
         })
         .collect())
@@ -125,8 +128,12 @@ impl Challenge {
             }
         };
         Ok(Challenge {
-            realm: get(&p, "realm").ok_or(AuthError::Malformed("no realm"))?.to_owned(),
-            nonce: get(&p, "nonce").ok_or(AuthError::Malformed("no nonce"))?.to_owned(),
+            realm: get(&p, "realm")
+                .ok_or(AuthError::Malformed("no realm"))?
+                .to_owned(),
+            nonce: get(&p, "nonce")
+                .ok_or(AuthError::Malformed("no nonce"))?
+                .to_owned(),
             opaque: get(&p, "opaque").map(str::to_owned),
             algorithm,
             qop_auth,
@@ -184,11 +191,19 @@ impl Challenge {
         cnonce: &str,
         nc: u32,
     ) -> String {
-        let ha1 = Zeroizing::new(self.algorithm.hex(
-            Zeroizing::new(format!("{user}:{}:{password}", self.realm)).as_bytes(),
-        ));
+        let ha1 = Zeroizing::new(
+            self.algorithm
+                .hex(Zeroizing::new(format!("{user}:{}:{password}", self.realm)).as_bytes()),
+        );
         let nc = format!("{nc:08x}");
-        let response = compute(self.algorithm, &ha1, &self.nonce, self.qop_auth.then_some((&nc, cnonce)), method, uri);
+        let response = compute(
+            self.algorithm,
+            &ha1,
+            &self.nonce,
+            self.qop_auth.then_some((&nc, cnonce)),
+            method,
+            uri,
+        );
         let mut s = format!(
             "Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm={}",
             self.realm,
@@ -278,7 +293,8 @@ impl Authorization {
             &self.uri,
         );
         use subtle::ConstantTimeEq;
-        want.len() == self.response.len() && bool::from(want.as_bytes().ct_eq(self.response.as_bytes()))
+        want.len() == self.response.len()
+            && bool::from(want.as_bytes().ct_eq(self.response.as_bytes()))
     }
 }
 
@@ -295,8 +311,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.algorithm, Algorithm::Md5);
         assert!(c.qop_auth);
-        let a = c.respond("Mufasa", "Circle Of Life", "GET", "/dir/index.html", "0a4f113b", 1);
-        assert!(a.contains("response=\"6629fae49393a05397450978507c4ef1\""), "{a}");
+        let a = c.respond(
+            "Mufasa",
+            "Circle Of Life",
+            "GET",
+            "/dir/index.html",
+            "0a4f113b",
+            1,
+        );
+        assert!(
+            a.contains("response=\"6629fae49393a05397450978507c4ef1\""),
+            "{a}"
+        );
         let parsed = Authorization::parse(&a).unwrap();
         assert!(parsed.verify("Circle Of Life", "GET"));
         assert!(!parsed.verify("circle of life", "GET"));
@@ -311,9 +337,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.algorithm, Algorithm::Sha256);
-        let a = c.respond("Mufasa", "Circle of Life", "GET", "/dir/index.html", "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", 1);
+        let a = c.respond(
+            "Mufasa",
+            "Circle of Life",
+            "GET",
+            "/dir/index.html",
+            "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+            1,
+        );
         assert!(
-            a.contains("response=\"753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1\""),
+            a.contains(
+                "response=\"753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1\""
+            ),
             "{a}"
         );
     }
@@ -322,20 +357,40 @@ mod tests {
     fn prefers_sha256_and_rejects_unknown() {
         let md5 = "Digest realm=\"r\", nonce=\"n\", algorithm=MD5";
         let sha = "Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256";
-        assert_eq!(Challenge::pick([md5, sha].into_iter()).unwrap().algorithm, Algorithm::Sha256);
-        assert_eq!(Challenge::pick([sha, md5].into_iter()).unwrap().algorithm, Algorithm::Sha256);
         assert_eq!(
-            Challenge::pick(["Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256"].into_iter()).unwrap_err(),
+            Challenge::pick([md5, sha].into_iter()).unwrap().algorithm,
+            Algorithm::Sha256
+        );
+        assert_eq!(
+            Challenge::pick([sha, md5].into_iter()).unwrap().algorithm,
+            Algorithm::Sha256
+        );
+        assert_eq!(
+            Challenge::pick(["Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256"].into_iter())
+                .unwrap_err(),
             AuthError::UnsupportedAlgorithm
         );
-        assert_eq!(Challenge::parse("Basic realm=\"r\"").unwrap_err(), AuthError::Malformed("scheme is not Digest"));
-        assert_eq!(Challenge::parse("Digest nonce=\"n\"").unwrap_err(), AuthError::Malformed("no realm"));
+        assert_eq!(
+            Challenge::parse("Basic realm=\"r\"").unwrap_err(),
+            AuthError::Malformed("scheme is not Digest")
+        );
+        assert_eq!(
+            Challenge::parse("Digest nonce=\"n\"").unwrap_err(),
+            AuthError::Malformed("no realm")
+        );
         assert_eq!(
             Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\"").unwrap_err(),
             AuthError::UnsupportedQop
         );
         // Round trip of our own challenge, answered without qop.
-        let c = Challenge { realm: "lab".into(), nonce: "abc".into(), opaque: None, algorithm: Algorithm::Sha256, qop_auth: false, stale: false };
+        let c = Challenge {
+            realm: "lab".into(),
+            nonce: "abc".into(),
+            opaque: None,
+            algorithm: Algorithm::Sha256,
+            qop_auth: false,
+            stale: false,
+        };
         assert_eq!(Challenge::parse(&c.to_header()).unwrap(), c);
         let a = Authorization::parse(&c.respond("u", "p", "REGISTER", "sip:lab", "x", 1)).unwrap();
         assert!(a.verify("p", "REGISTER"));

@@ -202,7 +202,8 @@ const NAMES: &[(&str, Option<&str>)] = &[
 /// The canonical spelling of a header name, expanding compact forms.
 pub fn canonical_name(name: &str) -> Cow<'static, str> {
     for (full, compact) in NAMES {
-        if full.eq_ignore_ascii_case(name) || compact.is_some_and(|c| c.eq_ignore_ascii_case(name)) {
+        if full.eq_ignore_ascii_case(name) || compact.is_some_and(|c| c.eq_ignore_ascii_case(name))
+        {
             return Cow::Borrowed(full);
         }
     }
@@ -274,7 +275,10 @@ impl Message {
         if bytes.len() > MAX_MESSAGE_BYTES {
             return Err(ParseError::TooLarge);
         }
-        let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(bytes.len());
+        let start = bytes
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(bytes.len());
         let bytes = &bytes[start..];
         let head_end = find_head_end(bytes).ok_or(ParseError::Unterminated)?;
         let mut msg = parse_head(&bytes[..head_end.0])?;
@@ -293,7 +297,10 @@ impl Message {
     /// Content-Length is mandatory (RFC 3261 18.3).
     pub fn parse_stream(buf: &[u8]) -> Result<StreamRead, ParseError> {
         // RFC 5626 3.5.1: CRLFCRLF ping, CRLF pong.
-        let crlfs = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        let crlfs = buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
         if crlfs > 0 {
             if crlfs == buf.len() && crlfs < 4 && buf.starts_with(b"\r\n\r") {
                 return Ok(StreamRead::Incomplete);
@@ -310,9 +317,9 @@ impl Message {
             return Ok(StreamRead::Incomplete);
         };
         let mut msg = parse_head(&buf[..head])?;
-        let n = msg
-            .content_length()?
-            .ok_or(ParseError::BadContentLength("missing on a stream transport"))?;
+        let n = msg.content_length()?.ok_or(ParseError::BadContentLength(
+            "missing on a stream transport",
+        ))?;
         if body_at + n > MAX_MESSAGE_BYTES {
             return Err(ParseError::TooLarge);
         }
@@ -351,7 +358,11 @@ impl Message {
     /// Replaces every instance of a header with one value.
     pub fn set(&mut self, name: &'static str, value: impl Into<String>) -> &mut Self {
         let value = value.into();
-        match self.headers.iter().position(|h| h.name.eq_ignore_ascii_case(name)) {
+        match self
+            .headers
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(name))
+        {
             Some(i) => {
                 self.headers[i].value = value;
                 let mut seen = false;
@@ -416,7 +427,9 @@ impl Message {
             .trim()
             .split_once(|c: char| c.is_ascii_whitespace())
             .ok_or(ParseError::BadHeader("CSeq"))?;
-        let seq = n.parse().map_err(|_| ParseError::BadHeader("CSeq number"))?;
+        let seq = n
+            .parse()
+            .map_err(|_| ParseError::BadHeader("CSeq number"))?;
         Ok(CSeq {
             seq,
             method: Method::parse(m.trim()).map_err(|_| ParseError::BadHeader("CSeq method"))?,
@@ -481,7 +494,9 @@ impl Message {
         if let StartLine::Request { method, .. } = &self.start
             && *method != cseq.method
         {
-            return Err(ParseError::BadHeader("CSeq method differs from the request's"));
+            return Err(ParseError::BadHeader(
+                "CSeq method differs from the request's",
+            ));
         }
         Ok(())
     }
@@ -601,7 +616,8 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         });
     }
     let mut parts = line.split(' ');
-    let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(m), Some(u), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(ParseError::BadStartLine("not METHOD URI SIP/2.0"));
     };
@@ -632,12 +648,15 @@ pub fn parse_via(v: &str) -> Result<Via, ParseError> {
         Some((s, p)) => (s, super::uri::parse_params(p)),
         None => (rest, Vec::new()),
     };
-    let (host, port) = super::uri::split_host_port(sent_by).map_err(|_| ParseError::BadHeader("Via sent-by"))?;
+    let (host, port) =
+        super::uri::split_host_port(sent_by).map_err(|_| ParseError::BadHeader("Via sent-by"))?;
     let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let rport = match get("rport") {
         None => None,
         Some(None) => Some(None),
-        Some(Some(p)) => Some(Some(p.parse().map_err(|_| ParseError::BadHeader("Via rport"))?)),
+        Some(Some(p)) => Some(Some(
+            p.parse().map_err(|_| ParseError::BadHeader("Via rport"))?,
+        )),
     };
     Ok(Via {
         transport: transport.to_ascii_uppercase(),
@@ -672,12 +691,21 @@ v=0\n";
         let m = Message::parse(INVITE.as_bytes()).unwrap();
         m.validate().unwrap();
         assert_eq!(m.method(), Some(Method::Invite));
-        assert_eq!(m.call_id().unwrap(), "3848276298220188511@atlanta.example.com");
+        assert_eq!(
+            m.call_id().unwrap(),
+            "3848276298220188511@atlanta.example.com"
+        );
         let via = m.top_via().unwrap();
         assert_eq!(via.transport, "TCP");
         assert_eq!(via.branch.as_deref(), Some("z9hG4bK74bf9"));
         assert_eq!(m.from().unwrap().tag(), Some("9fxced76sl"));
-        assert_eq!(m.cseq().unwrap(), CSeq { seq: 1, method: Method::Invite });
+        assert_eq!(
+            m.cseq().unwrap(),
+            CSeq {
+                seq: 1,
+                method: Method::Invite
+            }
+        );
         assert_eq!(m.body, b"v=0\n");
         // Round trip.
         let again = Message::parse(&m.to_bytes()).unwrap();
@@ -708,21 +736,52 @@ l: 0\n\n";
     #[test]
     fn rejects_garbage_with_a_reason() {
         let cases: &[(&str, ParseError)] = &[
-            ("HELLO\r\n\r\n", ParseError::BadStartLine("not METHOD URI SIP/2.0")),
-            ("INVITE sip:a@b SIP/3.0\r\n\r\n", ParseError::BadStartLine("version is not SIP/2.0")),
-            ("SIP/2.0 99 Weird\r\n\r\n", ParseError::BadStartLine("status code not 100-699")),
-            ("INVITE sip:a@b SIP/2.0\r\nNo colon here\r\n\r\n", ParseError::BadHeader("line without ':'")),
-            ("INVITE sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n", ParseError::BadHeader("bad header name")),
-            ("INVITE sip:a@b SIP/2.0\r\nContent-Length: 9\r\n\r\nabc", ParseError::BadContentLength("longer than the datagram")),
-            ("INVITE sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n", ParseError::BadContentLength("not a number")),
+            (
+                "HELLO\r\n\r\n",
+                ParseError::BadStartLine("not METHOD URI SIP/2.0"),
+            ),
+            (
+                "INVITE sip:a@b SIP/3.0\r\n\r\n",
+                ParseError::BadStartLine("version is not SIP/2.0"),
+            ),
+            (
+                "SIP/2.0 99 Weird\r\n\r\n",
+                ParseError::BadStartLine("status code not 100-699"),
+            ),
+            (
+                "INVITE sip:a@b SIP/2.0\r\nNo colon here\r\n\r\n",
+                ParseError::BadHeader("line without ':'"),
+            ),
+            (
+                "INVITE sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n",
+                ParseError::BadHeader("bad header name"),
+            ),
+            (
+                "INVITE sip:a@b SIP/2.0\r\nContent-Length: 9\r\n\r\nabc",
+                ParseError::BadContentLength("longer than the datagram"),
+            ),
+            (
+                "INVITE sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n",
+                ParseError::BadContentLength("not a number"),
+            ),
             ("INVITE sip:a@b SIP/2.0\r\nTo: x", ParseError::Unterminated),
-            ("INVITE http://a SIP/2.0\r\n\r\n", ParseError::BadUri("scheme is not sip: or sips:")),
+            (
+                "INVITE http://a SIP/2.0\r\n\r\n",
+                ParseError::BadUri("scheme is not sip: or sips:"),
+            ),
         ];
         for (raw, want) in cases {
-            assert_eq!(Message::parse(raw.as_bytes()).unwrap_err(), *want, "{raw:?}");
+            assert_eq!(
+                Message::parse(raw.as_bytes()).unwrap_err(),
+                *want,
+                "{raw:?}"
+            );
         }
         let m = Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nCSeq: 1 INVITE\r\nCall-ID: x\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n").unwrap();
-        assert_eq!(m.validate().unwrap_err(), ParseError::BadHeader("CSeq method differs from the request's"));
+        assert_eq!(
+            m.validate().unwrap_err(),
+            ParseError::BadHeader("CSeq method differs from the request's")
+        );
         let mut big = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
             big.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
@@ -735,7 +794,10 @@ l: 0\n\n";
     fn stream_framing_and_keepalives() {
         let raw = INVITE.as_bytes();
         for cut in [0, 10, raw.len() - 1] {
-            assert_eq!(Message::parse_stream(&raw[..cut]).unwrap(), StreamRead::Incomplete);
+            assert_eq!(
+                Message::parse_stream(&raw[..cut]).unwrap(),
+                StreamRead::Incomplete
+            );
         }
         let mut two = raw.to_vec();
         two.extend_from_slice(raw);
@@ -746,11 +808,17 @@ l: 0\n\n";
         assert_eq!(m.body, b"v=0\n");
         assert_eq!(
             Message::parse_stream(b"\r\n\r\nINVITE").unwrap(),
-            StreamRead::Keepalive { used: 4, ping: true }
+            StreamRead::Keepalive {
+                used: 4,
+                ping: true
+            }
         );
         assert_eq!(
             Message::parse_stream(b"\r\n").unwrap(),
-            StreamRead::Keepalive { used: 2, ping: false }
+            StreamRead::Keepalive {
+                used: 2,
+                ping: false
+            }
         );
         assert_eq!(
             Message::parse_stream(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n").unwrap_err(),

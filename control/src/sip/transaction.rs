@@ -139,7 +139,11 @@ impl ClientTransaction {
             invite,
             reliable,
             values,
-            state: if invite { TxState::Calling } else { TxState::Trying },
+            state: if invite {
+                TxState::Calling
+            } else {
+                TxState::Trying
+            },
             interval: values.t1,
             last_send: now,
             ack: None,
@@ -235,8 +239,12 @@ impl ClientTransaction {
             let t = self.timers.swap_remove(i);
             match t.kind {
                 TimerKind::Retransmit => {
-                    if matches!(self.state, TxState::Calling | TxState::Trying | TxState::Proceeding) {
-                        self.events.push_back(TxEvent::Transmit(self.request.clone()));
+                    if matches!(
+                        self.state,
+                        TxState::Calling | TxState::Trying | TxState::Proceeding
+                    ) {
+                        self.events
+                            .push_back(TxEvent::Transmit(self.request.clone()));
                         self.retransmits.push(Retransmit {
                             at: now,
                             interval: now - self.last_send,
@@ -275,7 +283,11 @@ impl ClientTransaction {
     }
 
     fn reap(&mut self, now: Instant) {
-        if self.timers.iter().any(|t| t.at <= now && t.kind == TimerKind::Linger) {
+        if self
+            .timers
+            .iter()
+            .any(|t| t.at <= now && t.kind == TimerKind::Linger)
+        {
             self.handle_timeout(now);
         }
     }
@@ -293,7 +305,12 @@ pub fn ack_for_non_2xx(invite: &Message, resp: &Message) -> Message {
     if let Some(v) = invite.header_values("Via").next() {
         ack.push("Via", v.to_owned());
     }
-    for (name, src) in [("Max-Forwards", invite), ("From", invite), ("To", resp), ("Call-ID", invite)] {
+    for (name, src) in [
+        ("Max-Forwards", invite),
+        ("From", invite),
+        ("To", resp),
+        ("Call-ID", invite),
+    ] {
         if let Some(v) = src.header(name) {
             let name: &'static str = match name {
                 "Max-Forwards" => "Max-Forwards",
@@ -341,7 +358,11 @@ impl ServerTransaction {
             invite,
             reliable,
             values,
-            state: if invite { TxState::Proceeding } else { TxState::Trying },
+            state: if invite {
+                TxState::Proceeding
+            } else {
+                TxState::Trying
+            },
             last_response: None,
             interval: values.t1,
             acked: false,
@@ -373,7 +394,13 @@ impl ServerTransaction {
 
     /// The request again (a retransmission) or, for INVITE, its ACK.
     pub fn handle_request(&mut self, req: Message, now: Instant) {
-        let is_ack = matches!(req.start, StartLine::Request { method: Method::Ack, .. });
+        let is_ack = matches!(
+            req.start,
+            StartLine::Request {
+                method: Method::Ack,
+                ..
+            }
+        );
         if is_ack {
             match self.state {
                 TxState::Completed if self.invite => {
@@ -522,11 +549,18 @@ mod tests {
     }
 
     fn transmits(events: &[TxEvent]) -> usize {
-        events.iter().filter(|e| matches!(e, TxEvent::Transmit(_))).count()
+        events
+            .iter()
+            .filter(|e| matches!(e, TxEvent::Transmit(_)))
+            .count()
     }
 
     /// Runs the transaction's timers until `end`, returning (time offset, event) pairs.
-    fn run_client(tx: &mut ClientTransaction, t0: Instant, end: Duration) -> Vec<(Duration, TxEvent)> {
+    fn run_client(
+        tx: &mut ClientTransaction,
+        t0: Instant,
+        end: Duration,
+    ) -> Vec<(Duration, TxEvent)> {
         let mut out = Vec::new();
         while let Some(at) = tx.poll_timeout() {
             if at > t0 + end {
@@ -543,41 +577,76 @@ mod tests {
     #[test]
     fn invite_over_udp_backs_off_and_times_out_with_timer_b() {
         let t0 = Instant::now();
-        let mut tx = ClientTransaction::new(request(Method::Invite), false, TimerValues::default(), t0);
+        let mut tx =
+            ClientTransaction::new(request(Method::Invite), false, TimerValues::default(), t0);
         assert_eq!(transmits(&drain(|| tx.poll_event())), 1);
         let ev = run_client(&mut tx, t0, Duration::from_secs(60));
-        let sends: Vec<_> = ev.iter().filter(|(_, e)| matches!(e, TxEvent::Transmit(_))).map(|(t, _)| t.as_millis()).collect();
+        let sends: Vec<_> = ev
+            .iter()
+            .filter(|(_, e)| matches!(e, TxEvent::Transmit(_)))
+            .map(|(t, _)| t.as_millis())
+            .collect();
         // Timer A: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s (doubling, no T2 cap for INVITE).
         assert_eq!(sends, [500, 1500, 3500, 7500, 15500, 31500]);
         // Timer B: 64*T1 = 32 s.
-        assert_eq!(ev.last().unwrap(), &(Duration::from_secs(32), TxEvent::Timeout));
+        assert_eq!(
+            ev.last().unwrap(),
+            &(Duration::from_secs(32), TxEvent::Timeout)
+        );
         assert_eq!(tx.state(), TxState::Terminated);
-        let iv: Vec<_> = tx.retransmits().iter().map(|r| r.interval.as_millis()).collect();
+        let iv: Vec<_> = tx
+            .retransmits()
+            .iter()
+            .map(|r| r.interval.as_millis())
+            .collect();
         assert_eq!(iv, [500, 1000, 2000, 4000, 8000, 16000]);
     }
 
     #[test]
     fn non_invite_over_udp_caps_at_t2_and_uses_t2_when_proceeding() {
         let t0 = Instant::now();
-        let mut tx = ClientTransaction::new(request(Method::Register), false, TimerValues::default(), t0);
+        let mut tx =
+            ClientTransaction::new(request(Method::Register), false, TimerValues::default(), t0);
         drain(|| tx.poll_event());
         let ev = run_client(&mut tx, t0, Duration::from_secs(40));
-        let sends: Vec<_> = ev.iter().filter(|(_, e)| matches!(e, TxEvent::Transmit(_))).map(|(t, _)| t.as_millis()).collect();
+        let sends: Vec<_> = ev
+            .iter()
+            .filter(|(_, e)| matches!(e, TxEvent::Transmit(_)))
+            .map(|(t, _)| t.as_millis())
+            .collect();
         // Timer E: 0.5, 1.5, 3.5, 7.5, then every 4 s; Timer F at 32 s.
-        assert_eq!(sends, [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
+        assert_eq!(
+            sends,
+            [
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
+        );
         assert_eq!(ev.last().unwrap().1, TxEvent::Timeout);
 
-        let mut tx = ClientTransaction::new(request(Method::Options), false, TimerValues::default(), t0);
+        let mut tx =
+            ClientTransaction::new(request(Method::Options), false, TimerValues::default(), t0);
         drain(|| tx.poll_event());
         let req = tx.request().clone();
-        tx.handle_response(Message::response_to(&req, 100, "Trying", None), t0 + Duration::from_millis(100));
+        tx.handle_response(
+            Message::response_to(&req, 100, "Trying", None),
+            t0 + Duration::from_millis(100),
+        );
         assert_eq!(tx.state(), TxState::Proceeding);
         let ev = run_client(&mut tx, t0, Duration::from_secs(10));
-        let sends: Vec<_> = ev.iter().filter(|(_, e)| matches!(e, TxEvent::Transmit(_))).map(|(t, _)| t.as_millis()).collect();
+        let sends: Vec<_> = ev
+            .iter()
+            .filter(|(_, e)| matches!(e, TxEvent::Transmit(_)))
+            .map(|(t, _)| t.as_millis())
+            .collect();
         assert_eq!(sends, [500, 4500, 8500]);
-        tx.handle_response(Message::response_to(&req, 200, "OK", Some("x")), t0 + Duration::from_secs(10));
+        tx.handle_response(
+            Message::response_to(&req, 200, "OK", Some("x")),
+            t0 + Duration::from_secs(10),
+        );
         assert_eq!(tx.state(), TxState::Completed);
-        assert!(matches!(&drain(|| tx.poll_event())[..], [TxEvent::Deliver(r)] if r.code() == Some(200)));
+        assert!(
+            matches!(&drain(|| tx.poll_event())[..], [TxEvent::Deliver(r)] if r.code() == Some(200))
+        );
         let ev = run_client(&mut tx, t0, Duration::from_secs(60));
         assert!(ev.is_empty());
         // Timer K = T4 after the final response.
@@ -587,16 +656,22 @@ mod tests {
     #[test]
     fn invite_non_2xx_is_acked_and_retransmissions_reacked() {
         let t0 = Instant::now();
-        let mut tx = ClientTransaction::new(request(Method::Invite), false, TimerValues::default(), t0);
+        let mut tx =
+            ClientTransaction::new(request(Method::Invite), false, TimerValues::default(), t0);
         drain(|| tx.poll_event());
         let req = tx.request().clone();
         let busy = Message::response_to(&req, 486, "Busy Here", Some("b"));
         tx.handle_response(busy.clone(), t0 + Duration::from_millis(50));
         let ev = drain(|| tx.poll_event());
-        let TxEvent::Transmit(ack) = &ev[0] else { panic!("{ev:?}") };
+        let TxEvent::Transmit(ack) = &ev[0] else {
+            panic!("{ev:?}")
+        };
         assert_eq!(ack.method(), Some(Method::Ack));
         assert_eq!(ack.cseq().unwrap().seq, 1);
-        assert_eq!(ack.top_via().unwrap().branch.as_deref(), Some("z9hG4bKtest"));
+        assert_eq!(
+            ack.top_via().unwrap().branch.as_deref(),
+            Some("z9hG4bKtest")
+        );
         assert_eq!(ack.to().unwrap().tag(), Some("b"));
         assert!(matches!(&ev[1], TxEvent::Deliver(r) if r.code() == Some(486)));
         tx.handle_response(busy, t0 + Duration::from_secs(1));
@@ -613,7 +688,8 @@ mod tests {
     #[test]
     fn invite_2xx_goes_to_accepted_and_passes_retransmissions_up() {
         let t0 = Instant::now();
-        let mut tx = ClientTransaction::new(request(Method::Invite), true, TimerValues::default(), t0);
+        let mut tx =
+            ClientTransaction::new(request(Method::Invite), true, TimerValues::default(), t0);
         drain(|| tx.poll_event());
         // Reliable: no Timer A.
         assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(32)));
@@ -624,7 +700,12 @@ mod tests {
         tx.handle_response(ok.clone(), t0 + Duration::from_secs(60));
         tx.handle_response(ok, t0 + Duration::from_secs(61));
         let ev = drain(|| tx.poll_event());
-        assert_eq!(ev.iter().filter(|e| matches!(e, TxEvent::Deliver(r) if r.code() == Some(200))).count(), 2);
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, TxEvent::Deliver(r) if r.code() == Some(200)))
+                .count(),
+            2
+        );
         tx.handle_timeout(t0 + Duration::from_secs(60 + 32));
         assert_eq!(tx.state(), TxState::Terminated);
     }
@@ -639,7 +720,10 @@ mod tests {
         // A retransmitted INVITE gets the 100 again.
         tx.handle_request(inv.clone(), t0);
         assert_eq!(transmits(&drain(|| tx.poll_event())), 1);
-        tx.respond(Message::response_to(&inv, 488, "Not Acceptable Here", Some("b")), t0);
+        tx.respond(
+            Message::response_to(&inv, 488, "Not Acceptable Here", Some("b")),
+            t0,
+        );
         assert_eq!(transmits(&drain(|| tx.poll_event())), 1);
         // Timer G: 0.5, 1.5, 3.5, 7.5, 11.5 s (capped at T2).
         let mut sends = Vec::new();
@@ -681,9 +765,15 @@ mod tests {
         let mut ack = request(Method::Ack);
         ack.set("CSeq", "1 ACK");
         tx.handle_request(ack, t0 + Duration::from_secs(2));
-        assert!(matches!(&drain(|| tx.poll_event())[..], [TxEvent::Deliver(_)]));
+        assert!(matches!(
+            &drain(|| tx.poll_event())[..],
+            [TxEvent::Deliver(_)]
+        ));
         tx.handle_timeout(t0 + Duration::from_secs(10));
-        assert!(drain(|| tx.poll_event()).is_empty(), "no retransmission after the ACK");
+        assert!(
+            drain(|| tx.poll_event()).is_empty(),
+            "no retransmission after the ACK"
+        );
         tx.handle_timeout(t0 + Duration::from_secs(32));
         assert_eq!(tx.state(), TxState::Terminated);
         assert!(drain(|| tx.poll_event()).is_empty());
@@ -694,9 +784,15 @@ mod tests {
         let t0 = Instant::now();
         let reg = request(Method::Register);
         let mut tx = ServerTransaction::new(&reg, false, TimerValues::default());
-        assert!(drain(|| tx.poll_event()).is_empty(), "no 100 for non-INVITE");
+        assert!(
+            drain(|| tx.poll_event()).is_empty(),
+            "no 100 for non-INVITE"
+        );
         tx.handle_request(reg.clone(), t0);
-        assert!(drain(|| tx.poll_event()).is_empty(), "nothing to repeat yet");
+        assert!(
+            drain(|| tx.poll_event()).is_empty(),
+            "nothing to repeat yet"
+        );
         tx.respond(Message::response_to(&reg, 200, "OK", Some("r")), t0);
         drain(|| tx.poll_event());
         tx.handle_request(reg, t0 + Duration::from_secs(1));

@@ -28,7 +28,10 @@ impl Uri {
         Uri {
             secure: false,
             user: user.map(str::to_owned),
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             params: Vec::new(),
             headers: None,
@@ -240,7 +243,9 @@ pub(crate) fn split_host_port(s: &str) -> Result<(String, Option<u16>), ParseErr
         return Err(ParseError::BadUri("empty host"));
     }
     let (host, port) = if let Some(r) = s.strip_prefix('[') {
-        let end = r.find(']').ok_or(ParseError::BadUri("IPv6 host without ']'"))?;
+        let end = r
+            .find(']')
+            .ok_or(ParseError::BadUri("IPv6 host without ']'"))?;
         let host = &r[..end];
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(ParseError::BadUri("bad IPv6 address"));
@@ -336,8 +341,9 @@ pub(crate) fn split_list(s: &str) -> impl Iterator<Item = &str> {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()))
-        .then(|| &s[prefix.len()..])
+    (s.len() >= prefix.len()
+        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()))
+    .then(|| &s[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -355,22 +361,33 @@ mod tests {
         assert_eq!(u.param("lr"), Some(None));
         assert_eq!(u.headers.as_deref(), Some("subject=x"));
         // The password is dropped.
-        assert_eq!(u.to_string(), "sips:alice@[::1]:5071;transport=TCP;lr?subject=x");
         assert_eq!(
-            u.socket_addr(),
-            Some("[::1]:5071".parse().unwrap())
+            u.to_string(),
+            "sips:alice@[::1]:5071;transport=TCP;lr?subject=x"
         );
+        assert_eq!(u.socket_addr(), Some("[::1]:5071".parse().unwrap()));
         let u = Uri::parse("SIP:bob@example.com").unwrap();
         assert_eq!(u.port, None);
         assert_eq!(u.socket_addr(), None);
-        for bad in ["tel:+123", "sip:", "sip:a@", "sip:a@b:0", "sip:a@b:99999", "sip:[::1", "sip:a@b c"] {
+        for bad in [
+            "tel:+123",
+            "sip:",
+            "sip:a@",
+            "sip:a@b:0",
+            "sip:a@b:99999",
+            "sip:[::1",
+            "sip:a@b c",
+        ] {
             assert!(Uri::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse("\"Alice \\\"A\\\"\" <sip:alice@a.example;transport=udp>;tag=1928301774").unwrap();
+        let n = NameAddr::parse(
+            "\"Alice \\\"A\\\"\" <sip:alice@a.example;transport=udp>;tag=1928301774",
+        )
+        .unwrap();
         assert_eq!(n.display.as_deref(), Some("Alice \"A\""));
         assert_eq!(n.uri.transport().as_deref(), Some("udp"));
         assert_eq!(n.tag(), Some("1928301774"));
@@ -386,8 +403,7 @@ mod tests {
 
     #[test]
     fn list_splitting_respects_quotes_and_brackets() {
-        let v: Vec<_> =
-            split_list("\"a,b\" <sip:x@y;p=1,2>, <sip:z@w> , sip:q@r").collect();
+        let v: Vec<_> = split_list("\"a,b\" <sip:x@y;p=1,2>, <sip:z@w> , sip:q@r").collect();
         assert_eq!(v, ["\"a,b\" <sip:x@y;p=1,2>", "<sip:z@w>", "sip:q@r"]);
     }
 }

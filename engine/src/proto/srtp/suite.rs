@@ -178,15 +178,21 @@ impl Suite {
 
     /// Looks a suite up by its SDES name (the RFC spelling, or a known vendor alias).
     pub fn from_sdp_name(name: &str) -> Option<Suite> {
+        Suite::from_sdp_spelling(name).map(|(s, _)| s)
+    }
+
+    /// Looks a suite up by its SDES name and gives the spelling that matched, so that an
+    /// answer can echo a vendor alias back in the offerer's words.
+    pub fn from_sdp_spelling(name: &str) -> Option<(Suite, &'static str)> {
         SUITES
             .iter()
             .find(|p| p.sdp_name == name)
-            .map(|p| p.suite)
+            .map(|p| (p.suite, p.sdp_name))
             .or_else(|| {
                 SDP_ALIASES
                     .iter()
                     .find(|(n, _)| *n == name)
-                    .map(|(_, s)| *s)
+                    .map(|(n, s)| (*s, *n))
             })
     }
 

@@ -1,0 +1,13 @@
+//! SDP (RFC 8866) and offer/answer (RFC 3264) with SRTP keying: SDES `a=crypto` (RFC 4568)
+//! and DTLS-SRTP `a=fingerprint`/`a=setup`/`a=tls-id` (RFC 5763, RFC 8842).
+
+pub mod crypto;
+pub mod negotiate;
+pub mod session;
+
+pub use crypto::{CryptoAttr, CryptoAttrError};
+pub use negotiate::{
+    AnswerPlan, Codec, KeyMethod, LocalMedia, MediaCrypto, MediaSecurity, Negotiated,
+    NegotiationError, Offer, SecurityConfig, SecurityLevel, SrtpPolicy, Verdict, plan_answer,
+};
+pub use session::{Direction, SdpError, Session};
