@@ -2,8 +2,11 @@
 //! per-endpoint message log.
 
 pub mod auth;
+pub mod log;
 pub mod message;
+pub mod tls;
 pub mod transaction;
+pub mod transport;
 pub mod uri;
 
 pub use message::{Message, Method, ParseError, StartLine};
