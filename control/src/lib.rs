@@ -10,5 +10,8 @@
 //! - [`sdp`]: sessions, `a=crypto` (RFC 4568), `a=fingerprint`/`a=setup` (RFC 8842),
 //!   offer/answer with an SRTP policy, and the encryption verdict of a call.
 
+pub mod media;
+pub mod pki;
 pub mod sdp;
 pub mod sip;
+pub mod ua;

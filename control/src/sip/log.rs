@@ -25,7 +25,11 @@ pub struct MessageLog {
 
 impl std::fmt::Debug for MessageLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.out.is_some() { "MessageLog(on)" } else { "MessageLog(off)" })
+        f.write_str(if self.out.is_some() {
+            "MessageLog(on)"
+        } else {
+            "MessageLog(off)"
+        })
     }
 }
 
@@ -43,9 +47,18 @@ impl MessageLog {
     }
 
     /// Records one message.
-    pub fn record(&self, dir: Direction, transport: &str, local: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
+    pub fn record(
+        &self,
+        dir: Direction,
+        transport: &str,
+        local: SocketAddr,
+        peer: SocketAddr,
+        bytes: &[u8],
+    ) {
         let Some(out) = &self.out else { return };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let (arrow, a, b) = match dir {
             Direction::Sent => ("SENT", local, peer),
             Direction::Received => ("RECEIVED", peer, local),
@@ -95,7 +108,12 @@ pub fn utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -108,7 +126,10 @@ mod tests {
         assert_eq!(utc(951_782_400), "2000-02-29T00:00:00");
         assert_eq!(utc(1_795_252_671), "2026-11-21T09:17:51");
         let t = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4\r\n";
-        assert_eq!(redact(t), "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:<redacted>|2^20|1:4\r\n");
+        assert_eq!(
+            redact(t),
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:<redacted>|2^20|1:4\r\n"
+        );
     }
 
     #[test]
@@ -117,9 +138,20 @@ mod tests {
         let log = MessageLog::create(&dir).unwrap();
         let a: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:5070".parse().unwrap();
-        log.record(Direction::Sent, "UDP", a, b, b"OPTIONS sip:x@y SIP/2.0\r\n\r\n");
+        log.record(
+            Direction::Sent,
+            "UDP",
+            a,
+            b,
+            b"OPTIONS sip:x@y SIP/2.0\r\n\r\n",
+        );
         let text = std::fs::read_to_string(&dir).unwrap();
         std::fs::remove_file(&dir).unwrap();
-        assert!(text.contains("SENT UDP 127.0.0.1:5060 -> 127.0.0.1:5070 (27 bytes)\nOPTIONS sip:x@y SIP/2.0"), "{text}");
+        assert!(
+            text.contains(
+                "SENT UDP 127.0.0.1:5060 -> 127.0.0.1:5070 (27 bytes)\nOPTIONS sip:x@y SIP/2.0"
+            ),
+            "{text}"
+        );
     }
 }

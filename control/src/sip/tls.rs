@@ -114,15 +114,35 @@ impl TlsFailure {
                 CertificateError::ExpiredContext { not_after, .. } => TlsFailure::Expired {
                     not_after: Some(not_after.as_secs()),
                 },
-                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => TlsFailure::NotYetValid,
-                CertificateError::UnknownIssuer => TlsFailure::UnknownAuthority { trust: trust.to_owned() },
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    TlsFailure::NotYetValid
+                }
+                // A bad signature under a trusted name is a different authority of the same
+                // name: still not one we trust.
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    TlsFailure::UnknownAuthority {
+                        trust: trust.to_owned(),
+                    }
+                }
                 CertificateError::NotValidForName => TlsFailure::WrongName {
                     expected: "the name we asked for".into(),
                     presented: "other names".into(),
                 },
-                CertificateError::NotValidForNameContext { expected, presented } => TlsFailure::WrongName {
+                CertificateError::NotValidForNameContext {
+                    expected,
+                    presented,
+                } => TlsFailure::WrongName {
                     expected: server_name_text(expected),
-                    presented: if presented.is_empty() { "no names".into() } else { presented.join(", ") },
+                    presented: if presented.is_empty() {
+                        "no names".into()
+                    } else {
+                        // rustls gives `DnsName("a.example")`; people want `a.example`.
+                        presented
+                            .iter()
+                            .map(|p| p.split('"').nth(1).unwrap_or(p))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
                 },
                 other => TlsFailure::Other(format!("invalid certificate: {other:?}")),
             },
@@ -144,7 +164,9 @@ impl TlsFailure {
                 }
                 other => TlsFailure::Other(format!("the peer sent alert {}", alert_text(*other))),
             },
-            E::NoCertificatesPresented => TlsFailure::ClientCertificateRefused("none presented".into()),
+            E::NoCertificatesPresented => {
+                TlsFailure::ClientCertificateRefused("none presented".into())
+            }
             other => TlsFailure::Other(other.to_string()),
         }
     }
@@ -153,7 +175,9 @@ impl TlsFailure {
     pub fn from_io(e: &std::io::Error, sent_certificate: bool, trust: &str) -> TlsFailure {
         match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             Some(r) => TlsFailure::classify(r, sent_certificate, trust),
-            None if e.kind() == std::io::ErrorKind::UnexpectedEof => TlsFailure::ClosedAfterHandshake,
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                TlsFailure::ClosedAfterHandshake
+            }
             None => TlsFailure::Other(e.to_string()),
         }
     }
@@ -226,7 +250,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The client configuration for these settings and a name for the trust store in messages.
-pub fn client_config(s: &TlsSettings) -> Result<(Arc<rustls::ClientConfig>, String), TlsConfigError> {
+pub fn client_config(
+    s: &TlsSettings,
+) -> Result<(Arc<rustls::ClientConfig>, String), TlsConfigError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
@@ -243,14 +269,22 @@ pub fn client_config(s: &TlsSettings) -> Result<(Arc<rustls::ClientConfig>, Stri
             for c in found.certs {
                 let _ = roots.add(c);
             }
-            (builder.with_root_certificates(roots), "the system trust store".to_owned())
+            (
+                builder.with_root_certificates(roots),
+                "the system trust store".to_owned(),
+            )
         }
         Verify::CaFile(p) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in certs(p)? {
-                roots.add(c).map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
             }
-            (builder.with_root_certificates(roots), format!("CA file {}", p.display()))
+            (
+                builder.with_root_certificates(roots),
+                format!("CA file {}", p.display()),
+            )
         }
     };
     let config = match &s.identity {
@@ -264,10 +298,9 @@ pub fn client_config(s: &TlsSettings) -> Result<(Arc<rustls::ClientConfig>, Stri
 
 /// The server configuration: our identity (required) and, for mutual TLS, the client CA.
 pub fn server_config(s: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
-    let (c, k) = s
-        .identity
-        .as_ref()
-        .ok_or_else(|| TlsConfigError::Rustls("a TLS listener needs a certificate and key".into()))?;
+    let (c, k) = s.identity.as_ref().ok_or_else(|| {
+        TlsConfigError::Rustls("a TLS listener needs a certificate and key".into())
+    })?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
@@ -275,11 +308,16 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsCo
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in certs(ca)? {
-                roots.add(c).map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
             }
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
             builder.with_client_cert_verifier(v)
         }
         None => builder.with_no_client_auth(),
@@ -313,7 +351,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -322,7 +365,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -336,7 +384,10 @@ mod tests {
 
     #[test]
     fn alert_names_are_rfc_spelling() {
-        assert_eq!(alert_text(AlertDescription::CertificateRequired), "certificate_required");
+        assert_eq!(
+            alert_text(AlertDescription::CertificateRequired),
+            "certificate_required"
+        );
         assert_eq!(alert_text(AlertDescription::UnknownCA), "unknown_ca");
     }
 }

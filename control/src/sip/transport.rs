@@ -177,7 +177,9 @@ impl SipTransport {
         let tls_client = if protocol == Protocol::Tls {
             let (c, trust) = client_config(tls)?;
             if tls.verify == super::tls::Verify::Skip {
-                tracing::warn!("TLS server certificate verification is OFF (verify = skip): UNSAFE, for lab use only");
+                tracing::warn!(
+                    "TLS server certificate verification is OFF (verify = skip): UNSAFE, for lab use only"
+                );
             }
             Some((c, trust, tls.identity.is_some()))
         } else {
@@ -207,7 +209,9 @@ impl SipTransport {
                 } else {
                     None
                 };
-                let l = TcpListener::bind(addr).await.map_err(|e| io_err("listen", e))?;
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| io_err("listen", e))?;
                 t.local = l.local_addr().map_err(|e| io_err("listen", e))?;
                 let t2 = t.clone();
                 tokio::spawn(async move { t2.accept_loop(l, acceptor).await });
@@ -239,7 +243,8 @@ impl SipTransport {
             if bytes.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            self.log.record(Direction::Received, "UDP", self.local, peer, bytes);
+            self.log
+                .record(Direction::Received, "UDP", self.local, peer, bytes);
             let ev = match Message::parse(bytes) {
                 Ok(m) => TransportEvent::Message {
                     msg: Box::new(m),
@@ -255,7 +260,9 @@ impl SipTransport {
 
     async fn accept_loop(self, l: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>) {
         loop {
-            let Ok((tcp, peer)) = l.accept().await else { continue };
+            let Ok((tcp, peer)) = l.accept().await else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let t = self.clone();
             let acceptor = acceptor.clone();
@@ -289,7 +296,10 @@ impl SipTransport {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let flow = Flow::Stream { id, peer };
         let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.writers.lock().unwrap_or_else(|p| p.into_inner()).insert(id, wtx);
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, wtx);
         let (mut rd, mut wr) = tokio::io::split(stream);
         tokio::spawn(async move {
             while let Some(b) = wrx.recv().await {
@@ -303,13 +313,21 @@ impl SipTransport {
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 16384];
+            let mut got_message = false;
             let error = loop {
                 match rd.read(&mut chunk).await {
+                    // A TLS peer that hangs up before saying anything at all usually did not
+                    // like our client certificate (TLS 1.3 tells us after our Finished).
+                    Ok(0) if !got_message && t.protocol == Protocol::Tls => {
+                        break Some(TransportError::Tls(TlsFailure::ClosedAfterHandshake));
+                    }
                     Ok(0) => break None,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     Err(e) => {
                         break Some(match &t.tls_client {
-                            Some((_, trust, sent)) => TransportError::Tls(TlsFailure::from_io(&e, *sent, trust)),
+                            Some((_, trust, sent)) => {
+                                TransportError::Tls(TlsFailure::from_io(&e, *sent, trust))
+                            }
                             None => TransportError::Io {
                                 protocol: t.protocol.via(),
                                 what: "read from",
@@ -329,7 +347,14 @@ impl SipTransport {
                             }
                         }
                         Ok(StreamRead::Message(m, used)) => {
-                            t.log.record(Direction::Received, t.protocol.via(), t.local, peer, &buf[..used]);
+                            got_message = true;
+                            t.log.record(
+                                Direction::Received,
+                                t.protocol.via(),
+                                t.local,
+                                peer,
+                                &buf[..used],
+                            );
                             buf.drain(..used);
                             let _ = t.events.send(TransportEvent::Message { msg: m, flow });
                         }
@@ -343,7 +368,10 @@ impl SipTransport {
                     }
                 }
             };
-            t.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            t.writers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             let _ = t.events.send(TransportEvent::Closed { flow, error });
         });
         flow
@@ -351,7 +379,11 @@ impl SipTransport {
 
     /// Opens a flow to a peer: nothing to do for UDP; a TCP connection or a TLS handshake
     /// (checking the certificate against `server_name`) otherwise.
-    pub async fn connect(&self, peer: SocketAddr, server_name: &str) -> Result<Flow, TransportError> {
+    pub async fn connect(
+        &self,
+        peer: SocketAddr,
+        server_name: &str,
+    ) -> Result<Flow, TransportError> {
         let io_err = |what, e: std::io::Error| TransportError::Io {
             protocol: self.protocol.via(),
             what,
@@ -361,16 +393,26 @@ impl SipTransport {
         match self.protocol {
             Protocol::Udp => Ok(Flow::Udp(peer)),
             Protocol::Tcp => {
-                let s = TcpStream::connect(peer).await.map_err(|e| io_err("connect to", e))?;
+                let s = TcpStream::connect(peer)
+                    .await
+                    .map_err(|e| io_err("connect to", e))?;
                 let _ = s.set_nodelay(true);
                 Ok(self.register(s, peer))
             }
             Protocol::Tls => {
-                let (cfg, trust, sent) = self.tls_client.clone().ok_or(TransportError::TlsConfig("no TLS client configuration".into()))?;
-                let s = TcpStream::connect(peer).await.map_err(|e| io_err("connect to", e))?;
+                let (cfg, trust, sent) = self.tls_client.clone().ok_or(
+                    TransportError::TlsConfig("no TLS client configuration".into()),
+                )?;
+                let s = TcpStream::connect(peer)
+                    .await
+                    .map_err(|e| io_err("connect to", e))?;
                 let _ = s.set_nodelay(true);
                 let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
-                    .map_err(|_| TransportError::TlsConfig(format!("'{server_name}' is not a valid TLS server name")))?;
+                    .map_err(|_| {
+                        TransportError::TlsConfig(format!(
+                            "'{server_name}' is not a valid TLS server name"
+                        ))
+                    })?;
                 let tls = tokio_rustls::TlsConnector::from(cfg)
                     .connect(name, s)
                     .await
@@ -392,7 +434,13 @@ impl SipTransport {
 
     fn send_raw(&self, flow: &Flow, bytes: Vec<u8>, log: bool) -> bool {
         if log {
-            self.log.record(Direction::Sent, self.protocol.via(), self.local, flow.peer(), &bytes);
+            self.log.record(
+                Direction::Sent,
+                self.protocol.via(),
+                self.local,
+                flow.peer(),
+                &bytes,
+            );
         }
         match flow {
             Flow::Udp(peer) => match &self.udp {
@@ -414,7 +462,10 @@ impl SipTransport {
     /// Closes a stream connection.
     pub fn close(&self, flow: &Flow) {
         if let Flow::Stream { id, .. } = flow {
-            self.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+            self.writers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
         }
     }
 }
