@@ -1,6 +1,328 @@
-//! The `srtp-control` binary (skeleton).
+//! The `srtp-control` binary: answer calls, place calls, make lab certificates.
 
-fn main() {
-    eprintln!("srtp-control: the signaling layer is not built yet");
-    std::process::exit(2);
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use srtp_control::media::{EngineMedia, MediaEngine, SignalingOnly};
+use srtp_control::sdp::{Codec, KeyMethod, SrtpPolicy};
+use srtp_control::sip::log::MessageLog;
+use srtp_control::sip::tls::{TlsSettings, Verify};
+use srtp_control::sip::transport::Protocol;
+use srtp_control::sip::uri::Uri;
+use srtp_control::ua::{UaConfig, UasEvent, UserAgent};
+use srtp_engine::proto::srtp::Suite;
+
+/// SIP/SDP signaling for srtp-engine.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Answer incoming calls until stopped (or for --seconds), printing each call's verdict.
+    Answer {
+        #[command(flatten)]
+        ep: Endpoint,
+        /// Stop after this many seconds (0: run until killed).
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
+    },
+    /// Place calls, hold them, print each verdict and media figures, hang up.
+    Call {
+        #[command(flatten)]
+        ep: Endpoint,
+        /// Whom to call: sip:user@host:port (the host is the TLS server name).
+        #[arg(long)]
+        to: String,
+        /// The address to send to, when the URI's host is not an IP address.
+        #[arg(long)]
+        via: Option<SocketAddr>,
+        /// Number of calls, one after the other.
+        #[arg(long, default_value_t = 1)]
+        calls: u32,
+        /// Hold time per call in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        hold_ms: u64,
+    },
+    /// Write a lab CA and certificates for TLS tests (server, expired, client) to a directory.
+    Pki {
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Names for the server certificate.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Endpoint {
+    /// Transport and address to listen on: udp:127.0.0.1:5060, tcp:..., tls:...
+    #[arg(long, default_value = "udp:127.0.0.1:5060")]
+    listen: String,
+    /// Our user name.
+    #[arg(long, default_value = "srtp-control")]
+    user: String,
+    /// The engine's control socket; without it, signaling only (no media).
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// SRTP policy: off, offered, required.
+    #[arg(long, default_value = "required")]
+    srtp: String,
+    /// Keying method: sdes, dtls, dual.
+    #[arg(long, default_value = "sdes")]
+    method: String,
+    /// Enabled suites in preference order (default: all).
+    #[arg(long, value_delimiter = ',')]
+    suites: Vec<String>,
+    /// Codecs in preference order: pcmu, pcma, g722, opus.
+    #[arg(long, value_delimiter = ',')]
+    codecs: Vec<String>,
+    /// Do not offer rtcp-mux.
+    #[arg(long)]
+    no_rtcp_mux: bool,
+    /// TLS: verify the server with the system trust store (system), a CA file (a path), or
+    /// not at all (skip: unsafe, logged).
+    #[arg(long, default_value = "system")]
+    verify: String,
+    /// TLS certificate (PEM): ours as a server, and as a client for mutual TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// As a TLS server, require client certificates from this CA (mutual TLS).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Digest credentials for challenges: user:password.
+    #[arg(long)]
+    auth: Option<String>,
+    /// As answerer, challenge INVITEs: realm:password.
+    #[arg(long)]
+    challenge: Option<String>,
+    /// Write every SIP message sent and received to this file (SDES keys redacted).
+    #[arg(long)]
+    sip_log: Option<PathBuf>,
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(v.to_owned()))
+        .map_err(|_| format!("bad --{what} '{v}'"))
+}
+
+fn config(ep: &Endpoint) -> Result<(UaConfig, Box<dyn MediaEngine>), String> {
+    let (proto, addr) = ep
+        .listen
+        .split_once(':')
+        .ok_or("--listen is <udp|tcp|tls>:<ip>:<port>")?;
+    let protocol = Protocol::parse(proto).ok_or_else(|| format!("unknown transport '{proto}'"))?;
+    let listen: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("bad --listen address '{addr}'"))?;
+    let mut cfg = UaConfig::new(&ep.user, protocol, listen);
+    cfg.security.policy = parse_enum::<SrtpPolicy>("srtp", &ep.srtp)?;
+    cfg.security.method = parse_enum::<KeyMethod>("method", &ep.method)?;
+    if !ep.suites.is_empty() {
+        cfg.security.suites = ep
+            .suites
+            .iter()
+            .map(|s| Suite::from_sdp_name(s).ok_or_else(|| format!("unknown suite '{s}'")))
+            .collect::<Result<_, _>>()?;
+    }
+    if !ep.codecs.is_empty() {
+        cfg.security.codecs = ep
+            .codecs
+            .iter()
+            .map(|c| Codec::by_name(c).ok_or_else(|| format!("unknown codec '{c}'")))
+            .collect::<Result<_, _>>()?;
+    }
+    cfg.security.rtcp_mux = !ep.no_rtcp_mux;
+    cfg.tls = TlsSettings {
+        verify: match ep.verify.as_str() {
+            "system" => Verify::System,
+            "skip" => Verify::Skip,
+            path => Verify::CaFile(path.into()),
+        },
+        identity: ep.tls_cert.clone().zip(ep.tls_key.clone()),
+        client_ca: ep.client_ca.clone(),
+    };
+    let split = |v: &str, what: &str| {
+        v.split_once(':')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .ok_or_else(|| format!("--{what} is a:b"))
+    };
+    cfg.credentials = ep.auth.as_deref().map(|v| split(v, "auth")).transpose()?;
+    cfg.challenge = ep
+        .challenge
+        .as_deref()
+        .map(|v| split(v, "challenge"))
+        .transpose()?;
+    if let Some(p) = &ep.sip_log {
+        cfg.log = MessageLog::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let media: Box<dyn MediaEngine> = match &ep.engine {
+        Some(sock) => {
+            Box::new(EngineMedia::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?)
+        }
+        None => Box::new(SignalingOnly::new(listen.ip(), None)),
+    };
+    Ok((cfg, media))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("srtp-control: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("srtp-control: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<bool, String> {
+    match cli.command {
+        Command::Pki { dir, names } => {
+            use srtp_control::pki::{CertSpec, LabCa, write_pair};
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let ca = LabCa::new("srtp-control lab CA").map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("ca.crt"), ca.cert_pem()).map_err(|e| e.to_string())?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            for (name, client, expired) in [
+                ("server", false, false),
+                ("expired", false, true),
+                ("client", true, false),
+            ] {
+                let (c, k) = ca
+                    .issue(&CertSpec {
+                        names: &names,
+                        client,
+                        expired,
+                    })
+                    .map_err(|e| e.to_string())?;
+                write_pair(&dir, name, &c, &k).map_err(|e| e.to_string())?;
+            }
+            println!(
+                "wrote ca.crt, server.{{crt,key}}, expired.{{crt,key}}, client.{{crt,key}} to {}",
+                dir.display()
+            );
+            Ok(true)
+        }
+        Command::Answer { ep, seconds } => {
+            let (cfg, media) = config(&ep)?;
+            let (ua, mut events) = UserAgent::start(cfg, media)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "listening on {} {}",
+                ep.listen.split(':').next().unwrap_or(""),
+                ua.local_addr()
+            );
+            let deadline = async {
+                if seconds == 0 {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(Duration::from_secs(seconds)).await
+                }
+            };
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    () = &mut deadline => return Ok(true),
+                    ev = events.recv() => match ev {
+                        None => return Ok(true),
+                        Some(UasEvent::Answered(i)) => println!("answered {}: {}", i.call_id, i.verdict),
+                        Some(UasEvent::Refused { call_id, code, reason }) => println!("refused {call_id} with {code}: {reason}"),
+                        Some(UasEvent::Ended { call_id, stats }) => println!("ended {call_id}: {}", media_line(&stats)),
+                    }
+                }
+            }
+        }
+        Command::Call {
+            ep,
+            to,
+            via,
+            calls,
+            hold_ms,
+        } => {
+            let (cfg, media) = config(&ep)?;
+            let target = Uri::parse(&to).map_err(|e| format!("--to: {e}"))?;
+            let peer = via
+                .or_else(|| target.socket_addr())
+                .ok_or("--to has a host name: give the address with --via")?;
+            let (ua, _) = UserAgent::start(cfg, media)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ok = true;
+            for n in 1..=calls {
+                match ua.call(target.clone(), peer).await {
+                    Ok(info) => {
+                        println!(
+                            "call {n} connected in {:.1} ms: {}",
+                            info.setup.as_secs_f64() * 1e3,
+                            info.verdict
+                        );
+                        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+                        match ua.hangup(&info.call_id).await {
+                            Ok(stats) => println!("call {n} ended: {}", media_line(&stats)),
+                            Err(e) => {
+                                ok = false;
+                                println!("call {n} hangup failed: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        ok = false;
+                        println!("call {n} failed ({}): {e}", e.cause());
+                    }
+                }
+            }
+            Ok(ok)
+        }
+    }
+}
+
+/// One line of media figures from the engine's stream statistics.
+fn media_line(stats: &serde_json::Value) -> String {
+    let leg = &stats["legs"][0];
+    if leg.is_null() {
+        return "no media (signaling only)".into();
+    }
+    let mut s = format!(
+        "media packets in {} out {}, lost {}, auth failures {}, rx {} tx {}",
+        leg["packets_in"],
+        leg["packets_out"],
+        leg["lost"],
+        leg["auth_failures"],
+        leg["rx_suite"],
+        leg["tx_suite"]
+    );
+    if let Some(st) = leg["dtls"]["rtp"]["state"].as_str() {
+        s.push_str(&format!(", DTLS {st}"));
+        if let Some(suite) = leg["dtls"]["rtp"]["suite"].as_str() {
+            s.push_str(&format!(" ({suite})"));
+        }
+    }
+    s
 }
