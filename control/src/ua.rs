@@ -139,7 +139,7 @@ pub struct CallInfo {
 #[derive(Clone, Debug)]
 pub enum UasEvent {
     /// A call was answered.
-    Answered(CallInfo),
+    Answered(Box<CallInfo>),
     /// An INVITE was refused; the status and why.
     Refused {
         /// Call-ID.
@@ -808,11 +808,11 @@ impl Core {
             TransportEvent::Message { msg, flow } => {
                 if msg.is_request() {
                     self.request(*msg, flow);
-                } else if let Some(key) = msg.transaction_key() {
-                    if let Some(c) = self.clients.get_mut(&key) {
-                        c.tx.handle_response(*msg, Instant::now());
-                        self.drain_client(&key);
-                    }
+                } else if let Some(key) = msg.transaction_key()
+                    && let Some(c) = self.clients.get_mut(&key)
+                {
+                    c.tx.handle_response(*msg, Instant::now());
+                    self.drain_client(&key);
                 }
             }
             TransportEvent::Closed { flow, error } => {
@@ -1057,7 +1057,7 @@ impl Core {
                     Message::response_to(&req, 180, "Ringing", Some(&self.calls_tag(&key)));
                 self.respond(&key, ringing);
                 self.respond(&key, ok);
-                let _ = self.uas_events.send(UasEvent::Answered(info));
+                let _ = self.uas_events.send(UasEvent::Answered(Box::new(info)));
             }
             Err((code, reason, text)) => {
                 let mut r = Message::response_to(&req, code, &reason, Some(&local_tag));

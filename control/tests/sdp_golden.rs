@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use srtp_control::sdp::{
-    Direction, KeyMethod, LocalMedia, MediaCrypto, Negotiated, Offer, SecurityConfig, Session,
-    SrtpPolicy, Verdict, negotiate::Codec, plan_answer,
+    Direction, LocalMedia, MediaCrypto, Negotiated, Offer, SecurityConfig, Session, Verdict,
+    negotiate::Codec, plan_answer,
 };
 use srtp_engine::proto::dtls::Fingerprint;
 use srtp_engine::proto::srtp::Suite;
