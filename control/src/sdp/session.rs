@@ -515,4 +515,28 @@ a=sendonly\r\n";
         assert_eq!(Inactive.answer(SendRecv), Inactive);
         assert_eq!(SendRecv.answer(RecvOnly), RecvOnly);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any text: an error or a session, never a panic; offer/answer on whatever parses
+        /// never panics either.
+        #[test]
+        fn arbitrary_sdp_never_panics(lines in proptest::collection::vec("[a-z]=[ -~]{0,60}", 0..20), cut in 0usize..400) {
+            let mut text = String::from("v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\n");
+            for l in &lines {
+                text.push_str(l);
+                text.push_str("\r\n");
+            }
+            let cut = cut.min(text.len());
+            for t in [&text[..], text.get(..cut).unwrap_or("")] {
+                if let Ok(s) = Session::parse(t.as_bytes()) {
+                    let _ = crate::sdp::plan_answer(&crate::sdp::SecurityConfig::default(), &s, None);
+                }
+            }
+            for l in &lines {
+                let _ = crate::sdp::CryptoAttr::parse(&l[2..]);
+            }
+        }
+    }
 }

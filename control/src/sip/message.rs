@@ -837,4 +837,74 @@ l: 0\n\n";
         assert_eq!(r.transaction_key(), req.transaction_key());
         assert_eq!(r.summary(), "180 Ringing (INVITE)");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn token() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9][A-Za-z0-9.!%*_+~-]{0,11}"
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            "[ -~]{0,40}".prop_map(|v| v.trim().to_owned())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any bytes: an error or a message, never a panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let _ = Message::parse(&b);
+                let _ = Message::parse_stream(&b);
+                if let Ok(m) = Message::parse(&b) {
+                    let _ = m.validate();
+                    let _ = m.top_via();
+                    let _ = m.transaction_key();
+                }
+            }
+
+            /// A real message with one byte changed or cut short: never a panic.
+            #[test]
+            fn mutated_messages_never_panic(i in 0usize..400, b in any::<u8>(), cut in 0usize..420) {
+                let mut m = INVITE.as_bytes().to_vec();
+                let i = i % m.len();
+                m[i] = b;
+                let _ = Message::parse(&m).map(|m| m.validate());
+                let _ = Message::parse_stream(&m[..cut.min(m.len())]);
+            }
+
+            /// Built messages print and parse back to themselves, by datagram and by stream.
+            #[test]
+            fn build_print_parse_round_trip(
+                method in "[A-Z]{3,9}",
+                user in token(),
+                headers in proptest::collection::vec((token(), value()), 0..12),
+                body in proptest::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let method = Method::parse(&method).unwrap();
+                let mut m = Message::request(method, Uri::parse(&format!("sip:{user}@127.0.0.1:5060")).unwrap());
+                for (n, v) in &headers {
+                    if n.eq_ignore_ascii_case("Content-Length") || n.eq_ignore_ascii_case("l") {
+                        continue;
+                    }
+                    let name: &'static str = Box::leak(canonical_name(n).into_owned().into_boxed_str());
+                    m.push(name, v.clone());
+                }
+                m.body = body;
+                let bytes = m.to_bytes();
+                let mut back = Message::parse(&bytes).unwrap();
+                back.remove("Content-Length");
+                prop_assert_eq!(&back, &m);
+                let StreamRead::Message(s, used) = Message::parse_stream(&bytes).unwrap() else {
+                    panic!("a whole message");
+                };
+                prop_assert_eq!(used, bytes.len());
+                let mut s = *s;
+                s.remove("Content-Length");
+                prop_assert_eq!(s, m);
+            }
+        }
+    }
 }
