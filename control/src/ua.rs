@@ -214,41 +214,36 @@ impl UserAgent {
         self.local
     }
 
+    /// Sends a command and waits for its reply.
+    async fn ask<T>(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<Result<T, CallError>>) -> Cmd,
+    ) -> Result<T, CallError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(cmd(reply)).map_err(|_| CallError::Stopped)?;
+        rx.await.map_err(|_| CallError::Stopped)?
+    }
+
     /// Places a call to `target` via `peer` and waits until it connects or fails.
     pub async fn call(&self, target: Uri, peer: SocketAddr) -> Result<CallInfo, CallError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Call {
-                target,
-                peer,
-                reply,
-            })
-            .map_err(|_| CallError::Stopped)?;
-        rx.await.map_err(|_| CallError::Stopped)?
+        self.ask(|reply| Cmd::Call {
+            target,
+            peer,
+            reply,
+        })
+        .await
     }
 
     /// Ends a call with BYE; returns the stream's final statistics.
     pub async fn hangup(&self, call_id: &str) -> Result<Value, CallError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Hangup {
-                call_id: call_id.to_owned(),
-                reply,
-            })
-            .map_err(|_| CallError::Stopped)?;
-        rx.await.map_err(|_| CallError::Stopped)?
+        let call_id = call_id.to_owned();
+        self.ask(|reply| Cmd::Hangup { call_id, reply }).await
     }
 
     /// A call's current media statistics.
     pub async fn media_stats(&self, call_id: &str) -> Result<Value, CallError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Stats {
-                call_id: call_id.to_owned(),
-                reply,
-            })
-            .map_err(|_| CallError::Stopped)?;
-        rx.await.map_err(|_| CallError::Stopped)?
+        let call_id = call_id.to_owned();
+        self.ask(|reply| Cmd::Stats { call_id, reply }).await
     }
 
     /// Stops the agent (calls are not hung up).
@@ -314,6 +309,14 @@ fn rand_u32() -> u32 {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .expect("system random number generator");
     u32::from_le_bytes(b)
+}
+
+fn via_header(protocol: Protocol, local: SocketAddr) -> String {
+    format!(
+        "SIP/2.0/{} {local};branch=z9hG4bK{};rport",
+        protocol.via(),
+        token()
+    )
 }
 
 fn token() -> String {
@@ -384,12 +387,9 @@ impl Core {
         }
     }
 
-    fn via(&self, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            self.cfg.protocol.via(),
-            self.transport.local_addr()
-        )
+    /// A Via with a fresh branch (RFC 3261 8.1.1.7: the magic cookie, then randomness).
+    fn via(&self) -> String {
+        via_header(self.cfg.protocol, self.transport.local_addr())
     }
 
     fn contact(&self) -> String {
@@ -471,7 +471,7 @@ impl Core {
         local_uri.set_param("tag", Some(&local_tag));
         let remote_uri = NameAddr::new(target.clone());
         let mut inv = Message::request(Method::Invite, target.clone());
-        inv.push("Via", self.via(&format!("z9hG4bK{}", token())))
+        inv.push("Via", self.via())
             .push("Max-Forwards", "70")
             .push("From", local_uri.to_string())
             .push("To", remote_uri.to_string())
@@ -637,12 +637,7 @@ impl Core {
         let Some(mut inv) = call.invite.clone() else {
             return;
         };
-        let via = format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
-            self.cfg.protocol.via(),
-            self.transport.local_addr(),
-            token()
-        );
+        let via = via_header(self.cfg.protocol, self.transport.local_addr());
         call.auth_tried = true;
         call.cseq += 1;
         let uri = match &inv.start {
@@ -680,12 +675,7 @@ impl Core {
         }
         let seq = resp.cseq().map(|c| c.seq).unwrap_or(call.cseq);
         let mut ack = Message::request(Method::Ack, call.remote_target.clone());
-        let via = format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
-            self.cfg.protocol.via(),
-            self.transport.local_addr(),
-            token()
-        );
+        let via = via_header(self.cfg.protocol, self.transport.local_addr());
         ack.push("Via", via)
             .push("Max-Forwards", "70")
             .push("From", call.local_uri.to_string())
@@ -774,19 +764,12 @@ impl Core {
         call.state = CallState::Ending;
         call.cseq += 1;
         let mut bye = Message::request(Method::Bye, call.remote_target.clone());
-        bye.push(
-            "Via",
-            format!(
-                "SIP/2.0/{} {local_addr};branch=z9hG4bK{};rport",
-                self.cfg.protocol.via(),
-                token()
-            ),
-        )
-        .push("Max-Forwards", "70")
-        .push("From", call.local_uri.to_string())
-        .push("To", call.remote_uri.to_string())
-        .push("Call-ID", call_id.to_owned())
-        .push("CSeq", format!("{} BYE", call.cseq));
+        bye.push("Via", via_header(self.cfg.protocol, local_addr))
+            .push("Max-Forwards", "70")
+            .push("From", call.local_uri.to_string())
+            .push("To", call.remote_uri.to_string())
+            .push("Call-ID", call_id.to_owned())
+            .push("CSeq", format!("{} BYE", call.cseq));
         let flow = call.flow;
         self.send_request(bye, flow, call_id);
     }

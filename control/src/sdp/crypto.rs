@@ -318,14 +318,7 @@ mod tests {
 
     #[test]
     fn key_lengths_follow_the_suite() {
-        for s in [
-            Suite::AesCm128HmacSha1_80,
-            Suite::AesCm128HmacSha1_32,
-            Suite::AesCm256HmacSha1_80,
-            Suite::AesCm256HmacSha1_32,
-            Suite::AeadAes128Gcm,
-            Suite::AeadAes256Gcm,
-        ] {
+        for s in Suite::ALL {
             let a = CryptoAttr::generate(7, s, None, None);
             let want = match s {
                 Suite::AesCm128HmacSha1_80 | Suite::AesCm128HmacSha1_32 => 30,
