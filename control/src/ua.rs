@@ -276,7 +276,6 @@ struct Call {
     state: CallState,
     flow: Flow,
     local_tag: String,
-    remote_tag: Option<String>,
     local_uri: NameAddr,
     remote_uri: NameAddr,
     remote_target: Uri,
@@ -361,25 +360,23 @@ impl Core {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        let due: Vec<TxKey> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.tx.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
+        fn due<T>(
+            m: &HashMap<TxKey, T>,
+            next: impl Fn(&T) -> Option<Instant>,
+            now: Instant,
+        ) -> Vec<TxKey> {
+            m.iter()
+                .filter(|(_, e)| next(e).is_some_and(|t| t <= now))
+                .map(|(k, _)| k.clone())
+                .collect()
+        }
+        for k in due(&self.clients, |c| c.tx.poll_timeout(), now) {
             if let Some(c) = self.clients.get_mut(&k) {
                 c.tx.handle_timeout(now);
             }
             self.drain_client(&k);
         }
-        let due: Vec<TxKey> = self
-            .servers
-            .iter()
-            .filter(|(_, s)| s.tx.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
+        for k in due(&self.servers, |s| s.tx.poll_timeout(), now) {
             if let Some(s) = self.servers.get_mut(&k) {
                 s.tx.handle_timeout(now);
             }
@@ -488,7 +485,6 @@ impl Core {
             state: CallState::Calling,
             flow,
             local_tag,
-            remote_tag: None,
             local_uri,
             remote_uri,
             remote_target: target,
@@ -667,7 +663,6 @@ impl Core {
         // The ACK for a 2xx is its own transaction-less request (RFC 3261 13.2.2.4),
         // sent for the first 2xx and again for each retransmission.
         if let Ok(to) = resp.to() {
-            call.remote_tag = to.tag().map(str::to_owned);
             call.remote_uri = to;
         }
         if let Some(c) = resp.contact() {
@@ -1016,11 +1011,11 @@ impl Core {
                     .contact()
                     .map(|c| c.uri)
                     .unwrap_or_else(|| remote_uri.uri.clone());
+                let ringing = Message::response_to(&req, 180, "Ringing", Some(&local_tag));
                 let call = Call {
                     state: CallState::Calling,
                     flow,
                     local_tag,
-                    remote_tag: remote_uri.tag().map(str::to_owned),
                     local_uri,
                     remote_uri,
                     remote_target,
@@ -1036,8 +1031,6 @@ impl Core {
                     bye_waiter: None,
                 };
                 self.calls.insert(call_id, call);
-                let ringing =
-                    Message::response_to(&req, 180, "Ringing", Some(&self.calls_tag(&key)));
                 self.respond(&key, ringing);
                 self.respond(&key, ok);
                 let _ = self.uas_events.send(UasEvent::Answered(Box::new(info)));
@@ -1059,16 +1052,7 @@ impl Core {
         }
     }
 
-    fn calls_tag(&self, key: &TxKey) -> String {
-        self.calls
-            .values()
-            .find(|c| c.invite_tx.as_ref() == Some(key))
-            .map(|c| c.local_tag.clone())
-            .unwrap_or_default()
-    }
-
     fn reinvite(&mut self, req: Message, key: &TxKey, call_id: &str) {
-        let tls = self.cfg.protocol == Protocol::Tls;
         let Some(call) = self.calls.get_mut(call_id) else {
             let r = Message::response_to(&req, 481, "Call/Transaction Does Not Exist", None);
             self.respond(key, r);
@@ -1106,7 +1090,6 @@ impl Core {
                                 if let Some(c) = self.calls.get_mut(call_id) {
                                     c.negotiated = Some(plan.negotiated.clone());
                                 }
-                                let _ = Verdict::new(tls, &plan.negotiated);
                                 let local_tag = self
                                     .calls
                                     .get(call_id)

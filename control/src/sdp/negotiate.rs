@@ -513,29 +513,10 @@ impl Offer {
             direction: m
                 .direction()
                 .answer(Direction::SendRecv)
-                .min_with(self.sdp.media[0].direction()),
+                .narrowest(self.sdp.media[0].direction()),
             crypto,
             proto: m.proto.clone(),
         })
-    }
-}
-
-impl Direction {
-    /// The narrower of two directions (what both allow).
-    fn min_with(self, other: Direction) -> Direction {
-        let bits = |d: Direction| match d {
-            Direction::SendRecv => (true, true),
-            Direction::SendOnly => (true, false),
-            Direction::RecvOnly => (false, true),
-            Direction::Inactive => (false, false),
-        };
-        let (a, b) = (bits(self), bits(other));
-        match (a.0 && b.0, a.1 && b.1) {
-            (true, true) => Direction::SendRecv,
-            (true, false) => Direction::SendOnly,
-            (false, true) => Direction::RecvOnly,
-            (false, false) => Direction::Inactive,
-        }
     }
 }
 

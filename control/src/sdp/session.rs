@@ -411,26 +411,36 @@ impl Direction {
         }
     }
 
-    /// The answer's direction for an offered one, given what we want (RFC 3264 6.1).
-    pub fn answer(self, ours: Direction) -> Direction {
-        let (peer_sends, peer_recvs) = match self {
+    /// (sends, receives) from the point of view of the side that wrote it.
+    fn flags(self) -> (bool, bool) {
+        match self {
             Direction::SendRecv => (true, true),
             Direction::SendOnly => (true, false),
             Direction::RecvOnly => (false, true),
             Direction::Inactive => (false, false),
-        };
-        let (we_send, we_recv) = match ours {
-            Direction::SendRecv => (true, true),
-            Direction::SendOnly => (true, false),
-            Direction::RecvOnly => (false, true),
-            Direction::Inactive => (false, false),
-        };
-        match (we_send && peer_recvs, we_recv && peer_sends) {
+        }
+    }
+
+    fn from_flags(sends: bool, receives: bool) -> Direction {
+        match (sends, receives) {
             (true, true) => Direction::SendRecv,
             (true, false) => Direction::SendOnly,
             (false, true) => Direction::RecvOnly,
             (false, false) => Direction::Inactive,
         }
+    }
+
+    /// The answer's direction for an offered one, given what we want (RFC 3264 6.1).
+    pub fn answer(self, ours: Direction) -> Direction {
+        let (peer_sends, peer_recvs) = self.flags();
+        let (we_send, we_recv) = ours.flags();
+        Direction::from_flags(we_send && peer_recvs, we_recv && peer_sends)
+    }
+
+    /// The narrower of two directions of the same side (what both allow).
+    pub fn narrowest(self, other: Direction) -> Direction {
+        let (a, b) = (self.flags(), other.flags());
+        Direction::from_flags(a.0 && b.0, a.1 && b.1)
     }
 }
 

@@ -95,6 +95,36 @@ enum TimerKind {
     Linger,
 }
 
+/// A transaction's pending timers (a handful at most, so a small vector).
+#[derive(Debug, Default)]
+struct Timers(Vec<Timer>);
+
+impl Timers {
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().map(|t| t.at).min()
+    }
+
+    /// Removes and returns a timer due at `now`, if any.
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let i = self.0.iter().position(|t| t.at <= now)?;
+        Some(self.0.swap_remove(i))
+    }
+
+    fn arm(&mut self, at: Instant, kind: TimerKind) {
+        self.0.push(Timer { at, kind });
+    }
+
+    /// Cancels every timer and arms this one.
+    fn only(&mut self, at: Instant, kind: TimerKind) {
+        self.0.clear();
+        self.arm(at, kind);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// A client transaction: INVITE or non-INVITE, chosen by the request's method.
 #[derive(Debug)]
 pub struct ClientTransaction {
@@ -106,7 +136,7 @@ pub struct ClientTransaction {
     interval: Duration,
     last_send: Instant,
     ack: Option<Message>,
-    timers: Vec<Timer>,
+    timers: Timers,
     events: VecDeque<TxEvent>,
     retransmits: Vec<Retransmit>,
 }
@@ -122,15 +152,10 @@ impl ClientTransaction {
                 ..
             }
         );
-        let mut timers = vec![Timer {
-            at: now + values.t1 * 64,
-            kind: TimerKind::Deadline,
-        }];
+        let mut timers = Timers::default();
+        timers.arm(now + values.t1 * 64, TimerKind::Deadline);
         if !reliable {
-            timers.push(Timer {
-                at: now + values.t1,
-                kind: TimerKind::Retransmit,
-            });
+            timers.arm(now + values.t1, TimerKind::Retransmit);
         }
         let mut events = VecDeque::with_capacity(2);
         events.push_back(TxEvent::Transmit(request.clone()));
@@ -175,7 +200,7 @@ impl ClientTransaction {
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().map(|t| t.at).min()
+        self.timers.next()
     }
 
     /// A response matched to this transaction arrived.
@@ -235,8 +260,7 @@ impl ClientTransaction {
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(i) = self.timers.iter().position(|t| t.at <= now) {
-            let t = self.timers.swap_remove(i);
+        while let Some(t) = self.timers.pop_due(now) {
             match t.kind {
                 TimerKind::Retransmit => {
                     if matches!(
@@ -257,10 +281,7 @@ impl ClientTransaction {
                         } else {
                             (self.interval * 2).min(self.values.t2)
                         };
-                        self.timers.push(Timer {
-                            at: t.at + self.interval,
-                            kind: TimerKind::Retransmit,
-                        });
+                        self.timers.arm(t.at + self.interval, TimerKind::Retransmit);
                     }
                 }
                 TimerKind::Deadline => {
@@ -275,16 +296,13 @@ impl ClientTransaction {
 
     fn enter(&mut self, state: TxState, now: Instant, linger: Duration) {
         self.state = state;
-        self.timers.clear();
-        self.timers.push(Timer {
-            at: now + linger,
-            kind: TimerKind::Linger,
-        });
+        self.timers.only(now + linger, TimerKind::Linger);
     }
 
     fn reap(&mut self, now: Instant) {
         if self
             .timers
+            .0
             .iter()
             .any(|t| t.at <= now && t.kind == TimerKind::Linger)
         {
@@ -312,12 +330,6 @@ pub fn ack_for_non_2xx(invite: &Message, resp: &Message) -> Message {
         ("Call-ID", invite),
     ] {
         if let Some(v) = src.header(name) {
-            let name: &'static str = match name {
-                "Max-Forwards" => "Max-Forwards",
-                "From" => "From",
-                "To" => "To",
-                _ => "Call-ID",
-            };
             ack.push(name, v.to_owned());
         }
     }
@@ -339,7 +351,7 @@ pub struct ServerTransaction {
     last_response: Option<Message>,
     interval: Duration,
     acked: bool,
-    timers: Vec<Timer>,
+    timers: Timers,
     events: VecDeque<TxEvent>,
 }
 
@@ -366,7 +378,7 @@ impl ServerTransaction {
             last_response: None,
             interval: values.t1,
             acked: false,
-            timers: Vec::new(),
+            timers: Timers::default(),
             events: VecDeque::new(),
         };
         if invite {
@@ -389,7 +401,7 @@ impl ServerTransaction {
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().map(|t| t.at).min()
+        self.timers.next()
     }
 
     /// The request again (a retransmission) or, for INVITE, its ACK.
@@ -411,10 +423,7 @@ impl ServerTransaction {
                     } else {
                         self.values.t4
                     };
-                    self.timers.push(Timer {
-                        at: now + i,
-                        kind: TimerKind::Linger,
-                    });
+                    self.timers.arm(now + i, TimerKind::Linger);
                     if i.is_zero() {
                         self.state = TxState::Terminated;
                         self.timers.clear();
@@ -422,7 +431,7 @@ impl ServerTransaction {
                 }
                 TxState::Accepted if !self.acked => {
                     self.acked = true;
-                    self.timers.retain(|t| t.kind == TimerKind::Linger);
+                    self.timers.0.retain(|t| t.kind == TimerKind::Linger);
                     self.events.push_back(TxEvent::Deliver(req));
                 }
                 _ => {}
@@ -446,32 +455,20 @@ impl ServerTransaction {
             }
             (TxState::Trying | TxState::Proceeding, 200..=299) if self.invite => {
                 self.state = TxState::Accepted;
-                self.timers.clear();
-                self.timers.push(Timer {
-                    at: now + self.values.t1 * 64,
-                    kind: TimerKind::Linger,
-                });
+                self.timers
+                    .only(now + self.values.t1 * 64, TimerKind::Linger);
                 // 13.3.1.4: the 2xx is retransmitted (T1 doubling to T2) even on reliable
                 // transports, since it is end to end; until the ACK comes.
                 self.interval = self.values.t1;
-                self.timers.push(Timer {
-                    at: now + self.interval,
-                    kind: TimerKind::Retransmit,
-                });
+                self.timers.arm(now + self.interval, TimerKind::Retransmit);
             }
             (TxState::Trying | TxState::Proceeding, 300..=699) if self.invite => {
                 self.state = TxState::Completed;
-                self.timers.clear();
-                self.timers.push(Timer {
-                    at: now + self.values.t1 * 64,
-                    kind: TimerKind::Deadline,
-                });
+                self.timers
+                    .only(now + self.values.t1 * 64, TimerKind::Deadline);
                 if !self.reliable {
                     self.interval = self.values.t1;
-                    self.timers.push(Timer {
-                        at: now + self.interval,
-                        kind: TimerKind::Retransmit,
-                    });
+                    self.timers.arm(now + self.interval, TimerKind::Retransmit);
                 }
             }
             (TxState::Trying | TxState::Proceeding, 200..=699) => {
@@ -480,10 +477,8 @@ impl ServerTransaction {
                 if self.reliable {
                     self.state = TxState::Terminated;
                 } else {
-                    self.timers.push(Timer {
-                        at: now + self.values.t1 * 64,
-                        kind: TimerKind::Linger,
-                    });
+                    self.timers
+                        .arm(now + self.values.t1 * 64, TimerKind::Linger);
                 }
             }
             _ => return,
@@ -494,8 +489,7 @@ impl ServerTransaction {
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(i) = self.timers.iter().position(|t| t.at <= now) {
-            let t = self.timers.swap_remove(i);
+        while let Some(t) = self.timers.pop_due(now) {
             match t.kind {
                 TimerKind::Retransmit => {
                     let live = matches!(self.state, TxState::Completed)
@@ -503,10 +497,7 @@ impl ServerTransaction {
                     if live && let Some(r) = &self.last_response {
                         self.events.push_back(TxEvent::Transmit(r.clone()));
                         self.interval = (self.interval * 2).min(self.values.t2);
-                        self.timers.push(Timer {
-                            at: t.at + self.interval,
-                            kind: TimerKind::Retransmit,
-                        });
+                        self.timers.arm(t.at + self.interval, TimerKind::Retransmit);
                     }
                 }
                 TimerKind::Deadline => {
