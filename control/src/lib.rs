@@ -8,10 +8,13 @@
 //! - [`sip`]: messages, URIs, digest authentication, transactions (sans-IO; time is an
 //!   input), transports (UDP, TCP, TLS with rustls) and the message log;
 //! - [`sdp`]: sessions, `a=crypto` (RFC 4568), `a=fingerprint`/`a=setup` (RFC 8842),
-//!   offer/answer with an SRTP policy, and the encryption verdict of a call.
+//!   offer/answer with an SRTP policy, and the encryption verdict of a call;
+//! - [`ua`]: a user agent that places and answers calls over one transport;
+//! - [`scenario`]: load runs (`srtp-control run`, `srtp-control demo`) and their reports.
 
 pub mod media;
 pub mod pki;
+pub mod scenario;
 pub mod sdp;
 pub mod sip;
 pub mod ua;

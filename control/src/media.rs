@@ -3,10 +3,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use srtp_engine::ctl::client::{ClientError, CtlClient};
 use srtp_engine::proto::dtls::Fingerprint;
+use srtp_engine::runtime::Engine;
 use thiserror::Error;
 
 use crate::sdp::{Direction, MediaCrypto, Negotiated};
@@ -83,10 +85,19 @@ pub fn engine_mode(d: Direction) -> &'static str {
     }
 }
 
-/// srtp-engine over its control socket.
+/// How [`EngineMedia`] reaches the engine.
+enum Link {
+    /// Over its control socket.
+    Socket(CtlClient),
+    /// In this process: the same commands, checks and reply shapes, without a socket.
+    Embedded(Arc<Engine>),
+}
+
+/// srtp-engine, over its control socket or embedded in this process.
 pub struct EngineMedia {
-    client: CtlClient,
+    link: Link,
     fingerprint: Option<Fingerprint>,
+    answer_mode: Option<&'static str>,
 }
 
 impl std::fmt::Debug for EngineMedia {
@@ -106,9 +117,35 @@ impl EngineMedia {
             .as_str()
             .and_then(|f| Fingerprint::parse(f).ok());
         Ok(EngineMedia {
-            client,
+            link: Link::Socket(client),
             fingerprint,
+            answer_mode: None,
         })
+    }
+
+    /// An engine running in this process.
+    pub fn embedded(engine: Arc<Engine>) -> EngineMedia {
+        let fingerprint = Fingerprint::parse(&engine.dtls_fingerprint()).ok();
+        EngineMedia {
+            link: Link::Embedded(engine),
+            fingerprint,
+            answer_mode: None,
+        }
+    }
+
+    /// Answered streams run in this engine mode (`echo`: reflect the caller's media) instead
+    /// of the one the negotiated direction gives.
+    pub fn answering_with(mut self, mode: &'static str) -> EngineMedia {
+        self.answer_mode = Some(mode);
+        self
+    }
+
+    fn request(&mut self, cmd: &str, params: Value) -> Result<Value, MediaError> {
+        match &mut self.link {
+            Link::Socket(c) => Ok(c.request(cmd, params)?),
+            Link::Embedded(e) => srtp_engine::ctl::execute(e, cmd, params)
+                .map_err(|e| MediaError::Engine(e.to_string())),
+        }
     }
 
     fn allocation(v: &Value) -> Result<Allocation, MediaError> {
@@ -132,7 +169,7 @@ impl MediaEngine for EngineMedia {
     }
 
     fn prepare(&mut self, rtcp_mux: bool) -> Result<Allocation, MediaError> {
-        let v = self.client.request(
+        let v = self.request(
             "create",
             json!({"mode": "recv", "legs": [{"rtcp_mux": rtcp_mux}]}),
         )?;
@@ -140,7 +177,7 @@ impl MediaEngine for EngineMedia {
     }
 
     fn complete(&mut self, stream: u64, n: &Negotiated) -> Result<(), MediaError> {
-        self.client.request(
+        self.request(
             "update",
             json!({"stream": stream, "remote": n.remote_rtp.to_string(), "crypto": engine_crypto(n),
                    "mode": engine_mode(n.direction)}),
@@ -153,9 +190,9 @@ impl MediaEngine for EngineMedia {
         if let Some(r) = n.remote_rtcp {
             leg["remote_rtcp"] = r.to_string().into();
         }
-        let v = self.client.request(
+        let v = self.request(
             "create",
-            json!({"mode": engine_mode(n.direction),
+            json!({"mode": self.answer_mode.unwrap_or(engine_mode(n.direction)),
                    "codec": {"name": n.codec.engine_name, "payload_type": n.codec.pt},
                    "legs": [leg]}),
         )?;
@@ -163,11 +200,11 @@ impl MediaEngine for EngineMedia {
     }
 
     fn stats(&mut self, stream: u64) -> Result<Value, MediaError> {
-        Ok(self.client.request("stats", json!({"stream": stream}))?)
+        self.request("stats", json!({"stream": stream}))
     }
 
     fn close(&mut self, stream: u64) -> Result<Value, MediaError> {
-        Ok(self.client.request("delete", json!({"stream": stream}))?)
+        self.request("delete", json!({"stream": stream}))
     }
 }
 

@@ -5,7 +5,8 @@
 //! channel. Transactions are the sans-IO machines of [`crate::sip::transaction`]; this loop
 //! feeds them messages and time and carries out what they ask.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -162,6 +163,7 @@ enum Cmd {
     Call {
         target: Uri,
         peer: SocketAddr,
+        call_id: Option<String>,
         reply: oneshot::Sender<Result<CallInfo, CallError>>,
     },
     Hangup {
@@ -204,6 +206,7 @@ impl UserAgent {
             uas_events: utx,
             session_id: u64::from(rand_u32()),
             garbage: 0,
+            deadlines: BinaryHeap::new(),
         };
         tokio::spawn(core.run(rx, events));
         Ok((UserAgent { tx, local }, urx))
@@ -226,12 +229,29 @@ impl UserAgent {
 
     /// Places a call to `target` via `peer` and waits until it connects or fails.
     pub async fn call(&self, target: Uri, peer: SocketAddr) -> Result<CallInfo, CallError> {
+        self.call_as(target, peer, None).await
+    }
+
+    /// [`UserAgent::call`] with a Call-ID chosen by the caller (a load run names its calls so
+    /// that a failed one's SIP messages can be found), or a fresh one.
+    pub async fn call_as(
+        &self,
+        target: Uri,
+        peer: SocketAddr,
+        call_id: Option<String>,
+    ) -> Result<CallInfo, CallError> {
         self.ask(|reply| Cmd::Call {
             target,
             peer,
+            call_id,
             reply,
         })
         .await
+    }
+
+    /// A fresh Call-ID for [`UserAgent::call_as`].
+    pub fn new_call_id(&self) -> String {
+        format!("{}@{}", token(), self.local.ip())
     }
 
     /// Ends a call with BYE; returns the stream's final statistics.
@@ -258,12 +278,29 @@ struct ClientEntry {
     tx: ClientTransaction,
     flow: Flow,
     call_id: String,
+    /// The deadline queued in [`Core::deadlines`] for this transaction.
+    armed: Option<Instant>,
 }
 
 struct ServerEntry {
     tx: ServerTransaction,
     flow: Flow,
+    armed: Option<Instant>,
 }
+
+/// Which transaction table a queued deadline belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// Transaction deadlines, soonest first. An entry is live while it equals its transaction's
+/// `armed`; entries left behind by a re-armed or removed transaction are skipped when they
+/// come up, so each transaction costs O(log n) per change instead of a scan of every
+/// transaction per loop turn (thousands are alive in a load run: RFC 6026 keeps INVITE
+/// transactions 32 s after their 2xx).
+type Deadlines = BinaryHeap<Reverse<(Instant, Side, TxKey)>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallState {
@@ -301,6 +338,7 @@ struct Core {
     uas_events: mpsc::UnboundedSender<UasEvent>,
     session_id: u64,
     garbage: u64,
+    deadlines: Deadlines,
 }
 
 fn rand_u32() -> u32 {
@@ -332,12 +370,7 @@ impl Core {
         mut events: mpsc::UnboundedReceiver<TransportEvent>,
     ) {
         loop {
-            let next = self
-                .clients
-                .values()
-                .filter_map(|c| c.tx.poll_timeout())
-                .chain(self.servers.values().filter_map(|s| s.tx.poll_timeout()))
-                .min();
+            let next = self.deadlines.peek().map(|Reverse((at, _, _))| *at);
             let sleep = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -360,27 +393,37 @@ impl Core {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        fn due<T>(
-            m: &HashMap<TxKey, T>,
-            next: impl Fn(&T) -> Option<Instant>,
-            now: Instant,
-        ) -> Vec<TxKey> {
-            m.iter()
-                .filter(|(_, e)| next(e).is_some_and(|t| t <= now))
-                .map(|(k, _)| k.clone())
-                .collect()
-        }
-        for k in due(&self.clients, |c| c.tx.poll_timeout(), now) {
-            if let Some(c) = self.clients.get_mut(&k) {
-                c.tx.handle_timeout(now);
+        while let Some(Reverse((at, _, _))) = self.deadlines.peek() {
+            if *at > now {
+                break;
             }
-            self.drain_client(&k);
-        }
-        for k in due(&self.servers, |s| s.tx.poll_timeout(), now) {
-            if let Some(s) = self.servers.get_mut(&k) {
-                s.tx.handle_timeout(now);
+            let Some(Reverse((at, side, key))) = self.deadlines.pop() else {
+                break;
+            };
+            match side {
+                Side::Client => {
+                    let Some(c) = self.clients.get_mut(&key) else {
+                        continue;
+                    };
+                    if c.armed != Some(at) {
+                        continue;
+                    }
+                    c.armed = None;
+                    c.tx.handle_timeout(now);
+                    self.drain_client(&key);
+                }
+                Side::Server => {
+                    let Some(s) = self.servers.get_mut(&key) else {
+                        continue;
+                    };
+                    if s.armed != Some(at) {
+                        continue;
+                    }
+                    s.armed = None;
+                    s.tx.handle_timeout(now);
+                    self.drain_server(&key);
+                }
             }
-            self.drain_server(&k);
         }
     }
 
@@ -406,10 +449,11 @@ impl Core {
             Cmd::Call {
                 target,
                 peer,
+                call_id,
                 reply,
             } => {
                 // Failures are reported to the caller through `reply`.
-                let _ = self.start_call(target, peer, reply).await;
+                let _ = self.start_call(target, peer, call_id, reply).await;
             }
             Cmd::Hangup { call_id, reply } => self.hangup(&call_id, reply),
             Cmd::Stats { call_id, reply } => {
@@ -427,6 +471,7 @@ impl Core {
         &mut self,
         target: Uri,
         peer: SocketAddr,
+        call_id: Option<String>,
         reply: oneshot::Sender<Result<CallInfo, CallError>>,
     ) -> Result<(), ()> {
         let started = Instant::now();
@@ -460,7 +505,8 @@ impl Core {
                 return Err(());
             }
         };
-        let call_id = format!("{}@{}", token(), self.transport.local_addr().ip());
+        let call_id = call_id
+            .unwrap_or_else(|| format!("{}@{}", token(), self.transport.local_addr().ip()));
         let la = self.transport.local_addr();
         let mut local_uri =
             NameAddr::new(Uri::new(Some(&self.cfg.user), &la.ip().to_string(), None));
@@ -525,6 +571,7 @@ impl Core {
                 tx,
                 flow,
                 call_id: call_id.to_owned(),
+                armed: None,
             },
         );
         self.drain_client(&key);
@@ -557,12 +604,21 @@ impl Core {
                 }
             }
         }
-        if self
-            .clients
-            .get(key)
-            .is_some_and(|e| e.tx.state() == TxState::Terminated)
-        {
-            self.clients.remove(key);
+        match self.clients.get_mut(key) {
+            Some(e) if e.tx.state() == TxState::Terminated => {
+                self.clients.remove(key);
+            }
+            Some(e) => {
+                let next = e.tx.poll_timeout();
+                if next.is_some() && next != e.armed {
+                    e.armed = next;
+                    if let Some(at) = next {
+                        self.deadlines
+                            .push(Reverse((at, Side::Client, key.clone())));
+                    }
+                }
+            }
+            None => {}
         }
     }
 
@@ -849,7 +905,14 @@ impl Core {
             return;
         }
         let tx = ServerTransaction::new(&req, self.cfg.protocol.reliable(), self.cfg.timers);
-        self.servers.insert(key.clone(), ServerEntry { tx, flow });
+        self.servers.insert(
+            key.clone(),
+            ServerEntry {
+                tx,
+                flow,
+                armed: None,
+            },
+        );
         self.drain_server(&key);
         match method {
             Method::Invite => self.incoming_invite(req, flow, key),
@@ -911,12 +974,21 @@ impl Core {
                 }
             }
         }
-        if self
-            .servers
-            .get(key)
-            .is_some_and(|s| s.tx.state() == TxState::Terminated)
-        {
-            self.servers.remove(key);
+        match self.servers.get_mut(key) {
+            Some(s) if s.tx.state() == TxState::Terminated => {
+                self.servers.remove(key);
+            }
+            Some(s) => {
+                let next = s.tx.poll_timeout();
+                if next.is_some() && next != s.armed {
+                    s.armed = next;
+                    if let Some(at) = next {
+                        self.deadlines
+                            .push(Reverse((at, Side::Server, key.clone())));
+                    }
+                }
+            }
+            None => {}
         }
     }
 

@@ -48,7 +48,7 @@ pub enum ParseError {
 }
 
 /// A SIP method.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Method {
     /// INVITE
     Invite,

@@ -633,33 +633,11 @@ fn run(
             params::<Empty>(p)?;
             Ok(hello(shared))
         }
-        "create" => {
-            let req: StreamRequest = params(p)?;
-            let spec = req.into_spec()?;
-            let info = engine
-                .create_stream(spec)
-                .map_err(|e| CtlError::from_stream(&e))?;
-            Ok(to_json(&info))
-        }
+        "create" | "update" | "delete" | "stats" => stream_command(engine, cmd, p),
         "create_batch" => {
             let batch: Batch<StreamRequest> = params(p)?;
             check_batch(shared, batch.streams.len())?;
             Ok(create_batch(shared, batch.streams))
-        }
-        "update" => {
-            let req: UpdateRequest = params(p)?;
-            let (id, update) = req.into_update()?;
-            engine
-                .update_stream(id, update)
-                .map_err(|e| CtlError::from_stream(&e))?;
-            Ok(json!({"stream": id}))
-        }
-        "delete" => {
-            let StreamId { stream } = params(p)?;
-            let stats = engine
-                .delete_stream(stream)
-                .map_err(|e| CtlError::from_stream(&e))?;
-            Ok(to_json(&stats))
         }
         "delete_batch" => {
             let batch: Batch<u64> = params(p)?;
@@ -677,13 +655,6 @@ fn run(
                 })
                 .collect();
             Ok(json!({"deleted": deleted, "failed": results.len() - deleted, "results": results}))
-        }
-        "stats" => {
-            let StreamId { stream } = params(p)?;
-            let stats = engine
-                .stream_stats(stream)
-                .map_err(|e| CtlError::from_stream(&e))?;
-            Ok(to_json(&stats))
         }
         "streams" => {
             let page: Page = params(p)?;
@@ -751,6 +722,62 @@ fn run(
                 "{:?} is not a command ({})",
                 other.chars().take(64).collect::<String>(),
                 COMMANDS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Runs one stream command (`create`, `update`, `delete` or `stats`, with the parameters the
+/// control protocol gives them) against an engine in this process, exactly as the control
+/// socket does. For programs that embed the engine (`srtp-control run` starts one by
+/// default) and want the protocol's checks and shapes without a socket.
+pub fn execute(engine: &Engine, cmd: &str, params: Value) -> Result<Value, CtlError> {
+    match params {
+        Value::Object(p) => stream_command(engine, cmd, p),
+        _ => Err(CtlError::new(
+            ErrorCode::BadRequest,
+            "parameters are a JSON object",
+        )),
+    }
+}
+
+fn stream_command(engine: &Engine, cmd: &str, p: Map<String, Value>) -> Result<Value, CtlError> {
+    match cmd {
+        "create" => {
+            let req: StreamRequest = params(p)?;
+            let spec = req.into_spec()?;
+            let info = engine
+                .create_stream(spec)
+                .map_err(|e| CtlError::from_stream(&e))?;
+            Ok(to_json(&info))
+        }
+        "update" => {
+            let req: UpdateRequest = params(p)?;
+            let (id, update) = req.into_update()?;
+            engine
+                .update_stream(id, update)
+                .map_err(|e| CtlError::from_stream(&e))?;
+            Ok(json!({"stream": id}))
+        }
+        "delete" => {
+            let StreamId { stream } = params(p)?;
+            let stats = engine
+                .delete_stream(stream)
+                .map_err(|e| CtlError::from_stream(&e))?;
+            Ok(to_json(&stats))
+        }
+        "stats" => {
+            let StreamId { stream } = params(p)?;
+            let stats = engine
+                .stream_stats(stream)
+                .map_err(|e| CtlError::from_stream(&e))?;
+            Ok(to_json(&stats))
+        }
+        other => Err(CtlError::new(
+            ErrorCode::UnknownCommand,
+            format!(
+                "{:?} is not a stream command (create, update, delete, stats)",
+                other.chars().take(64).collect::<String>()
             ),
         )),
     }

@@ -1,0 +1,686 @@
+//! A load run's report: the terminal summary, `report.json` (every figure), `report.html`
+//! (self-contained: inline SVG plots, no script or font from the network) and
+//! `failed-calls.log` (the SIP messages of failed calls, SDES keys redacted).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::causes;
+use super::config::Scenario;
+
+/// One call as the caller saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CallRecord {
+    /// Its place in the run (0-based).
+    pub index: u64,
+    /// Call-ID.
+    pub call_id: String,
+    /// `sdes`, `dtls` or `dual`.
+    pub method: &'static str,
+    /// When it started, seconds from the run's start.
+    pub start_s: f64,
+    /// INVITE to 200 OK, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_ms: Option<f64>,
+    /// The caller's DTLS-SRTP handshake, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtls_ms: Option<f64>,
+    /// Why it failed (a name from [`causes::CAUSES`] or `sip_<code>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// The failure's own words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The caller's media at hangup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaFigures>,
+    /// SIP messages of a failed call (not in the JSON: in `failed-calls.log`).
+    #[serde(skip)]
+    pub sip_log: Vec<String>,
+}
+
+/// One stream's media at its end (the engine's final statistics of its leg).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MediaFigures {
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP packets received (authenticated).
+    pub packets_received: u64,
+    /// RTP packets expected (RFC 3550 A.3).
+    pub expected: u64,
+    /// RTP packets lost (RFC 3550 A.3, 0 when duplicates exceed losses).
+    pub lost: u64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// E-model MOS.
+    pub mos: f64,
+    /// SRTP/SRTCP authentication failures.
+    pub auth_failures: u64,
+    /// Suite received with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_suite: Option<String>,
+}
+
+impl MediaFigures {
+    /// From the engine's stream statistics (first leg).
+    pub fn from_stats(v: &Value) -> Option<MediaFigures> {
+        let leg = v["legs"].get(0)?;
+        let u = |k: &str| leg[k].as_u64().unwrap_or(0);
+        Some(MediaFigures {
+            packets_sent: u("packets_out"),
+            packets_received: u("received"),
+            expected: u("expected"),
+            lost: leg["lost"].as_i64().unwrap_or(0).max(0) as u64,
+            jitter_ms: leg["jitter_ms"].as_f64().unwrap_or(0.0),
+            mos: leg["mos"].as_f64().unwrap_or(0.0),
+            auth_failures: u("auth_failures"),
+            rx_suite: leg["rx_suite"].as_str().map(str::to_owned),
+        })
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// Seconds from the start.
+    pub t_s: f64,
+    /// Calls attempted so far.
+    pub attempted: u64,
+    /// Calls set up so far.
+    pub setup_ok: u64,
+    /// Calls failed so far.
+    pub failed: u64,
+    /// Calls in progress.
+    pub active: u64,
+    /// Engine packets received per second (RTP and RTCP, both sides on this machine).
+    pub rx_pps: f64,
+    /// Engine packets sent per second.
+    pub tx_pps: f64,
+    /// Calls that ended in this second.
+    pub ended: u64,
+    /// Their loss, %.
+    pub loss_percent: f64,
+    /// Their mean jitter, ms.
+    pub jitter_ms: f64,
+    /// Their lowest MOS.
+    pub mos_min: Option<f64>,
+}
+
+/// The engine's part.
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineFigures {
+    /// `embedded` or `socket <path>`.
+    pub kind: String,
+    /// I/O backend (embedded).
+    pub backend: String,
+    /// Workers (embedded).
+    pub workers: usize,
+    /// Packets the engine could not send (embedded).
+    pub tx_drops: u64,
+    /// Engine events dropped (embedded).
+    pub events_dropped: u64,
+}
+
+/// What the runner hands over.
+#[derive(Debug)]
+pub struct Gathered {
+    /// Wall-clock start.
+    pub started: SystemTime,
+    /// Run length, s.
+    pub duration_s: f64,
+    /// Calls started.
+    pub offered: u64,
+    /// First to last call start, s.
+    pub placing_s: Option<f64>,
+    /// Worst delay of a call's start behind its schedule, ms.
+    pub max_lag_ms: f64,
+    /// Most calls at once.
+    pub peak_active: u64,
+    /// Every call.
+    pub records: Vec<CallRecord>,
+    /// Calls our answerer answered.
+    pub answered: u64,
+    /// Calls our answerer refused, by cause.
+    pub refused: std::collections::HashMap<String, u64>,
+    /// Our answerer's media per call.
+    pub answerer_media: Vec<MediaFigures>,
+    /// Our answerer's DTLS handshakes, ms.
+    pub answerer_dtls_ms: Vec<f64>,
+    /// The time series.
+    pub samples: Vec<Sample>,
+    /// The engine.
+    pub engine: EngineFigures,
+    /// Failed calls whose SIP messages were not kept.
+    pub sip_logs_not_kept: u64,
+}
+
+/// A distribution of times.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Distribution {
+    /// Samples.
+    pub count: usize,
+    /// Smallest.
+    pub min: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+    /// 20 equal bins from 0 to `max`: (upper edge, count).
+    pub histogram: Vec<(f64, u64)>,
+}
+
+impl Distribution {
+    /// Of these values.
+    pub fn of(values: &[f64]) -> Distribution {
+        if values.is_empty() {
+            return Distribution::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let q = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let max = v[n - 1];
+        let width = if max > 0.0 { max / 20.0 } else { 1.0 };
+        let mut histogram: Vec<(f64, u64)> = (1..=20).map(|k| (width * k as f64, 0)).collect();
+        for x in &v {
+            let k = ((x / width) as usize).min(19);
+            histogram[k].1 += 1;
+        }
+        Distribution {
+            count: n,
+            min: v[0],
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            max,
+            mean: v.iter().sum::<f64>() / n as f64,
+            histogram,
+        }
+    }
+}
+
+/// Media totals of one side.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MediaTotals {
+    /// Streams with figures.
+    pub streams: u64,
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Expected (RFC 3550).
+    pub expected: u64,
+    /// Lost (RFC 3550).
+    pub lost: u64,
+    /// Lost / expected, %.
+    pub loss_percent: f64,
+    /// Streams that lost any packet.
+    pub streams_with_loss: u64,
+    /// Mean jitter, ms.
+    pub jitter_mean_ms: f64,
+    /// Worst jitter, ms.
+    pub jitter_max_ms: f64,
+    /// Lowest MOS.
+    pub mos_min: f64,
+    /// Mean MOS.
+    pub mos_mean: f64,
+    /// Authentication failures.
+    pub auth_failures: u64,
+}
+
+impl MediaTotals {
+    fn of<'a>(figs: impl Iterator<Item = &'a MediaFigures>) -> MediaTotals {
+        let mut t = MediaTotals {
+            mos_min: f64::INFINITY,
+            ..MediaTotals::default()
+        };
+        let (mut jsum, mut msum) = (0.0, 0.0);
+        for m in figs {
+            t.streams += 1;
+            t.packets_sent += m.packets_sent;
+            t.packets_received += m.packets_received;
+            t.expected += m.expected;
+            t.lost += m.lost;
+            t.streams_with_loss += u64::from(m.lost > 0);
+            jsum += m.jitter_ms;
+            t.jitter_max_ms = t.jitter_max_ms.max(m.jitter_ms);
+            msum += m.mos;
+            t.mos_min = t.mos_min.min(m.mos);
+            t.auth_failures += m.auth_failures;
+        }
+        if t.streams > 0 {
+            t.jitter_mean_ms = jsum / t.streams as f64;
+            t.mos_mean = msum / t.streams as f64;
+        } else {
+            t.mos_min = 0.0;
+        }
+        if t.expected > 0 {
+            t.loss_percent = 100.0 * t.lost as f64 / t.expected as f64;
+        }
+        t
+    }
+}
+
+/// Calls, by cause.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailureGroup {
+    /// The cause's name.
+    pub cause: String,
+    /// Its category.
+    pub category: &'static str,
+    /// What happened.
+    pub title: &'static str,
+    /// What to check.
+    pub advice: &'static str,
+    /// How many calls.
+    pub calls: u64,
+    /// The first such call's own words.
+    pub example: String,
+    /// Up to 5 Call-IDs.
+    pub call_ids: Vec<String>,
+}
+
+/// One threshold, judged.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What.
+    pub name: &'static str,
+    /// The limit, as written.
+    pub limit: String,
+    /// The measured value.
+    pub value: String,
+    /// Whether it holds.
+    pub pass: bool,
+}
+
+/// Call counts.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CallFigures {
+    /// Calls attempted.
+    pub attempted: u64,
+    /// Set up (SIP answered and, for DTLS-SRTP, the handshake done).
+    pub setup_ok: u64,
+    /// Failed, set-up or media.
+    pub failed: u64,
+    /// Set up / attempted, %.
+    pub setup_success_percent: f64,
+    /// Calls/s asked for.
+    pub offered_rate: f64,
+    /// Calls/s achieved from the first call's start to the last one's.
+    pub achieved_rate: Option<f64>,
+    /// Worst delay of a call's start behind schedule, ms.
+    pub max_start_lag_ms: f64,
+    /// Most calls at once.
+    pub peak_active: u64,
+    /// Attempted and set up, by keying method.
+    pub by_method: BTreeMap<String, (u64, u64)>,
+}
+
+/// The report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Transport.
+    pub transport: String,
+    /// Keying method.
+    pub method: String,
+    /// Media mode.
+    pub media_mode: String,
+    /// UTC start.
+    pub started_utc: String,
+    /// Length, s.
+    pub duration_s: f64,
+    /// Engine.
+    pub engine: EngineFigures,
+    /// Calls.
+    pub calls: CallFigures,
+    /// INVITE to 200 OK, ms.
+    pub setup_ms: Distribution,
+    /// The callers' DTLS-SRTP handshakes, ms.
+    pub dtls_handshake_ms: Distribution,
+    /// Our answerer's DTLS-SRTP handshakes, ms.
+    pub answerer_dtls_handshake_ms: Distribution,
+    /// What the callers received.
+    pub caller_media: MediaTotals,
+    /// What our answerer received.
+    pub answerer_media: MediaTotals,
+    /// Calls our answerer answered.
+    pub answered: u64,
+    /// Calls our answerer refused, by cause.
+    pub refused: BTreeMap<String, u64>,
+    /// Failures by cause, most frequent first.
+    pub failures: Vec<FailureGroup>,
+    /// The thresholds, judged.
+    pub thresholds: Vec<Check>,
+    /// Whether every threshold holds.
+    pub pass: bool,
+    /// Per second.
+    pub timeline: Vec<Sample>,
+    /// Every call (with `report.per_call`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub call_records: Vec<CallRecord>,
+    /// Failed calls whose SIP messages were not kept.
+    pub sip_logs_not_kept: u64,
+    /// The SIP messages of failed calls (Call-ID, cause, messages), for `failed-calls.log`.
+    #[serde(skip)]
+    pub failed_logs: Vec<(String, String, Vec<String>)>,
+}
+
+impl Report {
+    /// Builds the report and judges the thresholds.
+    pub fn build(s: &Scenario, g: Gathered) -> Report {
+        let attempted = g.records.len() as u64;
+        let setup_ok = g
+            .records
+            .iter()
+            .filter(|r| r.setup_ms.is_some() && !r.cause.as_deref().is_some_and(is_setup_cause))
+            .count() as u64;
+        let failed = g.records.iter().filter(|r| r.cause.is_some()).count() as u64;
+        let mut by_method: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for r in &g.records {
+            let e = by_method.entry(r.method.to_owned()).or_default();
+            e.0 += 1;
+            e.1 += u64::from(r.setup_ms.is_some() && !r.cause.as_deref().is_some_and(is_setup_cause));
+        }
+        let setup: Vec<f64> = g.records.iter().filter_map(|r| r.setup_ms).collect();
+        let dtls: Vec<f64> = g.records.iter().filter_map(|r| r.dtls_ms).collect();
+        let caller_media = MediaTotals::of(g.records.iter().filter_map(|r| r.media.as_ref()));
+        let answerer_media = MediaTotals::of(g.answerer_media.iter());
+        let mut groups: BTreeMap<String, FailureGroup> = BTreeMap::new();
+        for r in &g.records {
+            let Some(cause) = &r.cause else { continue };
+            let d = causes::describe(cause);
+            let e = groups.entry(cause.clone()).or_insert_with(|| FailureGroup {
+                cause: cause.clone(),
+                category: d.category,
+                title: d.title,
+                advice: d.advice,
+                calls: 0,
+                example: r.detail.clone().unwrap_or_default(),
+                call_ids: Vec::new(),
+            });
+            e.calls += 1;
+            if e.call_ids.len() < 5 {
+                e.call_ids.push(r.call_id.clone());
+            }
+        }
+        let mut failures: Vec<FailureGroup> = groups.into_values().collect();
+        failures.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.cause.cmp(&b.cause)));
+        let setup_pct = if attempted > 0 {
+            100.0 * setup_ok as f64 / attempted as f64
+        } else {
+            0.0
+        };
+        let t = &s.thresholds;
+        let caller_role = s.role != super::config::Role::Answerer;
+        let expected = caller_media.expected + answerer_media.expected;
+        let lost = caller_media.lost + answerer_media.lost;
+        let loss = if expected > 0 {
+            100.0 * lost as f64 / expected as f64
+        } else {
+            0.0
+        };
+        let with_media = caller_media.streams + answerer_media.streams;
+        let mos_min = [&caller_media, &answerer_media]
+            .iter()
+            .filter(|m| m.streams > 0)
+            .map(|m| m.mos_min)
+            .fold(f64::INFINITY, f64::min);
+        let auth = caller_media.auth_failures + answerer_media.auth_failures;
+        let mut thresholds = Vec::new();
+        if caller_role {
+            thresholds.push(Check {
+                name: "setup success",
+                limit: format!(">= {}%", t.min_setup_success_percent),
+                value: format!("{setup_pct:.2}% ({setup_ok} of {attempted})"),
+                pass: attempted > 0 && setup_pct + 1e-9 >= t.min_setup_success_percent,
+            });
+        }
+        thresholds.push(Check {
+            name: "media loss",
+            limit: format!("<= {}%", t.max_loss_percent),
+            value: format!("{loss:.4}% ({lost} of {expected} packets)"),
+            pass: loss <= t.max_loss_percent + 1e-12,
+        });
+        thresholds.push(Check {
+            name: "lowest MOS",
+            limit: format!(">= {}", t.min_mos),
+            value: if with_media > 0 {
+                format!("{mos_min:.2}")
+            } else {
+                "no media".into()
+            },
+            pass: with_media == 0 || mos_min + 1e-9 >= t.min_mos,
+        });
+        thresholds.push(Check {
+            name: "SRTP authentication failures",
+            limit: format!("<= {}", t.max_auth_failures),
+            value: auth.to_string(),
+            pass: auth <= t.max_auth_failures,
+        });
+        let pass = thresholds.iter().all(|c| c.pass);
+        let failed_logs = g
+            .records
+            .iter()
+            .filter(|r| r.cause.is_some() && !r.sip_log.is_empty())
+            .map(|r| {
+                (
+                    r.call_id.clone(),
+                    r.cause.clone().unwrap_or_default(),
+                    r.sip_log.clone(),
+                )
+            })
+            .collect();
+        let started = g
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Report {
+            name: s.name.clone(),
+            role: format!("{:?}", s.role).to_lowercase(),
+            transport: s.sip.transport.clone(),
+            method: format!("{:?}", s.security.method).to_lowercase(),
+            media_mode: format!("{:?}", s.media.mode).to_lowercase(),
+            started_utc: format!("{}Z", crate::sip::log::utc(started)),
+            duration_s: g.duration_s,
+            engine: g.engine,
+            calls: CallFigures {
+                attempted,
+                setup_ok,
+                failed,
+                setup_success_percent: setup_pct,
+                offered_rate: s.load.rate,
+                achieved_rate: g
+                    .placing_s
+                    .map(|p| (g.offered.saturating_sub(1)) as f64 / p),
+                max_start_lag_ms: g.max_lag_ms,
+                peak_active: g.peak_active,
+                by_method,
+            },
+            setup_ms: Distribution::of(&setup),
+            dtls_handshake_ms: Distribution::of(&dtls),
+            answerer_dtls_handshake_ms: Distribution::of(&g.answerer_dtls_ms),
+            caller_media,
+            answerer_media,
+            answered: g.answered,
+            refused: g.refused.into_iter().collect(),
+            failures,
+            thresholds,
+            pass,
+            timeline: g.samples,
+            call_records: if s.report.per_call { g.records } else { Vec::new() },
+            sip_logs_not_kept: g.sip_logs_not_kept,
+            failed_logs,
+        }
+    }
+
+    /// The terminal summary.
+    pub fn summary(&self) -> String {
+        let mut o = String::new();
+        let c = &self.calls;
+        let _ = writeln!(o, "srtp-control run: {}", self.name);
+        let _ = writeln!(
+            o,
+            "  result            {}",
+            if self.pass { "PASS" } else { "FAIL" }
+        );
+        let _ = writeln!(
+            o,
+            "  setup             {} role, SIP over {}, {} keying, media {}, engine {} ({} {} workers), {:.1} s",
+            self.role, self.transport, self.method, self.media_mode, self.engine.kind,
+            self.engine.backend, self.engine.workers, self.duration_s
+        );
+        if c.attempted > 0 {
+            let _ = writeln!(
+                o,
+                "  calls             {} attempted at {} calls/s (achieved {}, worst start lag {:.1} ms), peak {} at once",
+                c.attempted,
+                c.offered_rate,
+                c.achieved_rate.map_or("-".into(), |r| format!("{r:.1}/s")),
+                c.max_start_lag_ms,
+                c.peak_active
+            );
+            let methods: Vec<String> = c
+                .by_method
+                .iter()
+                .map(|(m, (a, ok))| format!("{} {ok}/{a}", m.to_uppercase()))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  set up            {} ({:.2}%): {}; failed {}",
+                c.setup_ok,
+                c.setup_success_percent,
+                methods.join(", "),
+                c.failed
+            );
+            let d = |x: &Distribution| {
+                if x.count == 0 {
+                    "-".to_owned()
+                } else {
+                    format!(
+                        "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+                        x.p50, x.p90, x.p99, x.max
+                    )
+                }
+            };
+            let _ = writeln!(o, "  setup time ms     {}", d(&self.setup_ms));
+            if self.dtls_handshake_ms.count > 0 {
+                let _ = writeln!(o, "  DTLS handshake ms {}", d(&self.dtls_handshake_ms));
+            }
+        }
+        if self.answered > 0 || !self.refused.is_empty() {
+            let refused: Vec<String> = self
+                .refused
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  answerer          answered {}, refused {}",
+                self.answered,
+                if refused.is_empty() { "0".into() } else { refused.join(", ") }
+            );
+        }
+        for (who, m) in [("caller rx", &self.caller_media), ("answerer rx", &self.answerer_media)] {
+            if m.streams == 0 {
+                continue;
+            }
+            let _ = writeln!(
+                o,
+                "  media {who:<11} {} streams: {} sent, {} received, lost {} ({:.4}%, {} streams), jitter {:.2} ms (max {:.2}), MOS min {:.2} mean {:.2}, auth failures {}",
+                m.streams, m.packets_sent, m.packets_received, m.lost, m.loss_percent,
+                m.streams_with_loss, m.jitter_mean_ms, m.jitter_max_ms, m.mos_min, m.mos_mean,
+                m.auth_failures
+            );
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(o, "failures by cause:");
+            for f in &self.failures {
+                let _ = writeln!(
+                    o,
+                    "  {:>6}  {:<9} {:<28} {}",
+                    f.calls, f.category, f.cause, f.title
+                );
+                let _ = writeln!(o, "          check: {}", f.advice);
+                let _ = writeln!(o, "          e.g.:  {}", f.example);
+            }
+        }
+        let _ = writeln!(o, "thresholds:");
+        for t in &self.thresholds {
+            let _ = writeln!(
+                o,
+                "  {}  {:<30} {} (limit {})",
+                if t.pass { "pass" } else { "FAIL" },
+                t.name,
+                t.value,
+                t.limit
+            );
+        }
+        o
+    }
+
+    /// Writes `report.json`, `report.html` and, if any call failed with messages,
+    /// `failed-calls.log` into `dir`; returns the paths written.
+    pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut out = Vec::new();
+        let json = dir.join("report.json");
+        std::fs::write(
+            &json,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        out.push(json);
+        let html = dir.join("report.html");
+        std::fs::write(&html, super::html::render(self))?;
+        out.push(html);
+        if !self.failed_logs.is_empty() {
+            let log = dir.join("failed-calls.log");
+            let mut text = String::new();
+            for (cid, cause, msgs) in &self.failed_logs {
+                let _ = writeln!(text, "==== call {cid}: {cause} ====\n");
+                for m in msgs {
+                    text.push_str(m);
+                }
+            }
+            std::fs::write(&log, text)?;
+            out.push(log);
+        }
+        Ok(out)
+    }
+}
+
+/// Causes that mean the call never got set up (as opposed to media trouble after set-up).
+fn is_setup_cause(cause: &str) -> bool {
+    !matches!(cause, "srtp_auth_failures" | "no_media" | "bye_failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distributions_have_the_right_percentiles_and_bins() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let d = Distribution::of(&v);
+        assert_eq!((d.count, d.min, d.p50, d.p90, d.p99, d.max), (100, 1.0, 50.0, 90.0, 99.0, 100.0));
+        assert_eq!(d.histogram.iter().map(|b| b.1).sum::<u64>(), 100);
+        assert_eq!(d.histogram[0], (5.0, 4));
+        assert_eq!(d.histogram[19].1, 6);
+        assert_eq!(Distribution::of(&[]).count, 0);
+    }
+}
