@@ -212,10 +212,30 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // Load runs use several threads for signaling: the user agents block briefly on engine
+    // requests, and in parallel they keep up with hundreds of calls per second. Those
+    // threads run at nice 5, so that under CPU contention the engine's media workers (started
+    // from this thread, at the usual priority) come first and the media figures stay true.
+    let load = matches!(cli.command, Command::Run { .. } | Command::Demo { .. });
+    let built = if load {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .thread_name("signaling")
+            .on_thread_start(|| {
+                // SAFETY: setpriority on the calling thread (who = 0) only reads its arguments.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, 5);
+                }
+            })
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("srtp-control: {e}");
@@ -272,7 +292,12 @@ async fn run(cli: Cli) -> Result<bool, String> {
             load_run(s, out, None).await
         }
         Command::Demo { out } => {
-            load_run(Scenario::demo(), out, Some(PathBuf::from("srtp-control-demo"))).await
+            load_run(
+                Scenario::demo(),
+                out,
+                Some(PathBuf::from("srtp-control-demo")),
+            )
+            .await
         }
         Command::Pki { dir, names } => {
             use srtp_control::pki::{CertSpec, LabCa, write_pair};

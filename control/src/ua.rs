@@ -505,8 +505,8 @@ impl Core {
                 return Err(());
             }
         };
-        let call_id = call_id
-            .unwrap_or_else(|| format!("{}@{}", token(), self.transport.local_addr().ip()));
+        let call_id =
+            call_id.unwrap_or_else(|| format!("{}@{}", token(), self.transport.local_addr().ip()));
         let la = self.transport.local_addr();
         let mut local_uri =
             NameAddr::new(Uri::new(Some(&self.cfg.user), &la.ip().to_string(), None));

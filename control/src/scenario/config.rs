@@ -140,6 +140,9 @@ pub struct SipSection {
     pub challenge: Option<String>,
     /// Transaction timer T1 in ms (RFC 3261: 500); a call with no answer fails after 64*T1.
     pub t1_ms: u64,
+    /// User agents per side (each its own SIP port and task), so that signaling and the
+    /// engine requests it waits on proceed in parallel.
+    pub agents: usize,
 }
 
 impl Default for SipSection {
@@ -157,6 +160,7 @@ impl Default for SipSection {
             auth: None,
             challenge: None,
             t1_ms: 500,
+            agents: 4,
         }
     }
 }
@@ -423,7 +427,10 @@ impl Scenario {
                 .iter()
                 .map(|c| {
                     Codec::by_name(c).ok_or_else(|| {
-                        invalid("security.codecs", format!("{c:?} is not pcmu, pcma, g722 or opus"))
+                        invalid(
+                            "security.codecs",
+                            format!("{c:?} is not pcmu, pcma, g722 or opus"),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?
@@ -447,7 +454,10 @@ impl Scenario {
         if self.role != Role::Answerer {
             let l = &self.load;
             if !(l.rate.is_finite() && l.rate > 0.0 && l.rate <= 100_000.0) {
-                return Err(invalid("load.rate", "is calls per second, above 0 and at most 100000"));
+                return Err(invalid(
+                    "load.rate",
+                    "is calls per second, above 0 and at most 100000",
+                ));
             }
             if l.calls == 0 && l.duration_s <= 0.0 {
                 return Err(invalid("load.calls", "set calls or duration_s"));
@@ -466,6 +476,9 @@ impl Scenario {
         nonneg(self.load.hold_s, "load.hold_s")?;
         nonneg(self.load.ramp_up_s, "load.ramp_up_s")?;
         nonneg(self.load.duration_s, "load.duration_s")?;
+        if self.sip.agents == 0 || self.sip.agents > 64 {
+            return Err(invalid("sip.agents", "is between 1 and 64"));
+        }
         if self.sip.t1_ms == 0 || self.sip.t1_ms > 60_000 {
             return Err(invalid("sip.t1_ms", "is between 1 and 60000"));
         }
@@ -487,7 +500,10 @@ impl Scenario {
                 "needs sip.transport = \"tls\"",
             ));
         }
-        for (key, v) in [("sip.auth", &self.sip.auth), ("sip.challenge", &self.sip.challenge)] {
+        for (key, v) in [
+            ("sip.auth", &self.sip.auth),
+            ("sip.challenge", &self.sip.challenge),
+        ] {
             if v.as_deref().is_some_and(|v| !v.contains(':')) {
                 return Err(invalid(key, "is name:password"));
             }
@@ -521,8 +537,14 @@ mod tests {
             ("[security]\nsuites = [\"AES_CM_999\"]", "security.suites"),
             ("[security]\ncodecs = [\"amr\"]", "security.codecs"),
             ("[security]\nmethod = \"zrtp\"", "method"),
-            ("[engine]\nport_min = 30000\nport_max = 20000", "engine.port_min"),
-            ("[answerer.faults]\nexpired_certificate = true", "expired_certificate"),
+            (
+                "[engine]\nport_min = 30000\nport_max = 20000",
+                "engine.port_min",
+            ),
+            (
+                "[answerer.faults]\nexpired_certificate = true",
+                "expired_certificate",
+            ),
             ("[sip]\ncaller_listen = \"nowhere\"", "caller_listen"),
         ] {
             let e = Scenario::parse(text).unwrap_err().to_string();

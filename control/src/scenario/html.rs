@@ -195,7 +195,9 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
         eb = esc(&r.engine.backend),
         ew = r.engine.workers,
     );
-    o.push_str("<h2>Thresholds</h2><table><tr><th></th><th>what</th><th>measured</th><th>limit</th></tr>");
+    o.push_str(
+        "<h2>Thresholds</h2><table><tr><th></th><th>what</th><th>measured</th><th>limit</th></tr>",
+    );
     for t in &r.thresholds {
         let _ = write!(
             o,
@@ -237,12 +239,23 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
         r.refused.values().sum::<u64>(),
     );
     o.push_str("<h2>Media</h2><table><tr><th>side</th><th>streams</th><th>sent</th><th>received</th><th>lost</th><th>loss</th><th>jitter mean / max</th><th>MOS min / mean</th><th>auth failures</th></tr>");
-    for (who, m) in [("callers receive", &r.caller_media), ("answerer receives", &r.answerer_media)] {
+    for (who, m) in [
+        ("callers receive", &r.caller_media),
+        ("answerer receives", &r.answerer_media),
+    ] {
         let _ = write!(
             o,
             "<tr><td>{who}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}%</td><td>{:.2} / {:.2} ms</td><td>{:.2} / {:.2}</td><td>{}</td></tr>",
-            m.streams, m.packets_sent, m.packets_received, m.lost, m.loss_percent,
-            m.jitter_mean_ms, m.jitter_max_ms, m.mos_min, m.mos_mean, m.auth_failures
+            m.streams,
+            m.packets_sent,
+            m.packets_received,
+            m.lost,
+            m.loss_percent,
+            m.jitter_mean_ms,
+            m.jitter_max_ms,
+            m.mos_min,
+            m.mos_mean,
+            m.auth_failures
         );
     }
     o.push_str("</table>");
@@ -311,7 +324,10 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
         &xs,
         &[("jitter ms", ts.iter().map(|s| s.jitter_ms).collect())],
     ));
-    o.push_str(&histogram("Setup time histogram (INVITE to 200 OK)", &r.setup_ms));
+    o.push_str(&histogram(
+        "Setup time histogram (INVITE to 200 OK)",
+        &r.setup_ms,
+    ));
     o.push_str(&histogram(
         "DTLS-SRTP handshake latency histogram (callers)",
         &r.dtls_handshake_ms,
@@ -357,7 +373,10 @@ mod tests {
         assert_eq!(nice_max(7.0), 10.0);
         assert_eq!(nice_max(180.0), 200.0);
         assert_eq!(nice_max(2001.0), 2500.0);
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         let svg = line_chart("t", &[0.0, 1.0, 2.0], &[("a", vec![1.0, 2.0, 3.0])]);
         assert!(svg.contains("<polyline") && svg.ends_with("</svg>"));
         let h = histogram("h", &Distribution::of(&[1.0, 2.0, 2.0, 9.0]));

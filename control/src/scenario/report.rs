@@ -61,6 +61,14 @@ pub struct MediaFigures {
     pub mos: f64,
     /// SRTP/SRTCP authentication failures.
     pub auth_failures: u64,
+    /// Replayed packets dropped.
+    pub replay_drops: u64,
+    /// Malformed packets dropped.
+    pub malformed: u64,
+    /// Packets from an address other than the peer's, dropped.
+    pub source_mismatch: u64,
+    /// Times the peer's address changed.
+    pub remote_changes: u64,
     /// Suite received with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rx_suite: Option<String>,
@@ -79,6 +87,10 @@ impl MediaFigures {
             jitter_ms: leg["jitter_ms"].as_f64().unwrap_or(0.0),
             mos: leg["mos"].as_f64().unwrap_or(0.0),
             auth_failures: u("auth_failures"),
+            replay_drops: u("replay_drops"),
+            malformed: u("malformed"),
+            source_mismatch: u("source_mismatch"),
+            remote_changes: u("remote_changes"),
             rx_suite: leg["rx_suite"].as_str().map(str::to_owned),
         })
     }
@@ -394,7 +406,8 @@ impl Report {
         for r in &g.records {
             let e = by_method.entry(r.method.to_owned()).or_default();
             e.0 += 1;
-            e.1 += u64::from(r.setup_ms.is_some() && !r.cause.as_deref().is_some_and(is_setup_cause));
+            e.1 +=
+                u64::from(r.setup_ms.is_some() && !r.cause.as_deref().is_some_and(is_setup_cause));
         }
         let setup: Vec<f64> = g.records.iter().filter_map(|r| r.setup_ms).collect();
         let dtls: Vec<f64> = g.records.iter().filter_map(|r| r.dtls_ms).collect();
@@ -523,7 +536,11 @@ impl Report {
             thresholds,
             pass,
             timeline: g.samples,
-            call_records: if s.report.per_call { g.records } else { Vec::new() },
+            call_records: if s.report.per_call {
+                g.records
+            } else {
+                Vec::new()
+            },
             sip_logs_not_kept: g.sip_logs_not_kept,
             failed_logs,
         }
@@ -542,8 +559,14 @@ impl Report {
         let _ = writeln!(
             o,
             "  setup             {} role, SIP over {}, {} keying, media {}, engine {} ({} {} workers), {:.1} s",
-            self.role, self.transport, self.method, self.media_mode, self.engine.kind,
-            self.engine.backend, self.engine.workers, self.duration_s
+            self.role,
+            self.transport,
+            self.method,
+            self.media_mode,
+            self.engine.kind,
+            self.engine.backend,
+            self.engine.workers,
+            self.duration_s
         );
         if c.attempted > 0 {
             let _ = writeln!(
@@ -593,18 +616,33 @@ impl Report {
                 o,
                 "  answerer          answered {}, refused {}",
                 self.answered,
-                if refused.is_empty() { "0".into() } else { refused.join(", ") }
+                if refused.is_empty() {
+                    "0".into()
+                } else {
+                    refused.join(", ")
+                }
             );
         }
-        for (who, m) in [("caller rx", &self.caller_media), ("answerer rx", &self.answerer_media)] {
+        for (who, m) in [
+            ("caller rx", &self.caller_media),
+            ("answerer rx", &self.answerer_media),
+        ] {
             if m.streams == 0 {
                 continue;
             }
             let _ = writeln!(
                 o,
                 "  media {who:<11} {} streams: {} sent, {} received, lost {} ({:.4}%, {} streams), jitter {:.2} ms (max {:.2}), MOS min {:.2} mean {:.2}, auth failures {}",
-                m.streams, m.packets_sent, m.packets_received, m.lost, m.loss_percent,
-                m.streams_with_loss, m.jitter_mean_ms, m.jitter_max_ms, m.mos_min, m.mos_mean,
+                m.streams,
+                m.packets_sent,
+                m.packets_received,
+                m.lost,
+                m.loss_percent,
+                m.streams_with_loss,
+                m.jitter_mean_ms,
+                m.jitter_max_ms,
+                m.mos_min,
+                m.mos_mean,
                 m.auth_failures
             );
         }
@@ -677,7 +715,10 @@ mod tests {
     fn distributions_have_the_right_percentiles_and_bins() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         let d = Distribution::of(&v);
-        assert_eq!((d.count, d.min, d.p50, d.p90, d.p99, d.max), (100, 1.0, 50.0, 90.0, 99.0, 100.0));
+        assert_eq!(
+            (d.count, d.min, d.p50, d.p90, d.p99, d.max),
+            (100, 1.0, 50.0, 90.0, 99.0, 100.0)
+        );
         assert_eq!(d.histogram.iter().map(|b| b.1).sum::<u64>(), 100);
         assert_eq!(d.histogram[0], (5.0, 4));
         assert_eq!(d.histogram[19].1, 6);

@@ -200,7 +200,8 @@ fn start_engine(s: &Scenario) -> Result<(EngineLink, mpsc::UnboundedReceiver<Val
                 },
                 ..EngineOptions::default()
             };
-            let engine = Arc::new(Engine::start(opts).map_err(|e| RunError::Engine(e.to_string()))?);
+            let engine =
+                Arc::new(Engine::start(opts).map_err(|e| RunError::Engine(e.to_string()))?);
             if let Some(events) = engine.take_events() {
                 std::thread::Builder::new()
                     .name("run-events".into())
@@ -258,7 +259,9 @@ struct Faulty {
 
 impl MediaEngine for Faulty {
     fn fingerprint(&self) -> Option<srtp_engine::proto::dtls::Fingerprint> {
-        self.fingerprint.clone().or_else(|| self.inner.fingerprint())
+        self.fingerprint
+            .clone()
+            .or_else(|| self.inner.fingerprint())
     }
     fn prepare(&mut self, rtcp_mux: bool) -> Result<crate::media::Allocation, MediaError> {
         self.inner.prepare(rtcp_mux)
@@ -400,18 +403,65 @@ pub fn start_offset(i: u64, rate: f64, ramp: f64) -> Duration {
     Duration::from_secs_f64(t.max(0.0))
 }
 
+/// A caller user agent and whom it calls.
 struct CallPlan {
     ua: UserAgent,
     method: KeyMethod,
     log: MessageLog,
+    target: Uri,
+    peer: SocketAddr,
+}
+
+/// The URI to call and the address to send to: the scenario's target (through its proxy, or
+/// at its host), else our own answerer.
+fn call_target(
+    s: &Scenario,
+    protocol: Protocol,
+    target: Option<Uri>,
+    answerer: Option<SocketAddr>,
+) -> Result<(Uri, SocketAddr), RunError> {
+    let target = match (target, answerer) {
+        (Some(t), _) => t,
+        (None, Some(at)) => Uri::new(Some("answer"), &at.ip().to_string(), Some(at.port())),
+        (None, None) => {
+            return Err(ScenarioError::Invalid {
+                key: "sip.target",
+                why: "role caller needs a target".into(),
+            }
+            .into());
+        }
+    };
+    let peer = match (s.sip.proxy, target.socket_addr(), answerer) {
+        (Some(p), _, _) => p,
+        (None, Some(mut a), _) => {
+            if target.port.is_none() {
+                a.set_port(if protocol == Protocol::Tls {
+                    5061
+                } else {
+                    5060
+                });
+            }
+            a
+        }
+        (None, None, Some(a)) => a,
+        (None, None, None) => {
+            return Err(ScenarioError::Invalid {
+                key: "sip.proxy",
+                why: format!(
+                    "the target's host {:?} is a name: set sip.proxy to the address to send to",
+                    target.host
+                ),
+            }
+            .into());
+        }
+    };
+    Ok((target, peer))
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn place_call(
     index: u64,
     plan: Arc<CallPlan>,
-    target: Uri,
-    peer: SocketAddr,
     hold: Duration,
     dtls_timeout: Duration,
     log_limit: usize,
@@ -446,7 +496,10 @@ async fn place_call(
         sip_log: Vec::new(),
     };
     let mut failure: Option<(String, String)> = None;
-    match ua.call_as(target, peer, Some(call_id.clone())).await {
+    match ua
+        .call_as(plan.target.clone(), plan.peer, Some(call_id.clone()))
+        .await
+    {
         Err(e) => {
             failure = Some((
                 causes::of_call_error(&e, plan.method != KeyMethod::Dtls),
@@ -469,7 +522,10 @@ async fn place_call(
                 };
                 let outcome = match rx {
                     Err(d) => Some(d),
-                    Ok(rx) => tokio::time::timeout(dtls_timeout, rx).await.ok().and_then(Result::ok),
+                    Ok(rx) => tokio::time::timeout(dtls_timeout, rx)
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
                 };
                 lock(&shared).dtls_waiters.remove(&info.stream);
                 match outcome {
@@ -557,7 +613,10 @@ async fn engine_events(mut rx: mpsc::UnboundedReceiver<Value>, shared: SharedRef
             }
             Some("dtls_failed") => {
                 let reason = v["reason"].as_str().unwrap_or("protocol");
-                let mut detail = format!("DTLS-SRTP handshake failed as {}: {reason}", v["role"].as_str().unwrap_or("?"));
+                let mut detail = format!(
+                    "DTLS-SRTP handshake failed as {}: {reason}",
+                    v["role"].as_str().unwrap_or("?")
+                );
                 if let Some(a) = v["alert"].as_str() {
                     detail.push_str(&format!(" ({a})"));
                 }
@@ -586,7 +645,9 @@ async fn answerer_events(mut rx: mpsc::UnboundedReceiver<UasEvent>, shared: Shar
                     reason: String::new(),
                     warning: Some(reason),
                 };
-                *s.refused.entry(causes::of_call_error(&e, true)).or_default() += 1;
+                *s.refused
+                    .entry(causes::of_call_error(&e, true))
+                    .or_default() += 1;
             }
             UasEvent::Ended { stats, .. } => {
                 if let Some(stream) = stats["id"].as_u64()
@@ -607,7 +668,11 @@ fn progress_line(p: &Sample, calls: u64) -> String {
         "{:6.1}s  calls {:>6}/{}  set up {:>6}  failed {:>4}  active {:>5}  media {:>8.0} pkt/s  loss {:.3}%  MOS {}",
         p.t_s,
         p.attempted,
-        if calls == 0 { "-".to_string() } else { calls.to_string() },
+        if calls == 0 {
+            "-".to_string()
+        } else {
+            calls.to_string()
+        },
         p.setup_ok,
         p.failed,
         p.active,
@@ -627,39 +692,46 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
     tokio::spawn(engine_events(events, shared.clone()));
     let log_limit = s.report.failed_call_logs;
 
-    // The answerer.
-    let mut answerer = None;
+    // The answerers: `sip.agents` user agents, each on its own port (the first on
+    // `sip.answerer_listen`, the others on the ports above it, or any port).
+    let mut answerers = Vec::new();
     if s.role != Role::Caller {
         let method = match s.security.method {
             Method::Sdes => KeyMethod::Sdes,
             Method::Dtls => KeyMethod::Dtls,
             Method::Dual | Method::Mixed => KeyMethod::Dual,
         };
-        let mut cfg = UaConfig::new("answer", protocol, s.sip.answerer_listen);
-        cfg.security = s.security(method, true)?;
-        cfg.tls = tls.answerer.clone();
-        cfg.timers = timers(s);
-        cfg.challenge = credentials(&s.sip.challenge);
-        let mut media = link.media()?;
-        if s.media.mode == MediaMode::Echo {
-            media = media.answering_with("echo");
+        for k in 0..s.sip.agents {
+            let mut listen = s.sip.answerer_listen;
+            if k > 0 && listen.port() != 0 {
+                listen.set_port(listen.port().wrapping_add(k as u16));
+            }
+            let mut cfg = UaConfig::new("answer", protocol, listen);
+            cfg.security = s.security(method, true)?;
+            cfg.tls = tls.answerer.clone();
+            cfg.timers = timers(s);
+            cfg.challenge = credentials(&s.sip.challenge);
+            let mut media = link.media()?;
+            if s.media.mode == MediaMode::Echo {
+                media = media.answering_with("echo");
+            }
+            let f = &s.answerer.faults;
+            let media: Box<dyn MediaEngine> = Box::new(Faulty {
+                inner: Box::new(media),
+                fingerprint: f.wrong_fingerprint.then(random_fingerprint),
+                wrong_keys: f.wrong_keys,
+            });
+            let (ua, rx) = UserAgent::start(cfg, media)
+                .await
+                .map_err(|e| RunError::Signaling(format!("answerer on {listen}: {e}")))?;
+            tokio::spawn(answerer_events(rx, shared.clone()));
+            answerers.push(ua);
         }
-        let f = &s.answerer.faults;
-        let media: Box<dyn MediaEngine> = Box::new(Faulty {
-            inner: Box::new(media),
-            fingerprint: f.wrong_fingerprint.then(random_fingerprint),
-            wrong_keys: f.wrong_keys,
-        });
-        let (ua, rx) = UserAgent::start(cfg, media)
-            .await
-            .map_err(|e| RunError::Signaling(format!("answerer on {}: {e}", s.sip.answerer_listen)))?;
-        tokio::spawn(answerer_events(rx, shared.clone()));
-        answerer = Some(ua);
     }
 
-    // The callers: one user agent per keying method.
+    // The callers: `sip.agents` user agents per keying method; call i goes to caller
+    // i % n, which calls answerer i % n (when the answerers are ours).
     let mut plans = Vec::new();
-    let mut target_peer = None;
     if s.role != Role::Answerer {
         let methods: &[KeyMethod] = match s.security.method {
             Method::Sdes => &[KeyMethod::Sdes],
@@ -667,10 +739,12 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             Method::Dual => &[KeyMethod::Dual],
             Method::Mixed => &[KeyMethod::Sdes, KeyMethod::Dtls],
         };
-        for (k, &method) in methods.iter().enumerate() {
+        let target = s.target()?;
+        for k in 0..s.sip.agents * methods.len() {
+            let method = methods[k % methods.len()];
             let mut listen = s.sip.caller_listen;
             if k > 0 && listen.port() != 0 {
-                listen.set_port(listen.port() + k as u16);
+                listen.set_port(listen.port().wrapping_add(k as u16));
             }
             let mut cfg = UaConfig::new("caller", protocol, listen);
             cfg.security = s.security(method, false)?;
@@ -682,39 +756,17 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             let (ua, _uas) = UserAgent::start(cfg, Box::new(link.media()?))
                 .await
                 .map_err(|e| RunError::Signaling(format!("caller on {listen}: {e}")))?;
-            plans.push(Arc::new(CallPlan { ua, method, log }));
+            let answerer =
+                (!answerers.is_empty()).then(|| answerers[k % answerers.len()].local_addr());
+            let (target, peer) = call_target(s, protocol, target.clone(), answerer)?;
+            plans.push(Arc::new(CallPlan {
+                ua,
+                method,
+                log,
+                target,
+                peer,
+            }));
         }
-        let target = match (s.target()?, &answerer) {
-            (Some(t), _) => t,
-            (None, Some(a)) => {
-                let at = a.local_addr();
-                Uri::new(Some("answer"), &at.ip().to_string(), Some(at.port()))
-            }
-            (None, None) => return Err(ScenarioError::Invalid {
-                key: "sip.target",
-                why: "role caller needs a target".into(),
-            }
-            .into()),
-        };
-        let peer = match s.sip.proxy {
-            Some(p) => p,
-            None => {
-                let port = target.port.unwrap_or(if protocol == Protocol::Tls { 5061 } else { 5060 });
-                let ip = target.host.trim_start_matches('[').trim_end_matches(']');
-                match (ip.parse::<std::net::IpAddr>(), &answerer) {
-                    (Ok(ip), _) => SocketAddr::new(ip, port),
-                    (Err(_), Some(a)) => a.local_addr(),
-                    (Err(_), None) => {
-                        return Err(ScenarioError::Invalid {
-                            key: "sip.proxy",
-                            why: format!("the target's host {:?} is a name: set sip.proxy to the address to send to", target.host),
-                        }
-                        .into());
-                    }
-                }
-            }
-        };
-        target_peer = Some((target, peer));
     }
 
     // Progress and the time series, once a second.
@@ -756,8 +808,16 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
                         rx_pps: (rx1.saturating_sub(rx0)) as f64 / dt,
                         tx_pps: (tx1.saturating_sub(tx0)) as f64 / dt,
                         ended: w.ended,
-                        loss_percent: if w.expected > 0 { 100.0 * w.lost as f64 / w.expected as f64 } else { 0.0 },
-                        jitter_ms: if w.ended > 0 { w.jitter_sum / w.ended as f64 } else { 0.0 },
+                        loss_percent: if w.expected > 0 {
+                            100.0 * w.lost as f64 / w.expected as f64
+                        } else {
+                            0.0
+                        },
+                        jitter_ms: if w.ended > 0 {
+                            w.jitter_sum / w.ended as f64
+                        } else {
+                            0.0
+                        },
                         mos_min: w.mos_min,
                     }
                 };
@@ -786,8 +846,10 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
 
     // Place the calls.
     let mut offered = 0u64;
-    if let Some((target, peer)) = target_peer {
-        let sem = Arc::new(Semaphore::new(s.load.max_concurrent.min(Semaphore::MAX_PERMITS as u64) as usize));
+    if !plans.is_empty() {
+        let sem = Arc::new(Semaphore::new(
+            s.load.max_concurrent.min(Semaphore::MAX_PERMITS as u64) as usize,
+        ));
         let hold = Duration::from_secs_f64(s.load.hold_s);
         let dtls_timeout = Duration::from_millis(s.security.dtls_timeout_ms);
         for i in 0u64.. {
@@ -810,14 +872,16 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             }
             offered += 1;
             let plan = plans[(i % plans.len() as u64) as usize].clone();
-            let (target, shared) = (target.clone(), shared.clone());
+            let shared = shared.clone();
             tokio::spawn(async move {
-                place_call(i, plan, target, peer, hold, dtls_timeout, log_limit, shared, run_start).await;
+                place_call(i, plan, hold, dtls_timeout, log_limit, shared, run_start).await;
                 drop(permit);
             });
         }
         // Every call ends (each is bounded by SIP timers, the DTLS timeout and its hold).
-        let _ = sem.acquire_many(s.load.max_concurrent.min(Semaphore::MAX_PERMITS as u64) as u32).await;
+        let _ = sem
+            .acquire_many(s.load.max_concurrent.min(Semaphore::MAX_PERMITS as u64) as u32)
+            .await;
     } else {
         tokio::time::sleep(Duration::from_secs_f64(s.load.duration_s.max(1.0))).await;
     }
@@ -829,7 +893,7 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
         }
     };
     // Give the answerer a moment to see the last BYEs.
-    if answerer.is_some() && s.role == Role::Both {
+    if !answerers.is_empty() && s.role == Role::Both {
         for _ in 0..40 {
             let done = {
                 let sh = lock(&shared);
@@ -848,7 +912,7 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
     for p in &plans {
         p.ua.stop();
     }
-    if let Some(a) = &answerer {
+    for a in &answerers {
         a.stop();
     }
     let engine_summary = match &link {

@@ -49,14 +49,12 @@ impl std::fmt::Debug for MessageLog {
 
 /// The Call-ID header's value in a raw message (`Call-ID` or compact `i`, any case).
 fn raw_call_id(text: &str) -> Option<&str> {
-    text.lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            let name = name.trim();
-            (name.eq_ignore_ascii_case("call-id") || name.eq_ignore_ascii_case("i"))
-                .then(|| value.trim())
-        })
+    text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        let name = name.trim();
+        (name.eq_ignore_ascii_case("call-id") || name.eq_ignore_ascii_case("i"))
+            .then(|| value.trim())
+    })
 }
 
 impl MessageLog {

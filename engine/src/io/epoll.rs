@@ -53,6 +53,8 @@ pub struct EpollIo {
     events: Events,
     socks: Vec<Option<EpSock>>,
     free_socks: Vec<u32>,
+    /// Slots of removed sockets, free again after the next flush.
+    released: Vec<u32>,
     ready: Vec<u32>,
     rx_mem: Vec<u8>,
     rx_free: Vec<u32>,
@@ -93,6 +95,7 @@ impl EpollIo {
             events: Events::with_capacity(1024),
             socks: Vec::new(),
             free_socks: Vec::new(),
+            released: Vec::new(),
             ready: Vec::new(),
             rx_mem: vec![0; rx as usize * BUF_SIZE],
             rx_free: (0..rx).rev().collect(),
@@ -196,6 +199,7 @@ impl EpollIo {
         }
         self.pending = pending;
         self.pending.clear();
+        self.free_socks.append(&mut self.released);
     }
 
     /// Reads what a ready socket holds (up to one `recvmmsg`); returns whether it may hold more.
@@ -339,7 +343,9 @@ impl Io for EpollIo {
                 .registry()
                 .deregister(&mut SourceFd(&s.sock.as_raw_fd()));
             self.ready.retain(|&r| r != id);
-            self.free_socks.push(id);
+            // Queued sends name their socket by slot: the slot is reused only after the next
+            // flush, or a new socket there would carry the old stream's packets.
+            self.released.push(id);
         }
     }
 

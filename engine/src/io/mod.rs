@@ -357,6 +357,47 @@ mod tests {
         echo_round_trip(BackendKind::Epoll);
     }
 
+    /// A send queued for a socket that is then removed, with a new socket added before the
+    /// next submission, must never leave through the new socket: queued sends name their
+    /// socket by slot, and reusing the slot at once carried a deleted stream's last packet to
+    /// the next stream's peer (seen as single SRTP authentication failures in load runs).
+    #[test]
+    fn a_send_queued_before_removal_never_leaves_through_the_next_socket() {
+        for kind in [BackendKind::IoUring, BackendKind::Epoll] {
+            let (mut io, _) = open(kind, false, IoConfig::default()).unwrap();
+            let opts = socket::SocketOptions::default();
+            let old_peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let new_peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            new_peer
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let a = io
+                .add_socket(socket::bind_udp("127.0.0.1:0".parse().unwrap(), &opts).unwrap())
+                .unwrap();
+            io.connect(a, old_peer.local_addr().unwrap()).unwrap();
+            let buf = io.tx_buf().unwrap();
+            buf[..3].copy_from_slice(b"old");
+            io.send_tx(a, 3, None);
+            io.remove_socket(a);
+            let b = io
+                .add_socket(socket::bind_udp("127.0.0.1:0".parse().unwrap(), &opts).unwrap())
+                .unwrap();
+            io.connect(b, new_peer.local_addr().unwrap()).unwrap();
+            io.poll(Duration::ZERO).unwrap();
+            let buf = io.tx_buf().unwrap();
+            buf[..3].copy_from_slice(b"new");
+            io.send_tx(b, 3, None);
+            io.poll(Duration::ZERO).unwrap();
+            let mut got = [0u8; 16];
+            let (n, _) = new_peer.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], b"new", "{kind:?}: the new socket's first packet");
+            assert!(
+                new_peer.recv_from(&mut got).is_err(),
+                "{kind:?}: a second packet reached the new peer"
+            );
+        }
+    }
+
     #[test]
     fn oversized_datagrams_are_counted_not_delivered() {
         for kind in [BackendKind::IoUring, BackendKind::Epoll] {

@@ -165,6 +165,10 @@ pub struct UringIo {
     msghdr: Box<libc::msghdr>,
     socks: Vec<SockSlot>,
     free_socks: Vec<u32>,
+    /// Slots of removed sockets, reusable once the SQEs queued before the removal are
+    /// submitted: a queued send names its socket by slot, and a new socket in that slot
+    /// would carry the old stream's packet to the new stream's peer.
+    released: Vec<u32>,
     rearm: Vec<u32>,
     batch: Vec<RxEntry>,
     scratch: Vec<(u64, i32, u32)>,
@@ -230,6 +234,7 @@ impl UringIo {
             msghdr,
             socks: Vec::new(),
             free_socks: Vec::new(),
+            released: Vec::new(),
             rearm: Vec::new(),
             batch: Vec::with_capacity(usize::from(rx_entries)),
             scratch: Vec::with_capacity(32_768),
@@ -303,6 +308,14 @@ impl UringIo {
         }
     }
 
+    /// Socket slots removed before the last submission become reusable once nothing queued
+    /// refers to them.
+    fn release_slots(&mut self) {
+        if !self.released.is_empty() && self.ring.submission().is_empty() {
+            self.free_socks.append(&mut self.released);
+        }
+    }
+
     /// Every send buffer is in flight: submit the queued sends now and take their completions
     /// (UDP sends complete at submission), so generation can go on within this turn instead of
     /// dropping packets. Receive completions found on the way are kept for the next `reap`.
@@ -320,6 +333,7 @@ impl UringIo {
                 None,
             )
         };
+        self.release_slots();
         let mut returned = false;
         let mut cqes = std::mem::take(&mut self.deferred);
         let kept = cqes.len();
@@ -496,7 +510,7 @@ impl Io for UringIo {
         let _ = self.ring.submitter().register_files_update(id, &[-1]);
         self.rearm.retain(|&r| r != id);
         drop(sock);
-        self.free_socks.push(id);
+        self.released.push(id);
     }
 
     fn connect(&mut self, id: SockId, peer: SocketAddr) -> io::Result<()> {
@@ -549,6 +563,7 @@ impl Io for UringIo {
                 ) => {}
             Err(e) => return Err(e),
         }
+        self.release_slots();
         self.reap();
         Ok(())
     }
