@@ -467,7 +467,7 @@ impl Scenario {
             }
         }
         let nonneg = |v: f64, key: &'static str| {
-            if v.is_finite() && v >= 0.0 && v < 1e7 {
+            if (0.0..1e7).contains(&v) {
                 Ok(())
             } else {
                 Err(invalid(key, "is a number of seconds, 0 or more"))

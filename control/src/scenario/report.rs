@@ -69,6 +69,9 @@ pub struct MediaFigures {
     pub source_mismatch: u64,
     /// Times the peer's address changed.
     pub remote_changes: u64,
+    /// Packet periods the engine skipped because it fell behind its pacing (an overloaded
+    /// generator: those packets were never sent, so they are not loss).
+    pub pacing_skips: u64,
     /// Suite received with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rx_suite: Option<String>,
@@ -91,6 +94,7 @@ impl MediaFigures {
             malformed: u("malformed"),
             source_mismatch: u("source_mismatch"),
             remote_changes: u("remote_changes"),
+            pacing_skips: v["pacing_skips"].as_u64().unwrap_or(0),
             rx_suite: leg["rx_suite"].as_str().map(str::to_owned),
         })
     }
@@ -249,6 +253,8 @@ pub struct MediaTotals {
     pub mos_mean: f64,
     /// Authentication failures.
     pub auth_failures: u64,
+    /// Pacing periods skipped by the generator.
+    pub pacing_skips: u64,
 }
 
 impl MediaTotals {
@@ -270,6 +276,7 @@ impl MediaTotals {
             msum += m.mos;
             t.mos_min = t.mos_min.min(m.mos);
             t.auth_failures += m.auth_failures;
+            t.pacing_skips += m.pacing_skips;
         }
         if t.streams > 0 {
             t.jitter_mean_ms = jsum / t.streams as f64;
@@ -484,6 +491,13 @@ impl Report {
             limit: format!("<= {}", t.max_auth_failures),
             value: auth.to_string(),
             pass: auth <= t.max_auth_failures,
+        });
+        let skips = caller_media.pacing_skips + answerer_media.pacing_skips;
+        thresholds.push(Check {
+            name: "generator kept pace",
+            limit: "0 periods skipped".into(),
+            value: format!("{skips} periods skipped"),
+            pass: skips == 0,
         });
         let pass = thresholds.iter().all(|c| c.pass);
         let failed_logs = g
