@@ -259,6 +259,12 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
         );
     }
     o.push_str("</table>");
+    if let Some((a, b)) = r.undelivered_at_hangup {
+        let _ = write!(
+            o,
+            "<p>Undelivered at hangup (sent by one side, not received by the other before the call ended: in flight or queued): {a} to the callers, {b} to the answerer.</p>"
+        );
+    }
     o.push_str("<h2>Failures by cause</h2>");
     if r.failures.is_empty() {
         o.push_str("<p>None.</p>");

@@ -336,7 +336,8 @@ pub struct CallFigures {
     pub setup_success_percent: f64,
     /// Calls/s asked for.
     pub offered_rate: f64,
-    /// Calls/s achieved from the first call's start to the last one's.
+    /// Calls/s achieved once ramped up (from the first call started after the ramp to the
+    /// last one).
     pub achieved_rate: Option<f64>,
     /// Worst delay of a call's start behind schedule, ms.
     pub max_start_lag_ms: f64,
@@ -377,6 +378,12 @@ pub struct Report {
     pub caller_media: MediaTotals,
     /// What our answerer received.
     pub answerer_media: MediaTotals,
+    /// With both ends here: RTP packets one side sent that the other never received before
+    /// the call ended, (to the callers, to the answerer). Packets in flight at hangup count
+    /// (about one per call and direction); many more mean packets were queued, delayed
+    /// beyond the call's end: the machine is saturated. RFC 3550 loss cannot see them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undelivered_at_hangup: Option<(u64, u64)>,
     /// Calls our answerer answered.
     pub answered: u64,
     /// Calls our answerer refused, by cause.
@@ -532,9 +539,8 @@ impl Report {
                 failed,
                 setup_success_percent: setup_pct,
                 offered_rate: s.load.rate,
-                achieved_rate: g
-                    .placing_s
-                    .map(|p| (g.offered.saturating_sub(1)) as f64 / p),
+                achieved_rate: achieved_rate(&g.records, s.load.ramp_up_s)
+                    .or_else(|| g.placing_s.map(|p| (g.offered.saturating_sub(1)) as f64 / p)),
                 max_start_lag_ms: g.max_lag_ms,
                 peak_active: g.peak_active,
                 by_method,
@@ -542,6 +548,19 @@ impl Report {
             setup_ms: Distribution::of(&setup),
             dtls_handshake_ms: Distribution::of(&dtls),
             answerer_dtls_handshake_ms: Distribution::of(&g.answerer_dtls_ms),
+            undelivered_at_hangup: (s.role == super::config::Role::Both
+                && caller_media.streams > 0
+                && answerer_media.streams > 0)
+                .then(|| {
+                    (
+                        answerer_media
+                            .packets_sent
+                            .saturating_sub(caller_media.packets_received),
+                        caller_media
+                            .packets_sent
+                            .saturating_sub(answerer_media.packets_received),
+                    )
+                }),
             caller_media,
             answerer_media,
             answered: g.answered,
@@ -660,6 +679,15 @@ impl Report {
                 m.auth_failures
             );
         }
+        if let Some((to_callers, to_answerer)) = self.undelivered_at_hangup {
+            let per = |n: u64| n as f64 / self.calls.attempted.max(1) as f64;
+            let _ = writeln!(
+                o,
+                "  undelivered       at hangup: {to_callers} to the callers ({:.1} per call), {to_answerer} to the answerer ({:.1} per call): in flight or queued when calls ended",
+                per(to_callers),
+                per(to_answerer)
+            );
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(o, "failures by cause:");
             for f in &self.failures {
@@ -714,6 +742,19 @@ impl Report {
         }
         Ok(out)
     }
+}
+
+/// Calls per second from the first call started after the ramp to the last one (the rate the
+/// run held once ramped up); None with fewer than two such calls.
+fn achieved_rate(records: &[CallRecord], ramp_s: f64) -> Option<f64> {
+    let starts = records
+        .iter()
+        .map(|r| r.start_s)
+        .filter(|&t| t >= ramp_s);
+    let (n, lo, hi) = starts.fold((0u64, f64::INFINITY, 0.0f64), |(n, lo, hi), t| {
+        (n + 1, lo.min(t), hi.max(t))
+    });
+    (n >= 2 && hi > lo).then(|| (n - 1) as f64 / (hi - lo))
 }
 
 /// Causes that mean the call never got set up (as opposed to media trouble after set-up).
