@@ -302,6 +302,22 @@ enum Side {
 /// transactions 32 s after their 2xx).
 type Deadlines = BinaryHeap<Reverse<(Instant, Side, TxKey)>>;
 
+/// Queues a transaction's next deadline unless it is already the one queued.
+fn arm(
+    deadlines: &mut Deadlines,
+    armed: &mut Option<Instant>,
+    next: Option<Instant>,
+    side: Side,
+    key: &TxKey,
+) {
+    if let Some(at) = next
+        && next != *armed
+    {
+        *armed = next;
+        deadlines.push(Reverse((at, side, key.clone())));
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallState {
     Calling,
@@ -610,13 +626,7 @@ impl Core {
             }
             Some(e) => {
                 let next = e.tx.poll_timeout();
-                if next.is_some() && next != e.armed {
-                    e.armed = next;
-                    if let Some(at) = next {
-                        self.deadlines
-                            .push(Reverse((at, Side::Client, key.clone())));
-                    }
-                }
+                arm(&mut self.deadlines, &mut e.armed, next, Side::Client, key);
             }
             None => {}
         }
@@ -980,13 +990,7 @@ impl Core {
             }
             Some(s) => {
                 let next = s.tx.poll_timeout();
-                if next.is_some() && next != s.armed {
-                    s.armed = next;
-                    if let Some(at) = next {
-                        self.deadlines
-                            .push(Reverse((at, Side::Server, key.clone())));
-                    }
-                }
+                arm(&mut self.deadlines, &mut s.armed, next, Side::Server, key);
             }
             None => {}
         }

@@ -539,8 +539,10 @@ impl Report {
                 failed,
                 setup_success_percent: setup_pct,
                 offered_rate: s.load.rate,
-                achieved_rate: achieved_rate(&g.records, s.load.ramp_up_s)
-                    .or_else(|| g.placing_s.map(|p| (g.offered.saturating_sub(1)) as f64 / p)),
+                achieved_rate: achieved_rate(&g.records, s.load.ramp_up_s).or_else(|| {
+                    g.placing_s
+                        .map(|p| (g.offered.saturating_sub(1)) as f64 / p)
+                }),
                 max_start_lag_ms: g.max_lag_ms,
                 peak_active: g.peak_active,
                 by_method,
@@ -747,10 +749,7 @@ impl Report {
 /// Calls per second from the first call started after the ramp to the last one (the rate the
 /// run held once ramped up); None with fewer than two such calls.
 fn achieved_rate(records: &[CallRecord], ramp_s: f64) -> Option<f64> {
-    let starts = records
-        .iter()
-        .map(|r| r.start_s)
-        .filter(|&t| t >= ramp_s);
+    let starts = records.iter().map(|r| r.start_s).filter(|&t| t >= ramp_s);
     let (n, lo, hi) = starts.fold((0u64, f64::INFINITY, 0.0f64), |(n, lo, hi), t| {
         (n + 1, lo.min(t), hi.max(t))
     });

@@ -374,6 +374,31 @@ fn run_tls(s: &Scenario, protocol: Protocol) -> Result<RunTls, RunError> {
     })
 }
 
+/// User agent `k` of a side: its listen address (the side's, or the ports above it, or any
+/// port), keying, TLS and timers.
+fn agent_config(
+    s: &Scenario,
+    protocol: Protocol,
+    k: usize,
+    method: KeyMethod,
+    tls: &TlsSettings,
+    answerer: bool,
+) -> Result<UaConfig, RunError> {
+    let mut listen = if answerer {
+        s.sip.answerer_listen
+    } else {
+        s.sip.caller_listen
+    };
+    if k > 0 && listen.port() != 0 {
+        listen.set_port(listen.port().wrapping_add(k as u16));
+    }
+    let mut cfg = UaConfig::new(if answerer { "answer" } else { "caller" }, protocol, listen);
+    cfg.security = s.security(method, answerer)?;
+    cfg.tls = tls.clone();
+    cfg.timers = timers(s);
+    Ok(cfg)
+}
+
 fn timers(s: &Scenario) -> TimerValues {
     let t1 = Duration::from_millis(s.sip.t1_ms);
     let d = TimerValues::default();
@@ -702,14 +727,8 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             Method::Dual | Method::Mixed => KeyMethod::Dual,
         };
         for k in 0..s.sip.agents {
-            let mut listen = s.sip.answerer_listen;
-            if k > 0 && listen.port() != 0 {
-                listen.set_port(listen.port().wrapping_add(k as u16));
-            }
-            let mut cfg = UaConfig::new("answer", protocol, listen);
-            cfg.security = s.security(method, true)?;
-            cfg.tls = tls.answerer.clone();
-            cfg.timers = timers(s);
+            let mut cfg = agent_config(s, protocol, k, method, &tls.answerer, true)?;
+            let listen = cfg.listen;
             cfg.challenge = credentials(&s.sip.challenge);
             let mut media = link.media()?;
             if s.media.mode == MediaMode::Echo {
@@ -742,14 +761,8 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
         let target = s.target()?;
         for k in 0..s.sip.agents * methods.len() {
             let method = methods[k % methods.len()];
-            let mut listen = s.sip.caller_listen;
-            if k > 0 && listen.port() != 0 {
-                listen.set_port(listen.port().wrapping_add(k as u16));
-            }
-            let mut cfg = UaConfig::new("caller", protocol, listen);
-            cfg.security = s.security(method, false)?;
-            cfg.tls = tls.caller.clone();
-            cfg.timers = timers(s);
+            let mut cfg = agent_config(s, protocol, k, method, &tls.caller, false)?;
+            let listen = cfg.listen;
             cfg.credentials = credentials(&s.sip.auth);
             cfg.log = MessageLog::off().per_call(s.load.max_concurrent as usize + log_limit + 64);
             let log = cfg.log.clone();
