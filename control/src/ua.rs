@@ -302,6 +302,16 @@ enum Side {
 /// transactions 32 s after their 2xx).
 type Deadlines = BinaryHeap<Reverse<(Instant, Side, TxKey)>>;
 
+/// Whether a popped deadline `at` is the transaction's live one (then it is consumed);
+/// stale entries of re-armed transactions are not.
+fn take_due(armed: &mut Option<Instant>, at: Instant) -> bool {
+    let live = *armed == Some(at);
+    if live {
+        *armed = None;
+    }
+    live
+}
+
 /// Queues a transaction's next deadline unless it is already the one queued.
 fn arm(
     deadlines: &mut Deadlines,
@@ -418,26 +428,20 @@ impl Core {
             };
             match side {
                 Side::Client => {
-                    let Some(c) = self.clients.get_mut(&key) else {
-                        continue;
-                    };
-                    if c.armed != Some(at) {
-                        continue;
+                    if let Some(c) = self.clients.get_mut(&key)
+                        && take_due(&mut c.armed, at)
+                    {
+                        c.tx.handle_timeout(now);
+                        self.drain_client(&key);
                     }
-                    c.armed = None;
-                    c.tx.handle_timeout(now);
-                    self.drain_client(&key);
                 }
                 Side::Server => {
-                    let Some(s) = self.servers.get_mut(&key) else {
-                        continue;
-                    };
-                    if s.armed != Some(at) {
-                        continue;
+                    if let Some(s) = self.servers.get_mut(&key)
+                        && take_due(&mut s.armed, at)
+                    {
+                        s.tx.handle_timeout(now);
+                        self.drain_server(&key);
                     }
-                    s.armed = None;
-                    s.tx.handle_timeout(now);
-                    self.drain_server(&key);
                 }
             }
         }

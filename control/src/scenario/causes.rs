@@ -255,26 +255,33 @@ pub fn describe(name: &str) -> Cause {
         })
 }
 
+/// The cause of a refusal with status `code` and a Warning text. `sdes_offered` tells a bare
+/// 488 to an SDES offer apart.
+pub fn of_rejection(code: u16, warning: Option<&str>, sdes_offered: bool) -> String {
+    if code != 488 {
+        return format!("sip_{code}");
+    }
+    let w = warning.unwrap_or("").to_ascii_lowercase();
+    if w.contains("suite") {
+        "sdes_no_common_suite".into()
+    } else if w.contains("codec") {
+        "no_common_codec".into()
+    } else if w.contains("policy is off") {
+        "srtp_refused_by_policy".into()
+    } else if w.contains("requires srtp") || w.contains("srtp required") {
+        "plain_offer_srtp_required".into()
+    } else if sdes_offered {
+        "sdes_not_acceptable".into()
+    } else {
+        "sip_488".into()
+    }
+}
+
 /// The cause of a failed call set-up. `sdes_offered` tells a bare 488 to an SDES offer apart.
 pub fn of_call_error(e: &CallError, sdes_offered: bool) -> String {
     match e {
-        CallError::Rejected {
-            code: 488, warning, ..
-        } => {
-            let w = warning.as_deref().unwrap_or("").to_ascii_lowercase();
-            if w.contains("suite") {
-                "sdes_no_common_suite".into()
-            } else if w.contains("codec") {
-                "no_common_codec".into()
-            } else if w.contains("policy is off") {
-                "srtp_refused_by_policy".into()
-            } else if w.contains("requires srtp") || w.contains("srtp required") {
-                "plain_offer_srtp_required".into()
-            } else if sdes_offered {
-                "sdes_not_acceptable".into()
-            } else {
-                "sip_488".into()
-            }
+        CallError::Rejected { code, warning, .. } => {
+            of_rejection(*code, warning.as_deref(), sdes_offered)
         }
         CallError::Transport(TransportError::Tls(_)) => e.cause(),
         CallError::Transport(_) => "transport".into(),

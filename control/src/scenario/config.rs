@@ -341,8 +341,7 @@ impl Scenario {
             path: path.to_owned(),
             error,
         })?;
-        let s = Scenario::parse(&text)?;
-        Ok(s)
+        Scenario::parse(&text)
     }
 
     /// Parses and checks scenario text.

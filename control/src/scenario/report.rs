@@ -410,11 +410,6 @@ impl Report {
     /// Builds the report and judges the thresholds.
     pub fn build(s: &Scenario, g: Gathered) -> Report {
         let attempted = g.records.len() as u64;
-        let setup_ok = g
-            .records
-            .iter()
-            .filter(|r| r.setup_ms.is_some() && !r.cause.as_deref().is_some_and(is_setup_cause))
-            .count() as u64;
         let failed = g.records.iter().filter(|r| r.cause.is_some()).count() as u64;
         let mut by_method: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         for r in &g.records {
@@ -423,6 +418,7 @@ impl Report {
             e.1 +=
                 u64::from(r.setup_ms.is_some() && !r.cause.as_deref().is_some_and(is_setup_cause));
         }
+        let setup_ok: u64 = by_method.values().map(|(_, ok)| ok).sum();
         let setup: Vec<f64> = g.records.iter().filter_map(|r| r.setup_ms).collect();
         let dtls: Vec<f64> = g.records.iter().filter_map(|r| r.dtls_ms).collect();
         let caller_media = MediaTotals::of(g.records.iter().filter_map(|r| r.media.as_ref()));

@@ -665,13 +665,8 @@ async fn answerer_events(mut rx: mpsc::UnboundedReceiver<UasEvent>, shared: Shar
         match e {
             UasEvent::Answered(_) => s.answered += 1,
             UasEvent::Refused { code, reason, .. } => {
-                let e = crate::ua::CallError::Rejected {
-                    code,
-                    reason: String::new(),
-                    warning: Some(reason),
-                };
                 *s.refused
-                    .entry(causes::of_call_error(&e, true))
+                    .entry(causes::of_rejection(code, Some(&reason), true))
                     .or_default() += 1;
             }
             UasEvent::Ended { stats, .. } => {
