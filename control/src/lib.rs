@@ -14,6 +14,7 @@
 
 pub mod media;
 pub mod pki;
+pub mod register;
 pub mod scenario;
 pub mod sdp;
 pub mod sip;

@@ -27,6 +27,7 @@ use crate::sip::transaction::{
 };
 use crate::sip::transport::{Flow, Protocol, SipTransport, TransportError, TransportEvent};
 use crate::sip::uri::{NameAddr, Uri};
+use crate::sip::{rand_u32, token, via_header};
 
 /// A user agent's settings.
 #[derive(Clone, Debug)]
@@ -365,28 +366,6 @@ struct Core {
     session_id: u64,
     garbage: u64,
     deadlines: Deadlines,
-}
-
-fn rand_u32() -> u32 {
-    let mut b = [0u8; 4];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("system random number generator");
-    u32::from_le_bytes(b)
-}
-
-fn via_header(protocol: Protocol, local: SocketAddr) -> String {
-    format!(
-        "SIP/2.0/{} {local};branch=z9hG4bK{};rport",
-        protocol.via(),
-        token()
-    )
-}
-
-fn token() -> String {
-    let mut b = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("system random number generator");
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Core {

@@ -1,0 +1,15 @@
+//! Registration that behaves like a phone fleet: REGISTER with refresh, digest
+//! authentication, RFC 3261 retransmission backoff, RFC 5626 CRLF and OPTIONS keepalives, and
+//! failover across an ordered list of registrars with fallback to the primary.
+//!
+//! - [`endpoint`]: one endpoint's registration, a sans-IO state machine (time is an input);
+//! - [`fleet`]: thousands of endpoints on one timer heap, with their counters and timings;
+//! - [`registrar`]: a small sans-IO registrar for tests and labs;
+
+pub mod endpoint;
+pub mod fleet;
+pub mod registrar;
+
+pub use endpoint::{Detection, Endpoint, Event, Identity, Policy, RegistrarSpec};
+pub use fleet::{Fleet, FleetSnapshot, FleetStats};
+pub use registrar::{Registrar, RegistrarConfig};
