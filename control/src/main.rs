@@ -67,6 +67,49 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         hold_ms: u64,
     },
+    /// Register a fleet of endpoints (TOML; see configs/register/) with an ordered list of
+    /// registrars: refresh, keepalives, failover and fallback, metrics while it runs, a
+    /// report at the end. Exit code 0: every endpoint was registered at the end; 1: some
+    /// were not; 2: the run could not start.
+    Register {
+        /// The fleet file.
+        fleet: PathBuf,
+        /// Write report.json here (overrides run.report_dir).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+        /// Seconds to run, overriding run.duration_s (0: until interrupted).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Serve Prometheus metrics on this address, overriding run.metrics.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Progress lines every second on stderr: lines or off.
+        #[arg(long, default_value = "lines")]
+        progress: String,
+    },
+    /// A small registrar for labs and tests: grants up to --max-expires, answers OPTIONS,
+    /// optionally challenges with digest; runs until interrupted.
+    Registrar {
+        /// Transport and address to listen on: udp:127.0.0.1:5060, tcp:..., tls:...
+        #[arg(long, default_value = "udp:127.0.0.1:5060")]
+        listen: String,
+        /// Longest lifetime granted, seconds.
+        #[arg(long, default_value_t = 3600)]
+        max_expires: u32,
+        /// Shortest lifetime accepted (423 below), seconds.
+        #[arg(long, default_value_t = 60)]
+        min_expires: u32,
+        /// Challenge REGISTERs in this realm (with --password).
+        #[arg(long)]
+        realm: Option<String>,
+        /// Password pattern for every user: {user} is replaced by the user name, {n} by the
+        /// digits it ends with.
+        #[arg(long)]
+        password: Option<String>,
+        /// TLS certificate and key (PEM) for tls: listeners.
+        #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
+        tls: Option<Vec<PathBuf>>,
+    },
     /// Write a lab CA and certificates for TLS tests (server, expired, client) to a directory.
     Pki {
         /// Output directory.
@@ -175,11 +218,7 @@ fn config(ep: &Endpoint) -> Result<(UaConfig, Box<dyn MediaEngine>), String> {
     }
     cfg.security.rtcp_mux = !ep.no_rtcp_mux;
     cfg.tls = TlsSettings {
-        verify: match ep.verify.as_str() {
-            "system" => Verify::System,
-            "skip" => Verify::Skip,
-            path => Verify::CaFile(path.into()),
-        },
+        verify: Verify::from_setting(&ep.verify),
         identity: ep.tls_cert.clone().zip(ep.tls_key.clone()),
         client_ca: ep.client_ca.clone(),
     };
@@ -299,6 +338,21 @@ async fn run(cli: Cli) -> Result<bool, String> {
             )
             .await
         }
+        Command::Register {
+            fleet,
+            report_dir,
+            duration,
+            metrics,
+            progress,
+        } => register(fleet, report_dir, duration, metrics, &progress).await,
+        Command::Registrar {
+            listen,
+            max_expires,
+            min_expires,
+            realm,
+            password,
+            tls,
+        } => registrar(listen, max_expires, min_expires, realm, password, tls).await,
         Command::Pki { dir, names } => {
             use srtp_control::pki::{CertSpec, LabCa, write_pair};
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -397,6 +451,94 @@ async fn run(cli: Cli) -> Result<bool, String> {
             Ok(ok)
         }
     }
+}
+
+async fn register(
+    fleet: PathBuf,
+    report_dir: Option<PathBuf>,
+    duration: Option<f64>,
+    metrics: Option<SocketAddr>,
+    progress: &str,
+) -> Result<bool, String> {
+    use srtp_control::register::run::{FleetConfig, Progress, RunControl, run};
+    let mut cfg = FleetConfig::load(&fleet).map_err(|e| e.to_string())?;
+    if let Some(d) = duration {
+        cfg.run.duration_s = d;
+    }
+    if let Some(m) = metrics {
+        cfg.run.metrics = Some(m);
+    }
+    if let Some(d) = report_dir {
+        cfg.run.report_dir = d;
+    }
+    let progress = match progress {
+        "lines" => Progress::Lines,
+        "off" => Progress::Off,
+        other => return Err(format!("--progress: {other:?} is lines or off")),
+    };
+    let control = RunControl::default();
+    let c2 = control.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: unregistering");
+            c2.stop();
+        }
+    });
+    if let Some(m) = cfg.run.metrics {
+        eprintln!("metrics on http://{m}/metrics");
+    }
+    let report = run(&cfg, progress, control, |_, _| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    print!("{}", report.summary());
+    let path = report
+        .write(&cfg.run.report_dir)
+        .map_err(|e| format!("{}: {e}", cfg.run.report_dir.display()))?;
+    println!("report: {}", path.display());
+    Ok(report.end.unregistered == 0)
+}
+
+async fn registrar(
+    listen: String,
+    max_expires: u32,
+    min_expires: u32,
+    realm: Option<String>,
+    password: Option<String>,
+    tls: Option<Vec<PathBuf>>,
+) -> Result<bool, String> {
+    use srtp_control::register::RegistrarConfig;
+    use srtp_control::register::server::RegistrarServer;
+    let (proto, addr) = listen
+        .split_once(':')
+        .ok_or("--listen: transport:address, e.g. udp:127.0.0.1:5060")?;
+    let protocol = Protocol::parse(proto).ok_or("--listen: udp, tcp or tls")?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("--listen: {addr:?} is not an address"))?;
+    if realm.is_some() != password.is_some() {
+        return Err("--realm and --password go together".into());
+    }
+    let pattern = password.unwrap_or_default();
+    let cfg = RegistrarConfig {
+        max_expires,
+        min_expires,
+        realm,
+        passwords: Box::new(move |user: &str| {
+            let digits = user.trim_start_matches(|c: char| !c.is_ascii_digit());
+            Some(pattern.replace("{user}", user).replace("{n}", digits))
+        }),
+    };
+    let tls = TlsSettings {
+        identity: tls.map(|v| (v[0].clone(), v[1].clone())),
+        ..TlsSettings::default()
+    };
+    let server = RegistrarServer::start(protocol, addr, &tls, cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("registrar on {proto} {}", server.local_addr());
+    let _ = tokio::signal::ctrl_c().await;
+    println!("{} live bindings; {:?}", server.bindings(), server.counts());
+    Ok(true)
 }
 
 /// One line of media figures from the engine's stream statistics.

@@ -855,6 +855,7 @@ impl Core {
                     self.fail_call(&id, CallError::Transport(e));
                 }
             }
+            TransportEvent::Pong { .. } => {}
             TransportEvent::Garbage { peer, error } => {
                 self.garbage += 1;
                 tracing::debug!(%peer, "dropped a message that is not SIP: {error}");

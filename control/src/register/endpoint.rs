@@ -357,8 +357,9 @@ struct Tx {
     tx: ClientTransaction,
     branch: String,
     sent: Instant,
-    /// Whether this request already answers a challenge (a second 401 then means refused).
-    authed: bool,
+    /// The nonce this request answered, if it carried credentials (a 401 with the same nonce
+    /// means refused; a new nonce means the server forgot ours, e.g. after a restart).
+    authed_nonce: Option<String>,
     /// Our own deadline (keepalives and probes), shorter than the transaction's 64*T1.
     deadline: Option<Instant>,
     retransmits_seen: usize,
@@ -691,7 +692,10 @@ impl Endpoint {
             .ok()
             .and_then(|v| v.branch)
             .unwrap_or_default();
-        let authed = req.header("Authorization").is_some();
+        let authed_nonce = req
+            .header("Authorization")
+            .and_then(|a| crate::sip::auth::Authorization::parse(a).ok())
+            .map(|a| a.nonce);
         let deadline = matches!(purpose, Purpose::Keepalive | Purpose::Probe)
             .then(|| now + self.policy.keepalive_timeout);
         let mut tx = ClientTransaction::new(
@@ -714,7 +718,7 @@ impl Endpoint {
             tx,
             branch,
             sent: now,
-            authed,
+            authed_nonce,
             deadline,
             retransmits_seen: 0,
         });
@@ -900,7 +904,7 @@ impl Endpoint {
                 .map(|h| h.value.as_str()),
         );
         match (ch, &self.id.auth) {
-            (Ok(ch), Some(_)) if !tx.authed || ch.stale => {
+            (Ok(ch), Some(_)) if tx.authed_nonce.as_ref() != Some(&ch.nonce) || ch.stale => {
                 self.challenges[r] = Some((ch, 0));
                 self.resend(now, &tx);
             }
@@ -1422,6 +1426,18 @@ mod tests {
                 .unwrap()
                 .contains("username=\"bob\"")
         );
+        // A new nonce (the registrar restarted and forgot ours) is answered again...
+        let mut c = Message::response_to(&again, 401, "Unauthorized", Some("x"));
+        c.push("WWW-Authenticate", "Digest realm=\"r\", nonce=\"n2\"");
+        e.handle_response(t0, c);
+        let (_, again) = sent(&mut e).pop().unwrap();
+        assert!(
+            again
+                .header("Authorization")
+                .unwrap()
+                .contains("nonce=\"n2\"")
+        );
+        // ...but a refusal of the nonce we just answered means the credentials are wrong.
         let mut c = Message::response_to(&again, 401, "Unauthorized", Some("x"));
         c.push("WWW-Authenticate", "Digest realm=\"r\", nonce=\"n2\"");
         e.handle_response(t0, c);

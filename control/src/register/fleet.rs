@@ -60,9 +60,9 @@ pub struct FleetStats {
     pub rejections: BTreeMap<u16, u64>,
     /// Times every registrar failed in turn.
     pub exhausted: u64,
-    /// REGISTER retransmission intervals used (ms -> count).
+    /// REGISTER retransmission intervals used (ms, to the nearest 10 -> count).
     pub register_retransmits: BTreeMap<u64, u64>,
-    /// OPTIONS retransmission intervals used (ms -> count).
+    /// OPTIONS retransmission intervals used (ms, to the nearest 10 -> count).
     pub options_retransmits: BTreeMap<u64, u64>,
     /// Time to register (ms), every new registration.
     pub register_ms: Vec<u64>,
@@ -76,7 +76,7 @@ pub struct FleetStats {
     pub refresh_intervals: BTreeMap<u64, u64>,
     /// Successful refreshes per second since the epoch.
     pub refreshes_per_second: Vec<u32>,
-    /// Losses, failovers and fallbacks one by one (the first [`MAX_TRANSITIONS`]).
+    /// Losses, failovers and fallbacks one by one (the first 100,000).
     pub transitions: Vec<Transition>,
 }
 
@@ -101,6 +101,9 @@ pub struct Fleet {
     stats: FleetStats,
     epoch: Instant,
     garbage: u64,
+    rate: f64,
+    /// Stopping: when it began and how many endpoints are stopped so far (at `rate`).
+    stopping: Option<(Instant, usize)>,
 }
 
 impl Fleet {
@@ -132,6 +135,8 @@ impl Fleet {
             stats: FleetStats::default(),
             epoch,
             garbage: 0,
+            rate,
+            stopping: None,
         };
         for i in 0..f.endpoints.len() {
             f.rearm(i);
@@ -192,7 +197,17 @@ impl Fleet {
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
+        let timers = self.heap.peek().map(|Reverse((t, _))| *t);
+        match (timers, self.next_stop()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn next_stop(&self) -> Option<Instant> {
+        let (since, done) = self.stopping?;
+        (done < self.endpoints.len())
+            .then(|| since + Duration::from_secs_f64(done as f64 / self.rate))
     }
 
     /// The next message to send, and the endpoint it is from.
@@ -202,6 +217,17 @@ impl Fleet {
 
     /// Fires every endpoint timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.next_stop()
+            && t <= now
+        {
+            let Some((_, done)) = &mut self.stopping else {
+                break;
+            };
+            let i = *done;
+            *done += 1;
+            self.endpoints[i].stop(now);
+            self.after(i, now);
+        }
         while let Some(&Reverse((t, i))) = self.heap.peek() {
             if t > now {
                 break;
@@ -254,17 +280,25 @@ impl Fleet {
         }
     }
 
-    /// Stops every endpoint: each unregisters from its registrar.
+    /// Stops every endpoint, at the registration rate (a fleet that unregisters all at once
+    /// is a storm): each unregisters from its registrar.
     pub fn stop(&mut self, now: Instant) {
-        for i in 0..self.endpoints.len() {
-            self.endpoints[i].stop(now);
-            self.after(i, now);
+        if self.stopping.is_none() {
+            self.stopping = Some((now, 0));
+            self.handle_timeout(now);
         }
+    }
+
+    /// How long stopping takes at the registration rate.
+    pub fn stop_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.endpoints.len() as f64 / self.rate.min(1e9))
     }
 
     /// Whether every endpoint is stopped with nothing in flight.
     pub fn is_idle(&self) -> bool {
-        self.endpoints.iter().all(Endpoint::is_idle)
+        self.stopping
+            .is_some_and(|(_, done)| done == self.endpoints.len())
+            && self.endpoints.iter().all(Endpoint::is_idle)
     }
 
     fn rearm(&mut self, i: usize) {
@@ -351,7 +385,9 @@ impl Fleet {
                 } else {
                     &mut s.options_retransmits
                 };
-                *map.entry(ms(interval)).or_default() += 1;
+                // To the nearest 10 ms: timer wake-ups add a few ms of noise.
+                let bucket = (ms(interval) + 5) / 10 * 10;
+                *map.entry(bucket).or_default() += 1;
             }
         }
     }

@@ -4,11 +4,15 @@
 //!
 //! - [`endpoint`]: one endpoint's registration, a sans-IO state machine (time is an input);
 //! - [`fleet`]: thousands of endpoints on one timer heap, with their counters and timings;
-//! - [`registrar`]: a small sans-IO registrar for tests and labs;
+//! - [`registrar`]: a small sans-IO registrar for tests and labs, and [`server`] to put it on
+//!   a real transport;
+//! - [`run`]: `srtp-control register`: a fleet over real sockets, its metrics and report.
 
 pub mod endpoint;
 pub mod fleet;
 pub mod registrar;
+pub mod run;
+pub mod server;
 
 pub use endpoint::{Detection, Endpoint, Event, Identity, Policy, RegistrarSpec};
 pub use fleet::{Fleet, FleetSnapshot, FleetStats};

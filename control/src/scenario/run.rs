@@ -315,11 +315,7 @@ impl Drop for TempDir {
 }
 
 fn run_tls(s: &Scenario, protocol: Protocol) -> Result<RunTls, RunError> {
-    let verify = match s.sip.tls_verify.as_str() {
-        "system" => Verify::System,
-        "skip" => Verify::Skip,
-        path => Verify::CaFile(path.into()),
-    };
+    let verify = Verify::from_setting(&s.sip.tls_verify);
     let mut caller = TlsSettings {
         verify,
         identity: s.sip.tls_cert.clone().zip(s.sip.tls_key.clone()),

@@ -21,6 +21,17 @@ pub enum Verify {
     Skip,
 }
 
+impl Verify {
+    /// From a config value: `system`, `skip`, or the path of a CA file.
+    pub fn from_setting(s: &str) -> Verify {
+        match s {
+            "system" => Verify::System,
+            "skip" => Verify::Skip,
+            path => Verify::CaFile(path.into()),
+        }
+    }
+}
+
 /// TLS settings of one endpoint.
 #[derive(Clone, Debug)]
 pub struct TlsSettings {

@@ -97,6 +97,11 @@ pub enum TransportEvent {
         /// What went wrong, if anything.
         error: Option<TransportError>,
     },
+    /// An RFC 5626 pong (a bare CRLF) came on a connection: the answer to our ping.
+    Pong {
+        /// The connection.
+        flow: Flow,
+    },
     /// A datagram or stream bytes that are not SIP (counted, logged, dropped).
     Garbage {
         /// Where from.
@@ -151,6 +156,7 @@ pub struct SipTransport {
     next_id: Arc<AtomicU64>,
     tls_client: Option<(Arc<rustls::ClientConfig>, String, bool)>,
     log: MessageLog,
+    silent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for SipTransport {
@@ -194,6 +200,7 @@ impl SipTransport {
             next_id: Arc::new(AtomicU64::new(1)),
             tls_client,
             log,
+            silent: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         match protocol {
             Protocol::Udp => {
@@ -342,7 +349,9 @@ impl SipTransport {
                         Ok(StreamRead::Incomplete) => break,
                         Ok(StreamRead::Keepalive { used, ping }) => {
                             buf.drain(..used);
-                            if ping {
+                            if !ping {
+                                let _ = t.events.send(TransportEvent::Pong { flow });
+                            } else if !t.silent.load(Ordering::Relaxed) {
                                 t.send_raw(&flow, b"\r\n".to_vec(), false);
                             }
                         }
@@ -457,6 +466,27 @@ impl SipTransport {
                 w.get(id).is_some_and(|w| w.send(bytes).is_ok())
             }
         }
+    }
+
+    /// Sends an RFC 5626 CRLF ping (`\r\n\r\n`) on a connection; its pong comes back as
+    /// [`TransportEvent::Pong`]. Nothing happens on UDP.
+    pub fn send_ping(&self, flow: &Flow) -> Result<(), TransportError> {
+        match flow {
+            Flow::Udp(_) => Ok(()),
+            Flow::Stream { .. } => {
+                if self.send_raw(flow, b"\r\n\r\n".to_vec(), false) {
+                    Ok(())
+                } else {
+                    Err(TransportError::Closed(flow.peer()))
+                }
+            }
+        }
+    }
+
+    /// Stops (`true`) or resumes answering CRLF pings, so that a server can play dead
+    /// without closing its connections.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::Relaxed);
     }
 
     /// Closes a stream connection.

@@ -157,17 +157,36 @@ pub struct Scrape<'a> {
     pub control: Option<&'a CtlCounters>,
 }
 
-struct Out {
+/// A text exposition being written: families declared by [`Metric`], samples in order.
+pub struct Exposition {
     buf: String,
 }
 
-impl Out {
-    fn family(&mut self, m: &Metric) {
+/// The engine's own name for the writer.
+type Out = Exposition;
+
+impl Default for Exposition {
+    fn default() -> Self {
+        Exposition {
+            buf: String::with_capacity(16 * 1024),
+        }
+    }
+}
+
+impl Exposition {
+    /// The text written so far.
+    pub fn finish(self) -> String {
+        self.buf
+    }
+
+    /// Writes a family's `# HELP` and `# TYPE` lines.
+    pub fn family(&mut self, m: &Metric) {
         let _ = writeln!(self.buf, "# HELP {} {}", m.name, m.help);
         let _ = writeln!(self.buf, "# TYPE {} {}", m.name, m.kind.as_str());
     }
 
-    fn sample(&mut self, m: &Metric, labels: &[&str], value: f64) {
+    /// Writes one sample with these label values (in the order of `m.labels`).
+    pub fn sample(&mut self, m: &Metric, labels: &[&str], value: f64) {
         debug_assert_eq!(labels.len(), m.labels.len(), "{}", m.name);
         self.buf.push_str(m.name);
         if !labels.is_empty() {
@@ -183,7 +202,8 @@ impl Out {
         let _ = writeln!(self.buf, " {value}");
     }
 
-    fn one(&mut self, m: &Metric, value: f64) {
+    /// Writes a family with its one unlabelled sample.
+    pub fn one(&mut self, m: &Metric, value: f64) {
         self.family(m);
         self.sample(m, &[], value);
     }
@@ -210,9 +230,7 @@ fn escape(v: &str) -> String {
 
 /// Renders the exposition text.
 pub fn render(s: &Scrape<'_>) -> String {
-    let mut o = Out {
-        buf: String::with_capacity(16 * 1024),
-    };
+    let mut o = Out::default();
     let snap = s.snapshot;
     let t = &snap.totals;
     o.family(&BUILD_INFO);
@@ -333,12 +351,33 @@ impl MetricsServer {
         engine: Arc<Engine>,
         control: Option<Arc<CtlCounters>>,
     ) -> std::io::Result<MetricsServer> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
         let start_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
+        MetricsServer::serve_pages(addr, move |path| {
+            (path == "/metrics").then(|| {
+                let snapshot = engine.snapshot();
+                render(&Scrape {
+                    snapshot: &snapshot,
+                    backend: engine.backend().name(),
+                    fallback: engine.fallback_reason().is_some(),
+                    start_time,
+                    control: control.as_deref(),
+                })
+            })
+        })
+    }
+
+    /// Listens on `addr` and answers each `GET` with what `page` returns for its path (404
+    /// for `None`), one connection at a time on its own thread: any exposition, such as
+    /// `srtp-control`'s registration metrics.
+    pub fn serve_pages(
+        addr: SocketAddr,
+        page: impl Fn(&str) -> Option<String> + Send + 'static,
+    ) -> std::io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
         let thread = std::thread::Builder::new()
             .name("srtp-metrics".into())
@@ -348,18 +387,7 @@ impl MetricsServer {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let _ = serve(conn, |path| {
-                        (path == "/metrics").then(|| {
-                            let snapshot = engine.snapshot();
-                            render(&Scrape {
-                                snapshot: &snapshot,
-                                backend: engine.backend().name(),
-                                fallback: engine.fallback_reason().is_some(),
-                                start_time,
-                                control: control.as_deref(),
-                            })
-                        })
-                    });
+                    let _ = serve(conn, &page);
                 }
             })?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
