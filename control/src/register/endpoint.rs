@@ -1415,30 +1415,25 @@ mod tests {
             0.0,
         );
         e.handle_timeout(t0);
-        let (_, reg) = sent(&mut e).pop().unwrap();
-        let mut c = Message::response_to(&reg, 401, "Unauthorized", Some("x"));
-        c.push("WWW-Authenticate", "Digest realm=\"r\", nonce=\"n1\"");
-        e.handle_response(t0, c);
-        let (_, again) = sent(&mut e).pop().unwrap();
-        assert!(
-            again
-                .header("Authorization")
-                .unwrap()
-                .contains("username=\"bob\"")
-        );
-        // A new nonce (the registrar restarted and forgot ours) is answered again...
-        let mut c = Message::response_to(&again, 401, "Unauthorized", Some("x"));
-        c.push("WWW-Authenticate", "Digest realm=\"r\", nonce=\"n2\"");
-        e.handle_response(t0, c);
-        let (_, again) = sent(&mut e).pop().unwrap();
-        assert!(
-            again
-                .header("Authorization")
-                .unwrap()
-                .contains("nonce=\"n2\"")
-        );
+        let (_, mut req) = sent(&mut e).pop().unwrap();
+        // The first challenge is answered, and so is a new nonce (the registrar restarted and
+        // forgot ours)...
+        for nonce in ["n1", "n2"] {
+            let mut c = Message::response_to(&req, 401, "Unauthorized", Some("x"));
+            c.push(
+                "WWW-Authenticate",
+                format!("Digest realm=\"r\", nonce=\"{nonce}\""),
+            );
+            e.handle_response(t0, c);
+            req = sent(&mut e).pop().unwrap().1;
+            let auth = req.header("Authorization").unwrap();
+            assert!(
+                auth.contains("username=\"bob\"") && auth.contains(nonce),
+                "{auth}"
+            );
+        }
         // ...but a refusal of the nonce we just answered means the credentials are wrong.
-        let mut c = Message::response_to(&again, 401, "Unauthorized", Some("x"));
+        let mut c = Message::response_to(&req, 401, "Unauthorized", Some("x"));
         c.push("WWW-Authenticate", "Digest realm=\"r\", nonce=\"n2\"");
         e.handle_response(t0, c);
         assert!(matches!(

@@ -18,18 +18,11 @@ use zeroize::Zeroizing;
 
 use super::endpoint::{Detection, Identity, Payload, Policy, RegistrarSpec};
 use super::fleet::{Fleet, FleetSnapshot, FleetStats};
-use crate::scenario::config::ScenarioError;
+use crate::scenario::config::{ScenarioError, invalid, read_text};
 use crate::sip::log::MessageLog;
 use crate::sip::tls::{TlsSettings, Verify};
 use crate::sip::transaction::TimerValues;
 use crate::sip::transport::{Flow, Protocol, SipTransport, TransportError, TransportEvent};
-
-fn invalid(key: &'static str, why: impl Into<String>) -> ScenarioError {
-    ScenarioError::Invalid {
-        key,
-        why: why.into(),
-    }
-}
 
 /// A fleet file. Every key has a default except the registrars.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -225,11 +218,7 @@ fn secs(key: &'static str, v: f64) -> Result<Option<Duration>, ScenarioError> {
 impl FleetConfig {
     /// Reads and checks a fleet file.
     pub fn load(path: &Path) -> Result<FleetConfig, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        FleetConfig::parse(&text)
+        FleetConfig::parse(&read_text(path)?)
     }
 
     /// Parses and checks fleet text.
@@ -320,12 +309,7 @@ impl FleetConfig {
         let e = &self.endpoints;
         let mut out = Vec::new();
         if let Some(path) = &e.csv {
-            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
-                ScenarioError::Read {
-                    path: path.clone(),
-                    error,
-                }
-            })?);
+            let text = Zeroizing::new(read_text(path)?);
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
@@ -576,6 +560,22 @@ metric!(
     ["statistic"],
     "Time from a loss to the registration elsewhere so far (statistic: median or max)."
 );
+
+/// Every registration metric, in exposition order.
+pub const METRICS: &[&Metric] = &[
+    &REGISTERED,
+    &UNREGISTERED,
+    &REGISTRATIONS,
+    &REFRESHES,
+    &REFRESH_FAILURES,
+    &LAPSED,
+    &KEEPALIVE_FAILURES,
+    &FAILOVERS,
+    &FALLBACKS,
+    &REJECTIONS,
+    &DETECT,
+    &RECOVER,
+];
 
 /// Renders the fleet's metrics.
 pub fn render_metrics(names: &[String], snap: &FleetSnapshot, s: &FleetStats) -> String {
@@ -904,6 +904,85 @@ mod tests {
         let users: Vec<_> = ids.iter().map(|i| i.user.as_str()).collect();
         assert_eq!(users, ["ep009", "ep010", "ep011"]);
         assert_eq!(ids[2].auth.as_ref().unwrap().1.as_str(), "pw-011");
+    }
+
+    #[test]
+    fn every_metric_is_rendered_documented_and_accepted_by_promtool() {
+        let snap = FleetSnapshot {
+            registered: vec![3, 1],
+            unregistered: 1,
+        };
+        let stats = FleetStats {
+            detect_ms: vec![2000, 2500],
+            ..FleetStats::default()
+        };
+        let text = render_metrics(&["primary".into(), "backup".into()], &snap, &stats);
+        let docs = include_str!("../../../docs/metrics.md");
+        for m in METRICS {
+            assert!(text.contains(&format!("# TYPE {} ", m.name)), "{}", m.name);
+            assert!(
+                docs.contains(&format!("`{}`", m.name)),
+                "{} not in docs",
+                m.name
+            );
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
+        }
+        assert!(text.contains("srtp_control_registered_endpoints{registrar=\"backup\"} 1"));
+        assert!(text.contains("srtp_control_failure_detection_seconds{statistic=\"max\"} 2.5"));
+        // promtool is installed by scripts/setup-debian (it checks the engine's metrics too).
+        let Ok(mut child) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            panic!("promtool not found: run scripts/setup-debian");
+        };
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn a_csv_gives_users_and_passwords_and_bad_lines_are_named() {
+        let dir = std::env::temp_dir().join(format!("srtp-fleet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.csv");
+        std::fs::write(&good, "# user,password\nalice,pa\n\nbob\n").unwrap();
+        let bad = dir.join("bad.csv");
+        std::fs::write(&bad, "alice,pa\nbad user,x\n").unwrap();
+        let cfg = |p: &Path| {
+            FleetConfig::parse(&format!(
+                "[[registrars]]\naddress = \"127.0.0.1:5060\"\n[endpoints]\ncsv = {:?}\n",
+                p.display().to_string()
+            ))
+            .unwrap()
+        };
+        let ids = cfg(&good).identities().unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0].auth.as_ref().unwrap().1.as_str(), "pa");
+        assert!(ids[1].auth.is_none());
+        let e = cfg(&bad).identities().unwrap_err().to_string();
+        assert!(e.contains("endpoints.csv") && e.contains("line 2"), "{e}");
+        assert!(!e.contains("pa"), "no password in the error");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -36,7 +36,16 @@ pub enum ScenarioError {
     },
 }
 
-fn invalid(key: &'static str, why: impl Into<String>) -> ScenarioError {
+/// A config file's text.
+pub(crate) fn read_text(path: &Path) -> Result<String, ScenarioError> {
+    std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// A value that parses but makes no sense, named by its dotted key.
+pub(crate) fn invalid(key: &'static str, why: impl Into<String>) -> ScenarioError {
     ScenarioError::Invalid {
         key,
         why: why.into(),
@@ -337,11 +346,7 @@ pub struct Scenario {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        Scenario::parse(&text)
+        Scenario::parse(&read_text(path)?)
     }
 
     /// Parses and checks scenario text.
