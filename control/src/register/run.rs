@@ -641,6 +641,27 @@ impl RunControl {
     }
 }
 
+/// What an endpoint answers to a request from a registrar: 200 to OPTIONS (a registrar's
+/// qualify ping), 405 to anything else but ACK.
+fn answer_request(req: &crate::sip::Message) -> Option<crate::sip::Message> {
+    use crate::sip::Method;
+    let tag = crate::sip::token();
+    match req.method()? {
+        Method::Ack => None,
+        Method::Options => {
+            let mut r = crate::sip::Message::response_to(req, 200, "OK", Some(&tag));
+            r.push("Allow", "OPTIONS");
+            Some(r)
+        }
+        _ => {
+            let mut r =
+                crate::sip::Message::response_to(req, 405, "Method Not Allowed", Some(&tag));
+            r.push("Allow", "OPTIONS");
+            Some(r)
+        }
+    }
+}
+
 enum FlowState {
     Connecting(Vec<Payload>),
     Up(Flow),
@@ -760,6 +781,13 @@ pub async fn run(
                 let Some(ev) = ev else { break };
                 let now = Instant::now();
                 match ev {
+                    TransportEvent::Message { msg, flow } if msg.is_request() => {
+                        // Registrars "qualify" contacts with OPTIONS: a phone answers 200, or
+                        // it is marked unreachable. Other requests are not ours to take.
+                        if let Some(resp) = answer_request(&msg) {
+                            let _ = transport.send(&flow, &resp);
+                        }
+                    }
                     TransportEvent::Message { msg, .. } => fleet.handle_message(now, *msg),
                     TransportEvent::Pong { flow: Flow::Stream { id, .. } } => {
                         if let Some(&(i, r)) = by_flow.get(&id) {
@@ -983,6 +1011,29 @@ mod tests {
         assert!(e.contains("endpoints.csv") && e.contains("line 2"), "{e}");
         assert!(!e.contains("pa"), "no password in the error");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_qualify_options_is_answered_and_other_requests_refused() {
+        use crate::sip::{Message, Method, Uri};
+        let req = |m: Method| {
+            let mut r = Message::request(m.clone(), Uri::new(Some("phone1"), "127.0.0.1", None));
+            r.push("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKq")
+                .push("From", "<sip:registrar@lab.test>;tag=r")
+                .push("To", "<sip:phone1@127.0.0.1>")
+                .push("Call-ID", "q1")
+                .push("CSeq", format!("1 {}", m.as_str()));
+            r
+        };
+        assert_eq!(
+            answer_request(&req(Method::Options)).unwrap().code(),
+            Some(200)
+        );
+        assert_eq!(
+            answer_request(&req(Method::Invite)).unwrap().code(),
+            Some(405)
+        );
+        assert!(answer_request(&req(Method::Ack)).is_none());
     }
 
     #[test]
