@@ -581,12 +581,11 @@ impl Endpoint {
     }
 
     /// A CRLF pong arrived on the connection to `registrar`.
-    pub fn handle_pong(&mut self, now: Instant, registrar: usize) {
+    pub fn handle_pong(&mut self, _now: Instant, registrar: usize) {
         if self.ping.is_some_and(|p| p.0 == registrar) {
             self.ping = None;
             self.answered(registrar);
         }
-        let _ = now;
     }
 
     /// The connection to `registrar` failed or closed: what was in flight on it failed.

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use crate::sip::auth::{Algorithm, Authorization, Challenge};
 use crate::sip::message::{Message, Method};
 use crate::sip::token;
-use crate::sip::uri::NameAddr;
 
 /// Where the registrar's passwords come from.
 pub type Passwords = Box<dyn Fn(&str) -> Option<String> + Send>;
@@ -229,11 +228,12 @@ impl Registrar {
         }
         let retransmission = same.is_some_and(|b| cseq == b.cseq);
         let refresh = same.is_some_and(|b| b.expires_at > now);
-        if retransmission {
-        } else if refresh {
-            self.counts.refreshes += 1;
-        } else {
-            self.counts.registrations += 1;
+        if !retransmission {
+            if refresh {
+                self.counts.refreshes += 1;
+            } else {
+                self.counts.registrations += 1;
+            }
         }
         self.bindings.insert(
             user,
@@ -253,7 +253,6 @@ impl Registrar {
         let mut r = Message::response_to(req, 200, "OK", tag);
         if let Some(mut c) = contact {
             c.params.retain(|(n, _)| !n.eq_ignore_ascii_case("expires"));
-            let c: NameAddr = c;
             r.push("Contact", format!("{c};expires={granted}"));
         }
         r.push("Expires", granted.to_string());

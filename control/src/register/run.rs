@@ -840,8 +840,10 @@ pub async fn run(
                         min_after_ramp = Some(min_after_ramp.map_or(reg, |m| m.min(reg)));
                     }
                 }
-                *scrape.lock().unwrap_or_else(|p| p.into_inner()) =
-                    render_metrics(&names, &snapshot, fleet.stats());
+                if cfg.run.metrics.is_some() {
+                    *scrape.lock().unwrap_or_else(|p| p.into_inner()) =
+                        render_metrics(&names, &snapshot, fleet.stats());
+                }
                 let sample = Sample { t_s, snapshot };
                 if progress == Progress::Lines {
                     let per: Vec<String> = names

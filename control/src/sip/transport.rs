@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
@@ -156,7 +156,7 @@ pub struct SipTransport {
     next_id: Arc<AtomicU64>,
     tls_client: Option<(Arc<rustls::ClientConfig>, String, bool)>,
     log: MessageLog,
-    silent: Arc<std::sync::atomic::AtomicBool>,
+    silent: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SipTransport {
@@ -200,7 +200,7 @@ impl SipTransport {
             next_id: Arc::new(AtomicU64::new(1)),
             tls_client,
             log,
-            silent: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            silent: Arc::new(AtomicBool::new(false)),
         };
         match protocol {
             Protocol::Udp => {

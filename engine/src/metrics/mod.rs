@@ -162,9 +162,6 @@ pub struct Exposition {
     buf: String,
 }
 
-/// The engine's own name for the writer.
-type Out = Exposition;
-
 impl Default for Exposition {
     fn default() -> Self {
         Exposition {
@@ -230,7 +227,7 @@ fn escape(v: &str) -> String {
 
 /// Renders the exposition text.
 pub fn render(s: &Scrape<'_>) -> String {
-    let mut o = Out::default();
+    let mut o = Exposition::default();
     let snap = s.snapshot;
     let t = &snap.totals;
     o.family(&BUILD_INFO);
