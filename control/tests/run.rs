@@ -97,6 +97,14 @@ min_mos = 1.0
     assert!(r["failures"].as_array().unwrap().is_empty(), "{text}");
     assert_eq!(r["pass"], true);
     assert!(text.contains("result            PASS"), "{text}");
+    // How the run used this machine: measured each second from /proc/stat, no local drops
+    // (there was no loss), and a verdict in words.
+    let g = &r["generator"];
+    assert_eq!(g["local_drops"], 0, "{text}");
+    let peak = g["cpu_percent_peak"].as_f64().expect("CPU measured");
+    assert!(peak > 0.0 && peak <= 100.0, "{text}");
+    assert!(!g["verdict"].as_str().unwrap().is_empty(), "{text}");
+    assert!(text.contains("this machine      CPU peak"), "{text}");
 
     // The HTML report, in headless Chromium: it loads from the file with no network and its
     // own check finds every chart drawn, with no script error.
@@ -123,7 +131,7 @@ min_mos = 1.0
     let dom = String::from_utf8_lossy(&out.stdout);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        dom.contains(r#"<body data-charts="7">"#),
+        dom.contains(r#"<body data-charts="8">"#),
         "{dom:.400}\n{log}"
     );
     assert!(dom.contains(r#"id="result">PASS<"#), "{dom:.400}");

@@ -265,6 +265,24 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
             "<p>Undelivered at hangup (sent by one side, not received by the other before the call ended: in flight or queued): {a} to the callers, {b} to the answerer.</p>"
         );
     }
+    let g = &r.generator;
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
+    let _ = write!(
+        o,
+        r##"<h2>This machine</h2><table>
+<tr><th>CPU peak / mean</th><td>{} / {}</td></tr><tr><th>steal peak / mean</th><td>{} / {}</td></tr>
+<tr><th>seconds saturated</th><td>{}</td></tr><tr><th>busiest engine worker</th><td>{}</td></tr>
+<tr><th>local socket drops</th><td>{}</td></tr><tr><th>verdict</th><td class="{}">{}</td></tr></table>"##,
+        pct(g.cpu_percent_peak),
+        pct(g.cpu_percent_mean),
+        pct(g.steal_percent_peak),
+        pct(g.steal_percent_mean),
+        g.seconds_saturated,
+        pct(g.worker_busy_peak.map(|b| b * 100.0)),
+        g.local_drops,
+        if g.saturated { "fail" } else { "pass" },
+        esc(&g.verdict),
+    );
     o.push_str("<h2>Failures by cause</h2>");
     if r.failures.is_empty() {
         o.push_str("<p>None.</p>");
@@ -329,6 +347,20 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
         "Jitter of calls ending each second (ms)",
         &xs,
         &[("jitter ms", ts.iter().map(|s| s.jitter_ms).collect())],
+    ));
+    o.push_str(&line_chart(
+        "This machine: CPU busy and steal (%)",
+        &xs,
+        &[
+            (
+                "busy %",
+                ts.iter().map(|s| s.cpu_percent.unwrap_or(0.0)).collect(),
+            ),
+            (
+                "steal %",
+                ts.iter().map(|s| s.steal_percent.unwrap_or(0.0)).collect(),
+            ),
+        ],
     ));
     o.push_str(&histogram(
         "Setup time histogram (INVITE to 200 OK)",

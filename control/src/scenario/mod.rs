@@ -5,6 +5,7 @@
 
 pub mod causes;
 pub mod config;
+pub mod host;
 pub mod html;
 pub mod report;
 pub mod run;

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::causes;
 use super::config::Scenario;
+use super::host::GeneratorHealth;
 
 /// One call as the caller saw it.
 #[derive(Clone, Debug, Serialize)]
@@ -101,7 +102,7 @@ impl MediaFigures {
 }
 
 /// One second of the run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Sample {
     /// Seconds from the start.
     pub t_s: f64,
@@ -125,6 +126,15 @@ pub struct Sample {
     pub jitter_ms: f64,
     /// Their lowest MOS.
     pub mos_min: Option<f64>,
+    /// This machine's CPU share in use (all cores, steal excluded), %; `None` without
+    /// `/proc/stat`.
+    pub cpu_percent: Option<f64>,
+    /// The hypervisor's share (steal), %.
+    pub steal_percent: Option<f64>,
+    /// The busiest engine worker's share of the second spent working (0-1), when known.
+    pub worker_busy: Option<f64>,
+    /// Datagrams the kernel dropped at the engine's sockets so far (receive buffers full).
+    pub local_drops: u64,
 }
 
 /// The engine's part.
@@ -140,6 +150,10 @@ pub struct EngineFigures {
     pub tx_drops: u64,
     /// Engine events dropped (embedded).
     pub events_dropped: u64,
+    /// Datagrams the kernel dropped at the engine's sockets (receive buffers full).
+    pub kernel_drops: u64,
+    /// Times the engine ran out of receive buffers.
+    pub rx_no_buffer: u64,
 }
 
 /// What the runner hands over.
@@ -374,6 +388,9 @@ pub struct Report {
     pub dtls_handshake_ms: Distribution,
     /// Our answerer's DTLS-SRTP handshakes, ms.
     pub answerer_dtls_handshake_ms: Distribution,
+    /// How the run used this machine: whether the figures measure the equipment or the
+    /// generator's own limits.
+    pub generator: GeneratorHealth,
     /// What the callers received.
     pub caller_media: MediaTotals,
     /// What our answerer received.
@@ -520,6 +537,8 @@ impl Report {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        let generator =
+            GeneratorHealth::judge(&g.samples, g.engine.kernel_drops, g.engine.rx_no_buffer);
         Report {
             name: s.name.clone(),
             role: format!("{:?}", s.role).to_lowercase(),
@@ -559,6 +578,7 @@ impl Report {
                             .saturating_sub(answerer_media.packets_received),
                     )
                 }),
+            generator,
             caller_media,
             answerer_media,
             answered: g.answered,
@@ -686,6 +706,24 @@ impl Report {
                 per(to_answerer)
             );
         }
+        let g = &self.generator;
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
+        let _ = writeln!(
+            o,
+            "  this machine      CPU peak {} mean {}, steal peak {} mean {}, busiest worker {}, local socket drops {}",
+            pct(g.cpu_percent_peak),
+            pct(g.cpu_percent_mean),
+            pct(g.steal_percent_peak),
+            pct(g.steal_percent_mean),
+            pct(g.worker_busy_peak.map(|b| b * 100.0)),
+            g.local_drops,
+        );
+        let _ = writeln!(
+            o,
+            "  {}         {}",
+            if g.saturated { "WARNING" } else { "       " },
+            g.verdict
+        );
         if !self.failures.is_empty() {
             let _ = writeln!(o, "failures by cause:");
             for f in &self.failures {

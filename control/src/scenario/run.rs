@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::causes;
 use super::config::{MediaMode, Method, Role, Scenario, ScenarioError};
+use super::host::CpuTimes;
 use super::report::{CallRecord, MediaFigures, Report, Sample};
 use crate::media::{EngineMedia, MediaEngine, MediaError};
 use crate::sdp::{KeyMethod, MediaCrypto};
@@ -159,15 +160,28 @@ impl EngineLink {
         }
     }
 
-    /// Total RTP/RTCP packets received and sent by the engine so far.
-    fn packets(&self, client: &mut Option<CtlClient>) -> (u64, u64) {
+    /// The engine's counters so far.
+    fn tick(&self, client: &mut Option<CtlClient>) -> EngineTick {
         match self {
             EngineLink::Embedded(e) => {
-                let t = e.snapshot().totals;
-                (t.rx_packets.iter().sum(), t.tx_packets.iter().sum())
+                let snap = e.snapshot();
+                let t = &snap.totals;
+                EngineTick {
+                    rx: t.rx_packets.iter().sum(),
+                    tx: t.tx_packets.iter().sum(),
+                    kernel_drops: snap.workers.iter().map(|w| w.io.kernel_drops).sum(),
+                    rx_no_buffer: snap.workers.iter().map(|w| w.io.rx_no_buffer).sum(),
+                    worker_cpu_us: snap
+                        .workers
+                        .iter()
+                        .map(|w| w.cpu_user_us + w.cpu_sys_us)
+                        .collect(),
+                }
             }
             EngineLink::Socket(_) => {
-                let Some(c) = client else { return (0, 0) };
+                let Some(c) = client else {
+                    return EngineTick::default();
+                };
                 let v = c
                     .request("engine_stats", serde_json::json!({}))
                     .unwrap_or(Value::Null);
@@ -178,9 +192,46 @@ impl EngineLink {
                         .or_else(|| v["totals"][k].as_u64())
                         .unwrap_or(0)
                 };
-                (sum("rx_packets"), sum("tx_packets"))
+                let workers = v["workers"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+                let io =
+                    |k: &str| -> u64 { workers.iter().filter_map(|w| w["io"][k].as_u64()).sum() };
+                EngineTick {
+                    rx: sum("rx_packets"),
+                    tx: sum("tx_packets"),
+                    kernel_drops: io("kernel_drops"),
+                    rx_no_buffer: io("rx_no_buffer"),
+                    worker_cpu_us: workers
+                        .iter()
+                        .map(|w| {
+                            w["cpu_user_us"].as_u64().unwrap_or(0)
+                                + w["cpu_sys_us"].as_u64().unwrap_or(0)
+                        })
+                        .collect(),
+                }
             }
         }
+    }
+}
+
+/// The engine's counters at one moment (totals since it started).
+#[derive(Clone, Debug, Default)]
+struct EngineTick {
+    rx: u64,
+    tx: u64,
+    kernel_drops: u64,
+    rx_no_buffer: u64,
+    /// Each worker thread's CPU time (user + kernel), µs.
+    worker_cpu_us: Vec<u64>,
+}
+
+impl EngineTick {
+    /// The busiest worker's CPU share since `earlier`, `dt` seconds before (0-1).
+    fn worker_busy(&self, earlier: &EngineTick, dt: f64) -> Option<f64> {
+        self.worker_cpu_us
+            .iter()
+            .zip(&earlier.worker_cpu_us)
+            .map(|(b, a)| (b.saturating_sub(*a) as f64 / 1e6 / dt).min(1.0))
+            .reduce(f64::max)
     }
 }
 
@@ -681,7 +732,7 @@ async fn answerer_events(mut rx: mpsc::UnboundedReceiver<UasEvent>, shared: Shar
 
 fn progress_line(p: &Sample, calls: u64) -> String {
     format!(
-        "{:6.1}s  calls {:>6}/{}  set up {:>6}  failed {:>4}  active {:>5}  media {:>8.0} pkt/s  loss {:.3}%  MOS {}",
+        "{:6.1}s  calls {:>6}/{}  set up {:>6}  failed {:>4}  active {:>5}  media {:>8.0} pkt/s  loss {:.3}%  MOS {}  cpu {}",
         p.t_s,
         p.attempted,
         if calls == 0 {
@@ -695,6 +746,10 @@ fn progress_line(p: &Sample, calls: u64) -> String {
         p.rx_pps,
         p.loss_percent,
         p.mos_min.map_or("-".into(), |m| format!("{m:.2}")),
+        p.cpu_percent.map_or("-".into(), |c| match p.steal_percent {
+            Some(st) if st >= 1.0 => format!("{c:.0}% (steal {st:.0}%)"),
+            _ => format!("{c:.0}%"),
+        }),
     )
 }
 
@@ -788,7 +843,8 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             tick.tick().await;
-            let (mut rx0, mut tx0) = link.packets(&mut ctl_client);
+            let mut t0 = link.tick(&mut ctl_client);
+            let mut cpu0 = CpuTimes::read();
             let mut last = Instant::now();
             let mut lines_due = 0u32;
             loop {
@@ -799,7 +855,10 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
                 let now = Instant::now();
                 let dt = (now - last).as_secs_f64().max(1e-3);
                 last = now;
-                let (rx1, tx1) = link.packets(&mut ctl_client);
+                let t1 = link.tick(&mut ctl_client);
+                let cpu1 = CpuTimes::read();
+                let shares = cpu1.zip(cpu0).and_then(|(b, a)| b.since(&a));
+                cpu0 = cpu1;
                 let sample = {
                     let mut sh = lock(&shared);
                     let w = std::mem::take(&mut sh.window);
@@ -809,8 +868,8 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
                         setup_ok: sh.setup_ok,
                         failed: sh.failed,
                         active: sh.active,
-                        rx_pps: (rx1.saturating_sub(rx0)) as f64 / dt,
-                        tx_pps: (tx1.saturating_sub(tx0)) as f64 / dt,
+                        rx_pps: (t1.rx.saturating_sub(t0.rx)) as f64 / dt,
+                        tx_pps: (t1.tx.saturating_sub(t0.tx)) as f64 / dt,
                         ended: w.ended,
                         loss_percent: if w.expected > 0 {
                             100.0 * w.lost as f64 / w.expected as f64
@@ -823,9 +882,13 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
                             0.0
                         },
                         mos_min: w.mos_min,
+                        cpu_percent: shares.map(|s| s.0),
+                        steal_percent: shares.map(|s| s.1),
+                        worker_busy: t1.worker_busy(&t0, dt),
+                        local_drops: t1.kernel_drops,
                     }
                 };
-                (rx0, tx0) = (rx1, tx1);
+                t0 = t1;
                 match progress {
                     Progress::Live => eprint!("\r\x1b[2K{}", progress_line(&sample, calls)),
                     Progress::Lines => {
@@ -841,7 +904,7 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
                     if progress == Progress::Live {
                         eprintln!();
                     }
-                    return (samples, link);
+                    return (samples, link, t0);
                 }
             }
         }
@@ -910,7 +973,7 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
         }
     }
     let _ = stop_tx.send(());
-    let (samples, link) = sampler
+    let (samples, link, last_tick) = sampler
         .await
         .map_err(|e| RunError::Engine(format!("progress task: {e}")))?;
     for p in &plans {
@@ -928,6 +991,8 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
                 workers: e.worker_count(),
                 tx_drops: snap.totals.tx_drops,
                 events_dropped: snap.totals.events_dropped,
+                kernel_drops: snap.workers.iter().map(|w| w.io.kernel_drops).sum(),
+                rx_no_buffer: snap.workers.iter().map(|w| w.io.rx_no_buffer).sum(),
             }
         }
         EngineLink::Socket(p) => super::report::EngineFigures {
@@ -936,6 +1001,8 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             workers: 0,
             tx_drops: 0,
             events_dropped: 0,
+            kernel_drops: last_tick.kernel_drops,
+            rx_no_buffer: last_tick.rx_no_buffer,
         },
     };
     let sh = std::mem::take(&mut *lock(&shared));

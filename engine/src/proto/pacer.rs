@@ -201,15 +201,25 @@ pub struct RtpSource {
     pub skipped_periods: u64,
 }
 
+/// The highest random initial sequence number: 15 bits leave 32,768 packets (11 minutes at
+/// 50 packets/s) before the first rollover.
+pub const MAX_INITIAL_SEQ: u16 = 0x7fff;
+
 impl RtpSource {
     /// A source that sends its first packet at `start_ns`, with random initial SSRC, sequence
     /// number and timestamp drawn from `rng` (RFC 3550 5.1 asks for random starting values).
+    ///
+    /// The sequence number starts below 32768, as libwebrtc's do: an SRTP receiver assumes
+    /// ROC 0 for the first packet it sees (RFC 3711 3.3.1), and with SDES the offerer's
+    /// receive key arrives with the SIP answer, after the answerer's first packets. A start
+    /// near 65535 would wrap before a slow answer and leave that receiver failing
+    /// authentication for the whole call (seen under load: one call in a thousand).
     pub fn new(profile: CodecProfile, start_ns: u64, rng: &mut SplitMix64) -> RtpSource {
         let r = rng.next_u64();
         RtpSource::with_start(
             profile,
             r as u32,
-            (r >> 32) as u16,
+            ((r >> 32) as u16) & MAX_INITIAL_SEQ,
             rng.next_u64() as u32,
             start_ns,
             rng.next_u64(),
@@ -355,6 +365,24 @@ mod tests {
             assert_eq!(h.timestamp, first.timestamp.wrapping_add(160 * i as u32));
             assert_eq!(h.ssrc, src.ssrc());
         }
+    }
+
+    #[test]
+    fn initial_sequence_numbers_are_random_below_32768() {
+        let mut rng = SplitMix64::new(7);
+        let mut buf = [0u8; FIXED_HEADER_LEN + MAX_PAYLOAD];
+        let seqs: Vec<u16> = (0..2000)
+            .map(|_| {
+                let mut src = RtpSource::new(CodecProfile::default_for(Codec::Pcmu), 0, &mut rng);
+                let len = src.poll_packet(0, &mut buf).expect("first packet is due");
+                RtpHeader::parse(&buf[..len]).unwrap().seq
+            })
+            .collect();
+        assert!(seqs.iter().all(|&s| s <= MAX_INITIAL_SEQ));
+        // Spread over the whole 15-bit range, not stuck low.
+        assert!(seqs.iter().any(|&s| s < 4096) && seqs.iter().any(|&s| s > 28672));
+        let distinct: std::collections::BTreeSet<u16> = seqs.iter().copied().collect();
+        assert!(distinct.len() > 1900, "{}", distinct.len());
     }
 
     #[test]
