@@ -209,8 +209,12 @@ fn main() {
     let peak = (rss_kib(srv_proc.id()), rss_kib(cli_proc.id()));
     let srv_stats = srv.request("engine_stats", Value::Null).unwrap();
     let cli_stats = cli.request("engine_stats", Value::Null).unwrap();
-    // Sessions linger on the server side until linger_ms (no media here to release them early).
-    std::thread::sleep(Duration::from_millis(linger_ms + 1_500));
+    // Sessions linger on the server side (no media here to release them early): linger_ms
+    // after the handshake, and at least until its start plus the handshake timeout, while the
+    // client may still be retrying.
+    let held = Duration::from_millis(linger_ms)
+        .max(srtp_engine::proto::dtls::DtlsOptions::default().handshake_timeout);
+    std::thread::sleep(held + Duration::from_millis(1_500));
     let after = (rss_kib(srv_proc.id()).0, rss_kib(cli_proc.id()).0);
     let srv_after = srv.request("engine_stats", Value::Null).unwrap();
 

@@ -25,7 +25,7 @@ pub(crate) fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T)
 
 /// Child role: one engine with one worker on `--core`, ports `--port-min` to
 /// `--port-min + --ports - 1`, serving `--socket`, until stdin closes. DTLS timings from
-/// `--dtls-linger-ms` and `--dtls-rto-ms`.
+/// `--dtls-linger-ms`, `--dtls-timeout-ms` and `--dtls-rto-ms`.
 pub(crate) fn engine_role(args: &[String]) {
     let core: usize = arg(args, "--core", 0);
     let port_min: u16 = arg(args, "--port-min", 20_000);
@@ -34,6 +34,11 @@ pub(crate) fn engine_role(args: &[String]) {
     let d = DtlsOptions::default();
     let dtls = DtlsOptions {
         linger: Duration::from_millis(arg(args, "--dtls-linger-ms", d.linger.as_millis() as u64)),
+        handshake_timeout: Duration::from_millis(arg(
+            args,
+            "--dtls-timeout-ms",
+            d.handshake_timeout.as_millis() as u64,
+        )),
         retransmit_initial: Duration::from_millis(arg(
             args,
             "--dtls-rto-ms",

@@ -335,7 +335,8 @@ pub struct DtlsOptions {
     pub retransmit_count: usize,
     /// How long a server keeps its session after the handshake, to answer a client whose
     /// last flight it already took but whose answer was lost (RFC 6347 4.2.4); it is released
-    /// earlier by the first authenticated SRTP packet from the peer.
+    /// earlier by the first authenticated SRTP packet from the peer. It lasts at least until
+    /// the handshake's start plus `handshake_timeout`, while the client may still be retrying.
     pub linger: Duration,
     /// Largest DTLS datagram.
     pub mtu: usize,
