@@ -28,8 +28,12 @@ use crate::proto::srtp::{SrtpError, Suite};
 use crate::proto::{PacketClass, classify};
 use event::{Direction, Event, LegWatch, WatchOptions};
 use stream::{
-    Leg, Mode, SocketModel, Stream, StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate,
+    EarlyDtls, Leg, Mode, SocketModel, Stream, StreamError, StreamInfo, StreamSpec, StreamStats,
+    StreamUpdate,
 };
+
+/// The DTLS record content type of handshake messages (ClientHello among them).
+const DTLS_HANDSHAKE: u8 = 22;
 use timer::{TimerEntry, TimerKind, TimerWheel};
 
 /// How often a worker publishes its counters.
@@ -978,6 +982,7 @@ impl Worker {
                 .get_mut(k)
                 .ok_or(StreamError::Invalid("no such leg"))?;
             leg.rekey(tx, rx)?;
+            leg.early_dtls = None;
             leg.watch.restart(now);
         }
         if let Some((k, remote)) = u.remote {
@@ -1024,9 +1029,18 @@ impl Worker {
             leg.counters.rx_suite = None;
             leg.dtls = Some(fresh);
             leg.watch.restart(now);
+            let early = leg.early_dtls.take();
             self.dtls_drive(slot, k, false, now);
             if rtcp_port {
                 self.dtls_drive(slot, k, true, now);
+            }
+            // A ClientHello that came before this answer: the handshake starts now.
+            if let Some(e) = early
+                && d.role == DtlsRole::Server
+            {
+                let len = e.data.len().min(self.dtls_in.len());
+                self.dtls_in[..len].copy_from_slice(&e.data[..len]);
+                self.dtls_datagram(slot, k, false, e.from, len, now);
             }
         }
         Ok(())
@@ -1340,6 +1354,26 @@ fn handle(
         PacketClass::Rtp if !on_rtcp_port => (false, false),
         PacketClass::Rtcp | PacketClass::Rtp => (true, false),
         PacketClass::Dtls if stream.legs[k].dtls.is_some() => (on_rtcp_port, true),
+        PacketClass::Dtls
+            if !on_rtcp_port
+                && stream.legs[k].rx.is_none()
+                && buf.first() == Some(&DTLS_HANDSHAKE) =>
+        {
+            // No keys and no DTLS yet: an offerer waiting for its answer. Hold the latest
+            // handshake datagram (one per leg, its buffer reused) for the DTLS the answer
+            // brings; a stray one at a plain RTP leg costs one buffer and is never used.
+            let leg = &mut stream.legs[k];
+            let e = leg.early_dtls.get_or_insert_with(|| {
+                Box::new(EarlyDtls {
+                    from,
+                    data: Vec::with_capacity(len),
+                })
+            });
+            e.from = from;
+            e.data.clear();
+            e.data.extend_from_slice(&buf[..len]);
+            return (Action::Drop, None);
+        }
         PacketClass::Dtls | PacketClass::Stun | PacketClass::Zrtp | PacketClass::Turn => {
             // Not carried on this leg (no DTLS-SRTP here; STUN/ICE is not handled).
             let leg = &mut stream.legs[k];

@@ -376,6 +376,18 @@ pub(crate) struct Leg {
     pub(crate) dtls: Option<Box<LegDtls>>,
     /// SRTCP contexts of an RTCP port keyed by its own DTLS handshake (no rtcp-mux).
     pub(crate) rtcp_crypto: Option<Box<RtcpCrypto>>,
+    /// The last DTLS handshake datagram that reached this leg before it had any keys or DTLS:
+    /// an SDP offerer with `a=setup:actpass` gets the answerer's ClientHello before the answer
+    /// (RFC 5763 5), and hands it to the handshake the answer sets up instead of waiting a
+    /// retransmission (1 s) for it.
+    pub(crate) early_dtls: Option<Box<EarlyDtls>>,
+}
+
+/// A DTLS datagram held for a handshake not set up yet.
+#[derive(Debug)]
+pub(crate) struct EarlyDtls {
+    pub(crate) from: SocketAddr,
+    pub(crate) data: Vec<u8>,
 }
 
 impl Leg {
@@ -408,6 +420,7 @@ impl Leg {
             watch: LegWatch::default(),
             dtls: None,
             rtcp_crypto: None,
+            early_dtls: None,
         };
         leg.rekey(spec_tx, spec_rx)?;
         Ok(leg)
