@@ -64,6 +64,11 @@ impl CpuTimes {
     }
 }
 
+/// A share in percent for reports, `-` when unknown.
+pub fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0}%"))
+}
+
 /// A second counts as saturated at or above this CPU share (busy + steal), percent.
 pub const SATURATED_PERCENT: f64 = 95.0;
 /// Steal at or above this mean share is worth a warning, percent.

@@ -266,7 +266,7 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
         );
     }
     let g = &r.generator;
-    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
+    let pct = super::host::percent;
     let _ = write!(
         o,
         r##"<h2>This machine</h2><table>

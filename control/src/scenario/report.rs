@@ -707,7 +707,7 @@ impl Report {
             );
         }
         let g = &self.generator;
-        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
+        let pct = super::host::percent;
         let _ = writeln!(
             o,
             "  this machine      CPU peak {} mean {}, steal peak {} mean {}, busiest worker {}, local socket drops {}",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use srtp_engine::ctl::client::CtlClient;
-use srtp_engine::runtime::{Engine, EngineOptions};
+use srtp_engine::runtime::{Engine, EngineOptions, EngineSnapshot};
 use srtp_engine::worker::MediaOptions;
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -163,21 +163,7 @@ impl EngineLink {
     /// The engine's counters so far.
     fn tick(&self, client: &mut Option<CtlClient>) -> EngineTick {
         match self {
-            EngineLink::Embedded(e) => {
-                let snap = e.snapshot();
-                let t = &snap.totals;
-                EngineTick {
-                    rx: t.rx_packets.iter().sum(),
-                    tx: t.tx_packets.iter().sum(),
-                    kernel_drops: snap.workers.iter().map(|w| w.io.kernel_drops).sum(),
-                    rx_no_buffer: snap.workers.iter().map(|w| w.io.rx_no_buffer).sum(),
-                    worker_cpu_us: snap
-                        .workers
-                        .iter()
-                        .map(|w| w.cpu_user_us + w.cpu_sys_us)
-                        .collect(),
-                }
-            }
+            EngineLink::Embedded(e) => EngineTick::of(&e.snapshot()),
             EngineLink::Socket(_) => {
                 let Some(c) = client else {
                     return EngineTick::default();
@@ -225,6 +211,22 @@ struct EngineTick {
 }
 
 impl EngineTick {
+    /// From an embedded engine's snapshot.
+    fn of(snap: &EngineSnapshot) -> EngineTick {
+        let t = &snap.totals;
+        EngineTick {
+            rx: t.rx_packets.iter().sum(),
+            tx: t.tx_packets.iter().sum(),
+            kernel_drops: snap.workers.iter().map(|w| w.io.kernel_drops).sum(),
+            rx_no_buffer: snap.workers.iter().map(|w| w.io.rx_no_buffer).sum(),
+            worker_cpu_us: snap
+                .workers
+                .iter()
+                .map(|w| w.cpu_user_us + w.cpu_sys_us)
+                .collect(),
+        }
+    }
+
     /// The busiest worker's CPU share since `earlier`, `dt` seconds before (0-1).
     fn worker_busy(&self, earlier: &EngineTick, dt: f64) -> Option<f64> {
         self.worker_cpu_us
@@ -985,14 +987,15 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
     let engine_summary = match &link {
         EngineLink::Embedded(e) => {
             let snap = e.shutdown();
+            let last = EngineTick::of(&snap);
             super::report::EngineFigures {
                 kind: "embedded".into(),
                 backend: e.backend().name().into(),
                 workers: e.worker_count(),
                 tx_drops: snap.totals.tx_drops,
                 events_dropped: snap.totals.events_dropped,
-                kernel_drops: snap.workers.iter().map(|w| w.io.kernel_drops).sum(),
-                rx_no_buffer: snap.workers.iter().map(|w| w.io.rx_no_buffer).sum(),
+                kernel_drops: last.kernel_drops,
+                rx_no_buffer: last.rx_no_buffer,
             }
         }
         EngineLink::Socket(p) => super::report::EngineFigures {
