@@ -73,13 +73,18 @@ fn protect_and_unprotect_never_allocate() {
         let mut buf = [0u8; 1500];
         let ssrc = 0xabcd_0001;
 
-        // Warm up: the first packet of an SSRC creates its state (allowed to allocate).
+        // Warm up: the first packet of an SSRC creates its state, and the first SRTCP packet
+        // under each master key derives that key's SRTCP keys (allowed to allocate: once per
+        // SSRC and key, not per packet).
         let len = write_rtp(&mut buf, 65_000, ssrc, 160);
         let len = tx.protect_rtp(&mut buf, len).unwrap();
         rx.unprotect_rtp(&mut buf, len).unwrap();
-        let len = write_rtcp(&mut buf, ssrc);
-        let len = tx.protect_rtcp(&mut buf, len).unwrap();
-        rx.unprotect_rtcp(&mut buf, len).unwrap();
+        for key in [1, 0] {
+            tx.set_active_key(key).unwrap();
+            let len = write_rtcp(&mut buf, ssrc);
+            let len = tx.protect_rtcp(&mut buf, len).unwrap();
+            rx.unprotect_rtcp(&mut buf, len).unwrap();
+        }
 
         let before = allocations();
         // 3,000 packets: crosses the sequence number wrap and two key derivation periods.

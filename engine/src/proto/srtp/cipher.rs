@@ -12,14 +12,16 @@
 
 use core::mem::ManuallyDrop;
 
-use hmac::{Hmac, Mac};
+use hmac::digest::KeyInit;
+use hmac::{Hmac, HmacCore, Mac};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::aes_ctr::{AesKey, InlineAes};
 use super::error::SrtpError;
-use super::kdf::{self, AesKey};
+use super::kdf;
 use super::key::MasterKey;
 use super::suite::{CipherKind, SuiteParams};
 use crate::proto::rtcp;
@@ -31,18 +33,21 @@ const GCM_TAG_LEN: usize = 16;
 
 /// The keys of one direction of SRTP or SRTCP, for one master key and one `r`.
 ///
-/// Held inline, not boxed: with a key derivation rate, keys are derived anew on the packet
-/// path, which must not allocate.
+/// Compact, because a stream holds one per flow and direction: AES-128 round keys and the
+/// HMAC's two precomputed SHA-1 states inline (about 260 bytes), ring's GCM key (544 bytes)
+/// and anything larger boxed. Rekeying for a new `r` (key derivation rate) rewrites the keys in
+/// place and does not allocate. Every part wipes its key bytes when dropped (see [`Wiped`]).
+// AES-CM, the common SDES case, is the inline variant; the GCM key is the one boxed.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum SessionTransform {
     AesCm {
         aes: AesKey,
         salt: [u8; 14],
-        mac: Hmac<Sha1>,
+        mac: HmacCore<Sha1>,
         tag_len: usize,
     },
     Gcm {
-        key: LessSafeKey,
+        key: Box<Wiped<LessSafeKey>>,
         salt: [u8; 12],
     },
 }
@@ -54,15 +59,16 @@ pub(crate) enum Flow {
     Rtcp,
 }
 
-impl SessionTransform {
-    /// Derives the session keys of `flow` from `master` for key derivation index `r`
-    /// (RFC 3711 4.3).
-    pub(crate) fn derive(
-        params: &SuiteParams,
-        master: &MasterKey,
-        flow: Flow,
-        r: u64,
-    ) -> SessionTransform {
+/// Session key material of one flow, derived on the stack and wiped after use.
+struct SessionKeys {
+    key: Zeroizing<[u8; 32]>,
+    salt: Zeroizing<[u8; 14]>,
+    auth: Zeroizing<[u8; 20]>,
+}
+
+impl SessionKeys {
+    /// RFC 3711 4.3: the session keys of `flow` from `master` for key derivation index `r`.
+    fn derive(params: &SuiteParams, master: &MasterKey, flow: Flow, r: u64) -> SessionKeys {
         let (enc, auth, salt) = match flow {
             Flow::Rtp => (
                 kdf::LABEL_RTP_ENCRYPTION,
@@ -75,17 +81,78 @@ impl SessionTransform {
                 kdf::LABEL_RTCP_SALT,
             ),
         };
-        let prf = AesKey::new(master.key());
-        let mut session_key = Zeroizing::new([0u8; 32]);
-        let session_key = &mut session_key[..params.master_key_len];
-        kdf::derive(&prf, master.salt(), enc, r, session_key);
-        let mut session_salt = Zeroizing::new([0u8; 14]);
-        let session_salt = &mut session_salt[..params.session_salt_len];
-        kdf::derive(&prf, master.salt(), salt, r, session_salt);
-        let mut auth_key = Zeroizing::new([0u8; 20]);
-        let auth_key = &mut auth_key[..params.auth_key_len];
-        kdf::derive(&prf, master.salt(), auth, r, auth_key);
-        SessionTransform::from_session_keys(params, flow, session_key, session_salt, auth_key)
+        let prf = InlineAes::new(master.key());
+        let mut keys = SessionKeys {
+            key: Zeroizing::new([0u8; 32]),
+            salt: Zeroizing::new([0u8; 14]),
+            auth: Zeroizing::new([0u8; 20]),
+        };
+        kdf::derive(
+            &prf,
+            master.salt(),
+            enc,
+            r,
+            &mut keys.key[..params.master_key_len],
+        );
+        kdf::derive(
+            &prf,
+            master.salt(),
+            salt,
+            r,
+            &mut keys.salt[..params.session_salt_len],
+        );
+        kdf::derive(
+            &prf,
+            master.salt(),
+            auth,
+            r,
+            &mut keys.auth[..params.auth_key_len],
+        );
+        keys
+    }
+}
+
+impl SessionTransform {
+    /// Derives the session keys of `flow` from `master` for key derivation index `r`
+    /// (RFC 3711 4.3).
+    pub(crate) fn derive(
+        params: &SuiteParams,
+        master: &MasterKey,
+        flow: Flow,
+        r: u64,
+    ) -> SessionTransform {
+        let k = SessionKeys::derive(params, master, flow, r);
+        SessionTransform::from_session_keys(
+            params,
+            flow,
+            &k.key[..params.master_key_len],
+            &k.salt[..params.session_salt_len],
+            &k.auth[..params.auth_key_len],
+        )
+    }
+
+    /// Replaces the keys with those of key derivation index `r`, in place: no allocation,
+    /// as the packet path requires when a key derivation rate is set.
+    pub(crate) fn rederive(
+        &mut self,
+        params: &SuiteParams,
+        master: &MasterKey,
+        flow: Flow,
+        r: u64,
+    ) {
+        let k = SessionKeys::derive(params, master, flow, r);
+        let key = &k.key[..params.master_key_len];
+        match self {
+            SessionTransform::AesCm { aes, salt, mac, .. } => {
+                aes.rekey(key);
+                salt.copy_from_slice(&k.salt[..params.session_salt_len]);
+                *mac = hmac_key(&k.auth[..params.auth_key_len]);
+            }
+            SessionTransform::Gcm { key: gcm, salt } => {
+                **gcm = Wiped::new(gcm_key(key));
+                salt.copy_from_slice(&k.salt[..params.session_salt_len]);
+            }
+        }
     }
 
     /// Builds the transform from session keys given directly (RFC 7714's vectors do this).
@@ -103,8 +170,7 @@ impl SessionTransform {
                 SessionTransform::AesCm {
                     aes: AesKey::new(key),
                     salt: s,
-                    // HMAC accepts keys of any length; 20 bytes come from the suite table.
-                    mac: Hmac::<Sha1>::new_from_slice(auth_key).expect("HMAC takes any key length"),
+                    mac: hmac_key(auth_key),
                     tag_len: match flow {
                         Flow::Rtp => params.rtp_tag_len,
                         Flow::Rtcp => params.rtcp_tag_len,
@@ -112,16 +178,10 @@ impl SessionTransform {
                 }
             }
             CipherKind::AesGcm => {
-                let alg = if key.len() == 16 {
-                    &AES_128_GCM
-                } else {
-                    &AES_256_GCM
-                };
                 let mut s = [0u8; 12];
                 s.copy_from_slice(salt);
                 SessionTransform::Gcm {
-                    // The key length comes from the suite table and matches `alg`.
-                    key: LessSafeKey::new(UnboundKey::new(alg, key).expect("GCM key length")),
+                    key: Box::new(Wiped::new(gcm_key(key))),
                     salt: s,
                 }
             }
@@ -371,8 +431,25 @@ fn gcm_rtcp_iv(salt: &[u8; 12], ssrc: u32, index: u32) -> [u8; 12] {
     iv
 }
 
-fn hmac_sha1(mac: &Hmac<Sha1>, a: &[u8], b: &[u8]) -> [u8; 20] {
-    let mut m = mac.clone();
+/// The HMAC-SHA1 state after the key: the inner and outer SHA-1 states (64 bytes; the
+/// `Hmac` wrapper adds a 64-byte block buffer that only the computation needs).
+fn hmac_key(auth_key: &[u8]) -> HmacCore<Sha1> {
+    // HMAC accepts keys of any length; 20 bytes come from the suite table.
+    HmacCore::<Sha1>::new_from_slice(auth_key).expect("HMAC takes any key length")
+}
+
+/// The GCM key of a 16- or 32-byte session key (the suite table fixes the length).
+fn gcm_key(key: &[u8]) -> LessSafeKey {
+    let alg = if key.len() == 16 {
+        &AES_128_GCM
+    } else {
+        &AES_256_GCM
+    };
+    LessSafeKey::new(UnboundKey::new(alg, key).expect("GCM key length"))
+}
+
+fn hmac_sha1(mac: &HmacCore<Sha1>, a: &[u8], b: &[u8]) -> [u8; 20] {
+    let mut m = Hmac::<Sha1>::from_core(mac.clone());
     m.update(a);
     m.update(b);
     m.finalize().into_bytes().into()
@@ -401,9 +478,10 @@ fn gcm_open(
 
 /// Holds a value whose bytes are wiped when it is dropped.
 ///
-/// The AES round keys zeroize themselves, but HMAC states and ring's GCM key do not; both are
-/// plain data with no heap pointers, so the whole value's memory is overwritten after its
-/// destructor has run.
+/// The AES round keys zeroize themselves, but HMAC states, salts and ring's GCM key do not.
+/// The value's own bytes are overwritten after its destructor has run; what it owns on the
+/// heap must wipe itself (a boxed GCM key sits in its own `Wiped`, boxed AES keys zeroize on
+/// drop).
 pub(crate) struct Wiped<T>(ManuallyDrop<T>);
 
 impl<T> Wiped<T> {
@@ -419,12 +497,19 @@ impl<T> core::ops::Deref for Wiped<T> {
     }
 }
 
+impl<T> core::ops::DerefMut for Wiped<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
 impl<T> Drop for Wiped<T> {
     #[allow(unsafe_code)]
     fn drop(&mut self) {
         // SAFETY: the value is dropped exactly once, here, and never used again; its memory
-        // stays allocated (it is inside `self`) while the bytes are overwritten. The types
-        // wrapped (`SessionTransform`) own no heap memory, so nothing is leaked or aliased.
+        // stays allocated (it is inside `self`) while the bytes are overwritten. Any heap
+        // memory it owned was freed by its destructor; the pointers left in these bytes are
+        // only overwritten, never read.
         unsafe {
             ManuallyDrop::drop(&mut self.0);
             zeroize::zeroize_flat_type(&mut self.0 as *mut ManuallyDrop<T>);

@@ -126,49 +126,81 @@ struct Session {
     r: u64,
     transform: Wiped<SessionTransform>,
     used: u64,
-    limit: u64,
 }
 
 impl Session {
-    fn new(params: &SuiteParams, master: &MasterKey, flow: Flow, limit: u64) -> Session {
+    fn new(params: &SuiteParams, master: &MasterKey, flow: Flow, r: u64) -> Session {
         Session {
-            r: 0,
-            transform: Wiped::new(SessionTransform::derive(params, master, flow, 0)),
+            r,
+            transform: Wiped::new(SessionTransform::derive(params, master, flow, r)),
             used: 0,
-            limit,
         }
     }
+}
 
-    fn check_lifetime(&self) -> Result<(), SrtpError> {
-        if self.used >= self.limit {
+/// One master key with its session keys. The SRTCP keys are derived when the first RTCP
+/// packet is protected or checked: a stream that never sends or receives RTCP does not hold
+/// them.
+struct KeySlot {
+    master: MasterKey,
+    rtp: Session,
+    rtcp: Option<Box<Session>>,
+}
+
+impl KeySlot {
+    /// Whether this key may pass another packet of `flow` (RFC 3711 9.2 and the key's
+    /// lifetime).
+    fn check_lifetime(&self, flow: Flow) -> Result<(), SrtpError> {
+        let lifetime = self.master.lifetime().unwrap_or(u64::MAX);
+        let (used, limit) = match flow {
+            Flow::Rtp => (self.rtp.used, lifetime.min(RFC_MAX_RTP_PACKETS)),
+            Flow::Rtcp => (
+                self.rtcp.as_ref().map_or(0, |s| s.used),
+                lifetime.min(RFC_MAX_RTCP_PACKETS),
+            ),
+        };
+        if used >= limit {
             Err(SrtpError::LifetimeReached)
         } else {
             Ok(())
         }
     }
-}
 
-/// One master key with its session keys.
-struct KeySlot {
-    master: MasterKey,
-    rtp: Session,
-    rtcp: Session,
-}
-
-impl KeySlot {
-    fn session(&self, flow: Flow) -> &Session {
-        match flow {
-            Flow::Rtp => &self.rtp,
-            Flow::Rtcp => &self.rtcp,
+    /// Counts a packet that passed with this key.
+    fn count(&mut self, flow: Flow) {
+        match (flow, &mut self.rtcp) {
+            (Flow::Rtp, _) => self.rtp.used += 1,
+            (Flow::Rtcp, Some(s)) => s.used += 1,
+            // `session` derived the keys before the packet could pass.
+            (Flow::Rtcp, None) => {}
         }
     }
 
-    fn session_mut(&mut self, flow: Flow) -> &mut Session {
-        match flow {
+    /// The session of `flow` holding the keys of `r`, derived now if they are not held (the
+    /// first RTCP packet, or a new `r` under a key derivation rate). Keys are replaced in
+    /// place, without allocating, even if the packet then fails: they depend on `r` alone,
+    /// and the next packet of another `r` derives its own.
+    #[inline]
+    fn session(&mut self, params: &SuiteParams, flow: Flow, r: u64) -> &SessionTransform {
+        let session = match flow {
             Flow::Rtp => &mut self.rtp,
-            Flow::Rtcp => &mut self.rtcp,
+            Flow::Rtcp => self
+                .rtcp
+                .get_or_insert_with(|| Box::new(Session::new(params, &self.master, flow, r))),
+        };
+        if session.r != r {
+            rederive(session, params, &self.master, flow, r);
         }
+        &session.transform
     }
+}
+
+/// The slow path of [`KeySlot::session`], apart so that the common path stays small.
+#[cold]
+#[inline(never)]
+fn rederive(session: &mut Session, params: &SuiteParams, master: &MasterKey, flow: Flow, r: u64) {
+    session.transform.rederive(params, master, flow, r);
+    session.r = r;
 }
 
 /// Per-SSRC state: created after the SSRC's first packet passed.
@@ -207,23 +239,10 @@ impl Core {
         let keys = policy
             .keys
             .into_iter()
-            .map(|master| {
-                let lifetime = master.lifetime().unwrap_or(u64::MAX);
-                KeySlot {
-                    rtp: Session::new(
-                        params,
-                        &master,
-                        Flow::Rtp,
-                        lifetime.min(RFC_MAX_RTP_PACKETS),
-                    ),
-                    rtcp: Session::new(
-                        params,
-                        &master,
-                        Flow::Rtcp,
-                        lifetime.min(RFC_MAX_RTCP_PACKETS),
-                    ),
-                    master,
-                }
+            .map(|master| KeySlot {
+                rtp: Session::new(params, &master, Flow::Rtp, 0),
+                rtcp: None,
+                master,
             })
             .collect();
         Ok(Core {
@@ -321,9 +340,9 @@ impl Core {
         }
     }
 
-    /// Runs `f` with the session keys of `flow` for packet index `index` of key `slot`,
-    /// deriving keys for a new `r` when a key derivation rate is set. Newly derived keys
-    /// replace the cached ones only if `f` succeeded (the packet authenticated).
+    /// Runs `f` with the session keys of `flow` for packet index `index` of key `slot`
+    /// (deriving them for a new `r` when a key derivation rate is set), and counts the packet
+    /// against the key's lifetime if `f` succeeded.
     #[inline]
     fn with_session<R>(
         &mut self,
@@ -333,30 +352,9 @@ impl Core {
         f: impl FnOnce(&SessionTransform) -> Result<R, SrtpError>,
     ) -> Result<R, SrtpError> {
         let r = self.kdr_shift.map_or(0, |shift| index >> shift);
-        let session = self.keys[slot].session(flow);
-        if session.r == r {
-            return f(&session.transform);
-        }
-        self.with_fresh_session(slot, flow, r, f)
-    }
-
-    /// The slow path of [`Core::with_session`], apart so that the common path does not carry
-    /// the stack frame of a derived key set.
-    #[cold]
-    #[inline(never)]
-    fn with_fresh_session<R>(
-        &mut self,
-        slot: usize,
-        flow: Flow,
-        r: u64,
-        f: impl FnOnce(&SessionTransform) -> Result<R, SrtpError>,
-    ) -> Result<R, SrtpError> {
         let slot = &mut self.keys[slot];
-        let fresh = Wiped::new(SessionTransform::derive(self.params, &slot.master, flow, r));
-        let out = f(&fresh)?;
-        let session = slot.session_mut(flow);
-        session.r = r;
-        session.transform = fresh;
+        let out = f(slot.session(self.params, flow, r))?;
+        slot.count(flow);
         Ok(out)
     }
 
@@ -377,13 +375,12 @@ impl Core {
             return Err(SrtpError::IndexReused { index });
         }
         let slot = self.active;
-        self.keys[slot].rtp.check_lifetime()?;
+        self.keys[slot].check_lifetime(Flow::Rtp)?;
         let (mki, mki_len) = self.active_mki();
         let mki = &mki[..mki_len];
         let out = self.with_session(slot, Flow::Rtp, index, |t| {
             Ok(t.seal_rtp(buf, header.len, len, header.ssrc, index, mki))
         })?;
-        self.keys[slot].rtp.used += 1;
         self.commit_rtp(found, header.ssrc, index);
         Ok(out)
     }
@@ -404,12 +401,11 @@ impl Core {
         if !check.is_fresh() {
             return Err(SrtpError::Replayed { index });
         }
-        self.keys[slot].rtp.check_lifetime()?;
+        self.keys[slot].check_lifetime(Flow::Rtp)?;
         let mki_len = self.mki_len;
         let out = self.with_session(slot, Flow::Rtp, index, |t| {
             t.open_rtp(buf, header.len, len, header.ssrc, index, mki_len)
         })?;
-        self.keys[slot].rtp.used += 1;
         self.commit_rtp(found, header.ssrc, index);
         Ok(out)
     }
@@ -442,14 +438,13 @@ impl Core {
         if next > u64::from(MAX_SRTCP_INDEX) {
             return Err(SrtpError::LifetimeReached);
         }
-        self.keys[slot].rtcp.check_lifetime()?;
+        self.keys[slot].check_lifetime(Flow::Rtcp)?;
         let index = next as u32;
         let (mki, mki_len) = self.active_mki();
         let mki = &mki[..mki_len];
         let out = self.with_session(slot, Flow::Rtcp, next, |t| {
             Ok(t.seal_rtcp(buf, len, ssrc, index, mki))
         })?;
-        self.keys[slot].rtcp.used += 1;
         self.commit_rtcp(found, ssrc, next);
         Ok(out)
     }
@@ -481,12 +476,11 @@ impl Core {
         if !check.is_fresh() {
             return Err(SrtpError::Replayed { index });
         }
-        self.keys[slot].rtcp.check_lifetime()?;
+        self.keys[slot].check_lifetime(Flow::Rtcp)?;
         let mki_len = self.mki_len;
         let out = self.with_session(slot, Flow::Rtcp, index, |t| {
             t.open_rtcp(buf, len, ssrc, e_index, mki_len)
         })?;
-        self.keys[slot].rtcp.used += 1;
         self.commit_rtcp(found, ssrc, index);
         Ok(out)
     }

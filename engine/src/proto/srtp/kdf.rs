@@ -1,7 +1,6 @@
-//! SRTP key derivation (RFC 3711 4.3) and the AES counter-mode keystream it shares with the
-//! AES-CM packet transform.
+//! SRTP key derivation (RFC 3711 4.3): the AES-CM PRF and its labels.
 
-use aes::cipher::{BlockEncrypt, KeyInit};
+use super::aes_ctr::InlineAes;
 
 /// Label of the SRTP encryption key (RFC 3711 4.3.1).
 pub(crate) const LABEL_RTP_ENCRYPTION: u8 = 0x00;
@@ -16,59 +15,6 @@ pub(crate) const LABEL_RTCP_AUTH: u8 = 0x04;
 /// Label of the SRTCP salt.
 pub(crate) const LABEL_RTCP_SALT: u8 = 0x05;
 
-/// An expanded AES key, 128 or 256 bits (the `aes` crate picks AES-NI at run time).
-/// Round keys are zeroized on drop (the crate's `zeroize` feature).
-/// Inline for the same reason as `SessionTransform`: derivation must not allocate.
-#[derive(Clone)]
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum AesKey {
-    Aes128(aes::Aes128),
-    Aes256(aes::Aes256),
-}
-
-/// Keystream blocks generated per `encrypt_blocks` call: enough to fill AES-NI's pipeline.
-const BLOCKS_PER_BATCH: usize = 8;
-
-impl AesKey {
-    /// Expands `key` (16 or 32 bytes; the suite table guarantees one of them).
-    pub(crate) fn new(key: &[u8]) -> AesKey {
-        match key.len() {
-            16 => AesKey::Aes128(aes::Aes128::new(key.into())),
-            32 => AesKey::Aes256(aes::Aes256::new(key.into())),
-            // Only called with master or session keys whose lengths come from the suite table.
-            n => unreachable!("AES key of {n} bytes"),
-        }
-    }
-
-    fn encrypt_blocks(&self, blocks: &mut [aes::Block]) {
-        match self {
-            AesKey::Aes128(k) => k.encrypt_blocks(blocks),
-            AesKey::Aes256(k) => k.encrypt_blocks(blocks),
-        }
-    }
-
-    /// XORs `data` with the AES counter-mode keystream starting at counter block `iv`
-    /// (RFC 3711 4.1.1: the counter is the 128-bit integer `iv + i` for block `i`).
-    pub(crate) fn apply_keystream(&self, iv: [u8; 16], data: &mut [u8]) {
-        let base = u128::from_be_bytes(iv);
-        let mut counter: u128 = 0;
-        let mut blocks = [aes::Block::default(); BLOCKS_PER_BATCH];
-        for chunk in data.chunks_mut(16 * BLOCKS_PER_BATCH) {
-            let n = chunk.len().div_ceil(16);
-            for block in &mut blocks[..n] {
-                block.copy_from_slice(&base.wrapping_add(counter).to_be_bytes());
-                counter += 1;
-            }
-            self.encrypt_blocks(&mut blocks[..n]);
-            for (bytes, ks) in chunk.chunks_mut(16).zip(&blocks[..n]) {
-                for (b, k) in bytes.iter_mut().zip(ks.iter()) {
-                    *b ^= k;
-                }
-            }
-        }
-    }
-}
-
 /// The AES-CM PRF of RFC 3711 4.3.1 and 4.3.3: fills `out` with session key material for
 /// `label` and `r` (the packet index divided by the key derivation rate, 0 if the rate is 0).
 ///
@@ -76,7 +22,7 @@ impl AesKey {
 /// and master_salt are aligned so that their least significant bits agree (right-alignment)."
 /// A 96-bit AEAD master salt (RFC 7714 11) is padded with two zero bytes on the right to the
 /// 112 bits the PRF takes, as RFC 9335 A.2 shows.
-pub(crate) fn derive(prf: &AesKey, master_salt: &[u8], label: u8, r: u64, out: &mut [u8]) {
+pub(crate) fn derive(prf: &InlineAes, master_salt: &[u8], label: u8, r: u64, out: &mut [u8]) {
     let mut iv = [0u8; 16];
     iv[..master_salt.len()].copy_from_slice(master_salt);
     iv[7] ^= label;
@@ -90,6 +36,7 @@ pub(crate) fn derive(prf: &AesKey, master_salt: &[u8], label: u8, r: u64, out: &
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::proto::srtp::aes_ctr::AesKey;
 
     pub(crate) fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -101,17 +48,25 @@ pub(crate) mod tests {
 
     fn prf(key: &str, salt: &str, label: u8, len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len];
-        derive(&AesKey::new(&hex(key)), &hex(salt), label, 0, &mut out);
+        derive(&InlineAes::new(&hex(key)), &hex(salt), label, 0, &mut out);
         out
     }
 
     /// RFC 3711 Appendix B.2, AES-CM test vectors: keystream blocks 0, 1, 2 and 0xfeff to 0xff01.
     #[test]
     fn rfc3711_b2_aes_cm_keystream() {
-        let key = AesKey::new(&hex("2B7E151628AED2A6ABF7158809CF4F3C"));
+        for use_ni in [true, false] {
+            let key = AesKey::with_backend(&hex("2B7E151628AED2A6ABF7158809CF4F3C"), use_ni);
+            b2_keystream(|iv, ks| key.apply_keystream(iv, ks));
+        }
+        let key = InlineAes::new(&hex("2B7E151628AED2A6ABF7158809CF4F3C"));
+        b2_keystream(|iv, ks| key.apply_keystream(iv, ks));
+    }
+
+    fn b2_keystream(apply: impl Fn([u8; 16], &mut [u8])) {
         let iv: [u8; 16] = hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000").try_into().unwrap();
         let mut ks = vec![0u8; 16 * 0xff02];
-        key.apply_keystream(iv, &mut ks);
+        apply(iv, &mut ks);
         let block = |i: usize| &ks[16 * i..16 * (i + 1)];
         assert_eq!(block(0), hex("E03EAD0935C95E80E166B16DD92B4EB4"));
         assert_eq!(block(1), hex("D23513162B02D0F72A43A2FE4A5F97AB"));
@@ -187,7 +142,7 @@ pub(crate) mod tests {
     /// derivation with r = 0 under a salt XORed with r in its last six bytes.
     #[test]
     fn r_is_xored_into_the_low_48_bits() {
-        let key = AesKey::new(&hex("E1F97A0D3E018BE0D64FA32C06DE4139"));
+        let key = InlineAes::new(&hex("E1F97A0D3E018BE0D64FA32C06DE4139"));
         let salt = hex("0EC675AD498AFEEBB6960B3AABE6");
         let r: u64 = 0x0000_1234_5678_9abc;
         let mut with_r = [0u8; 16];

@@ -30,6 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod aes_ctr;
 mod cipher;
 mod context;
 mod error;
