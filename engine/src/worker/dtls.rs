@@ -385,8 +385,8 @@ impl Worker {
                         } else {
                             leg.tx = Some(tx);
                             leg.rx = Some(rx);
-                            leg.counters.tx_suite = Some(suite.sdp_name());
-                            leg.counters.rx_suite = Some(suite.sdp_name());
+                            leg.counters.tx_suite = Some(suite);
+                            leg.counters.rx_suite = Some(suite);
                         }
                         leg.watch.restart(now);
                     }

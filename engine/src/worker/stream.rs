@@ -350,6 +350,30 @@ pub struct StreamStats {
     pub legs: Vec<LegStats>,
 }
 
+/// What a leg counts as packets pass: the per-packet part of [`LegStats`] (128 bytes of the
+/// leg's struct instead of [`LegStats`]' 320; the rest is computed when statistics are asked
+/// for).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LegCounters {
+    pub(crate) rx_suite: Option<Suite>,
+    pub(crate) tx_suite: Option<Suite>,
+    pub(crate) remote_ssrc: Option<u32>,
+    pub(crate) packets_in: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) packets_out: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) rtcp_in: u64,
+    pub(crate) rtcp_out: u64,
+    pub(crate) auth_failures: u64,
+    pub(crate) replay_drops: u64,
+    pub(crate) malformed: u64,
+    pub(crate) source_mismatch: u64,
+    pub(crate) other_drops: u64,
+    pub(crate) dtls_drops: u64,
+    pub(crate) tx_drops: u64,
+    pub(crate) remote_changes: u64,
+}
+
 /// The worker's state for one leg.
 pub(crate) struct Leg {
     pub(crate) rtp_sock: SockId,
@@ -365,7 +389,7 @@ pub(crate) struct Leg {
     pub(crate) remote_ssrc_key: Option<u32>,
     pub(crate) rx: Option<SrtpInbound>,
     pub(crate) tx: Option<SrtpOutbound>,
-    pub(crate) counters: LegStats,
+    pub(crate) counters: LegCounters,
     pub(crate) recv: ReceiveStats,
     /// LSR of the last SR received and when (ns).
     pub(crate) last_sr: Option<(u32, u64)>,
@@ -410,10 +434,7 @@ impl Leg {
             remote_ssrc_key: None,
             rx: None,
             tx: None,
-            counters: LegStats {
-                local: Some(local),
-                ..LegStats::default()
-            },
+            counters: LegCounters::default(),
             recv: ReceiveStats::new(),
             last_sr: None,
             rtt_ns: None,
@@ -429,8 +450,8 @@ impl Leg {
     /// Sets the crypto of both directions (at creation, and for a rekey: counters stay). Both
     /// contexts are built before either is replaced, so a bad key changes nothing.
     pub(crate) fn rekey(&mut self, tx: Crypto, rx: Crypto) -> Result<(), SrtpConfigError> {
-        let tx_suite = tx.suite().map(Suite::sdp_name);
-        let rx_suite = rx.suite().map(Suite::sdp_name);
+        let tx_suite = tx.suite();
+        let rx_suite = rx.suite();
         let new_tx = tx.policy().map(SrtpOutbound::new).transpose()?;
         let new_rx = rx.policy().map(SrtpInbound::new).transpose()?;
         self.tx = new_tx;
@@ -528,8 +549,29 @@ impl Stream {
 }
 
 fn leg_stats(leg: &mut Leg, codec: &CodecProfile) -> LegStats {
-    let mut s = leg.counters.clone();
-    s.remote = leg.remote;
+    let c = leg.counters;
+    let mut s = LegStats {
+        local: Some(leg.local),
+        remote: leg.remote,
+        rx_suite: c.rx_suite.map(Suite::sdp_name),
+        tx_suite: c.tx_suite.map(Suite::sdp_name),
+        packets_in: c.packets_in,
+        bytes_in: c.bytes_in,
+        packets_out: c.packets_out,
+        bytes_out: c.bytes_out,
+        rtcp_in: c.rtcp_in,
+        rtcp_out: c.rtcp_out,
+        auth_failures: c.auth_failures,
+        replay_drops: c.replay_drops,
+        malformed: c.malformed,
+        source_mismatch: c.source_mismatch,
+        other_drops: c.other_drops,
+        dtls_drops: c.dtls_drops,
+        tx_drops: c.tx_drops,
+        remote_changes: c.remote_changes,
+        remote_ssrc: c.remote_ssrc,
+        ..LegStats::default()
+    };
     let r = leg.recv.report(false);
     s.expected = r.expected;
     s.received = r.received;

@@ -293,6 +293,8 @@ impl Core {
         let i = match found {
             Some(i) => i,
             None => {
+                // Most contexts see one SSRC: no room for four.
+                self.streams.reserve_exact(1);
                 self.streams.push(StreamState {
                     ssrc,
                     initial_roc: 0,

@@ -20,9 +20,43 @@ pub struct ReplayWindow {
     highest: u64,
     /// Packets accepted at most this far behind `highest` (exclusive).
     size: u32,
-    /// Ring of `bits.len() * 64` bits (a power of two, at least `size`): bit `i mod capacity`
-    /// is set when index `i` in `highest - size < i <= highest` was received.
-    bits: Box<[u64]>,
+    /// Ring of `capacity` bits (a power of two, at least `size`): bit `i mod capacity` is set
+    /// when index `i` in `highest - size < i <= highest` was received.
+    bits: Bits,
+}
+
+/// The ring's words: inline up to the default 128-packet window (no allocation per SSRC for
+/// audio), on the heap for the larger windows video asks for.
+#[derive(Clone, Debug)]
+enum Bits {
+    Inline([u64; 2]),
+    Heap(Box<[u64]>),
+}
+
+impl Bits {
+    fn new(words: usize) -> Bits {
+        if words <= 2 {
+            Bits::Inline([0; 2])
+        } else {
+            Bits::Heap(vec![0u64; words].into_boxed_slice())
+        }
+    }
+
+    #[inline]
+    fn words(&self) -> &[u64] {
+        match self {
+            Bits::Inline(w) => w,
+            Bits::Heap(w) => w,
+        }
+    }
+
+    #[inline]
+    fn words_mut(&mut self) -> &mut [u64] {
+        match self {
+            Bits::Inline(w) => w,
+            Bits::Heap(w) => w,
+        }
+    }
 }
 
 /// Where an index falls relative to the window.
@@ -51,11 +85,12 @@ impl ReplayWindow {
     /// `size` must lie in `MIN_WINDOW..=MAX_WINDOW` (the policy checks it).
     pub fn new(size: u32, first: u64) -> ReplayWindow {
         debug_assert!((MIN_WINDOW..=MAX_WINDOW).contains(&size));
-        let words = (size as usize).next_power_of_two().div_ceil(64);
+        // At least two words, so that the ring spans a power of two of at least 128 bits.
+        let words = (size as usize).next_power_of_two().div_ceil(64).max(2);
         let mut w = ReplayWindow {
             highest: first,
             size,
-            bits: vec![0u64; words].into_boxed_slice(),
+            bits: Bits::new(words),
         };
         w.set(first);
         w
@@ -67,12 +102,12 @@ impl ReplayWindow {
     }
 
     fn capacity_mask(&self) -> u64 {
-        (self.bits.len() as u64 * 64) - 1
+        (self.bits.words().len() as u64 * 64) - 1
     }
 
     fn set(&mut self, index: u64) {
         let bit = index & self.capacity_mask();
-        self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        self.bits.words_mut()[(bit / 64) as usize] |= 1 << (bit % 64);
     }
 
     /// Clears the slots of indices `from..=to` (fewer than the capacity), a word at a time:
@@ -89,14 +124,14 @@ impl ReplayWindow {
             } else {
                 ((1u64 << n) - 1) << offset
             };
-            self.bits[(bit / 64) as usize] &= !run;
+            self.bits.words_mut()[(bit / 64) as usize] &= !run;
             i += n;
         }
     }
 
     fn is_set(&self, index: u64) -> bool {
         let bit = index & self.capacity_mask();
-        self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        self.bits.words()[(bit / 64) as usize] & (1 << (bit % 64)) != 0
     }
 
     /// Classifies `index` without changing the window.
@@ -119,7 +154,7 @@ impl ReplayWindow {
             let advance = index - self.highest;
             let capacity = self.capacity_mask() + 1;
             if advance >= capacity {
-                self.bits.fill(0);
+                self.bits.words_mut().fill(0);
             } else {
                 // Clear the slots the window moves over; they held indices now too old.
                 self.clear_range(self.highest + 1, index);
