@@ -14,7 +14,8 @@
 //!   (getrusage of the worker thread), and its system calls per packet (counted by the backend).
 //!
 //! Run: `cargo bench -p srtp-engine-benches --bench echo` (add `-- --quick` for 1,000 streams
-//! only and short steps).
+//! only and short steps; `--rounds N` repeats every configuration N times, interleaved, and
+//! reports medians; `--from R` starts the ladder at R packets/s).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -197,6 +198,29 @@ struct Step {
     busy: f64,
 }
 
+impl Step {
+    /// Each figure's median over rounds, taken figure by figure (the rounds' CPU and rate
+    /// medians may come from different rounds).
+    fn median(steps: &[Step]) -> Step {
+        let med = |f: &dyn Fn(&Step) -> f64| {
+            let mut v: Vec<f64> = steps.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            match v.len() {
+                0 => 0.0,
+                n if n % 2 == 1 => v[n / 2],
+                n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+            }
+        };
+        Step {
+            rate: med(&|s| s.rate as f64) as u64,
+            user_us: med(&|s| s.user_us),
+            sys_us: med(&|s| s.sys_us),
+            syscalls: med(&|s| s.syscalls),
+            busy: med(&|s| s.busy),
+        }
+    }
+}
+
 fn snapshot(e: &Engine) -> WorkerSnapshot {
     e.snapshot().workers[0].clone()
 }
@@ -340,8 +364,13 @@ fn main() {
     } else {
         Duration::from_secs(2)
     };
-    let ladder: Vec<u64> = (1..=40).map(|k| k * 10_000).collect();
-    let mut rows = Vec::new();
+    let from: u64 = value("--from").map_or(10_000, |v| v.parse().expect("--from PKT_PER_S"));
+    let rounds: usize = value("--rounds").map_or(1, |v| v.parse().expect("--rounds N"));
+    let ladder: Vec<u64> = (1..=40)
+        .map(|k| k * 10_000)
+        .filter(|&r| r >= from)
+        .collect();
+    let mut configs = Vec::new();
     for &streams in &counts {
         for backend in [BackendKind::IoUring, BackendKind::Epoll] {
             if only_backend.is_some_and(|b| b != backend.name()) {
@@ -351,21 +380,59 @@ fn main() {
                 if only_crypto.is_some_and(|c| c != if srtp { "srtp" } else { "null" }) {
                     continue;
                 }
-                let cfg = Config {
+                configs.push(Config {
                     backend,
                     srtp,
                     streams,
-                };
-                let m = measure(cfg, &ladder, step);
-                rows.push((cfg, m));
+                });
             }
         }
     }
+    // Rounds interleave the configurations (each round measures every one once), so a slow
+    // minute of the host falls on all of them alike; the table gives each one's median.
+    let mut runs: Vec<Vec<Step>> = vec![Vec::new(); configs.len()];
+    for round in 0..rounds {
+        if rounds > 1 {
+            eprintln!("round {} of {rounds}", round + 1);
+        }
+        for (c, cfg) in configs.iter().enumerate() {
+            runs[c].push(measure(*cfg, &ladder, step));
+        }
+    }
+    if rounds > 1 {
+        println!();
+        println!("Per round (zero-loss pkt/s, total CPU µs/pkt at that rate):");
+        for (cfg, steps) in configs.iter().zip(&runs) {
+            let cells: Vec<String> = steps
+                .iter()
+                .map(|m| format!("{:>7} {:.2}", m.rate, m.user_us + m.sys_us))
+                .collect();
+            println!(
+                "{:>7} {:>9} {:>6} | {}",
+                cfg.streams,
+                cfg.backend.name(),
+                if cfg.srtp { "srtp" } else { "null" },
+                cells.join(" | ")
+            );
+        }
+    }
+    let rows: Vec<(Config, Step)> = configs
+        .iter()
+        .zip(&runs)
+        .map(|(cfg, steps)| (*cfg, Step::median(steps)))
+        .collect();
     println!();
     println!(
         "Echo capacity: one echo worker on core 0, generator on core 1, 172-byte RTP ({SUITE:?} for srtp)."
     );
-    println!("Figures at the highest offered rate with zero loss (ladder of 10,000 pkt/s steps).");
+    println!(
+        "Figures at the highest offered rate with zero loss (ladder of 10,000 pkt/s steps){}.",
+        if rounds > 1 {
+            format!("; each figure is the median of {rounds} rounds")
+        } else {
+            String::new()
+        }
+    );
     println!(
         "{:>7} {:>9} {:>6} | {:>12} {:>6} | {:>8} {:>8} {:>8} {:>12} | {:>13}",
         "streams",

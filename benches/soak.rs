@@ -93,7 +93,20 @@ fn main() {
     println!(
         "# soak: {n} sendrecv streams (PCMU 20 ms, SRTP {SUITE}) against {n} echo streams, {seconds} s"
     );
-    std::thread::sleep(Duration::from_secs(seconds));
+    // One sample a second from both engines, so that a loss can be placed in time and on a
+    // side: a second in which either socket layer dropped datagrams is printed at the end.
+    let mut timeline = Vec::new();
+    let mut last = (io_counts(&g0), io_counts(&e0));
+    for second in 1..=seconds {
+        let due = t0 + Duration::from_secs(second);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let now = (
+            io_counts(&generator.request("engine_stats", Value::Null).unwrap()),
+            io_counts(&echo.request("engine_stats", Value::Null).unwrap()),
+        );
+        timeline.push((second, delta(now.0, last.0), delta(now.1, last.1)));
+        last = now;
+    }
     let (g1, e1) = (
         generator.request("engine_stats", Value::Null).unwrap(),
         echo.request("engine_stats", Value::Null).unwrap(),
@@ -165,7 +178,14 @@ fn main() {
         overflows(&e1)
     );
     let io = |v: &Value, k: &str| v["workers"][0]["io"][k].as_u64().unwrap_or(0);
-    for k in ["tx_no_buffer", "tx_errors", "rx_errors"] {
+    for k in [
+        "rx_packets",
+        "tx_packets",
+        "kernel_drops",
+        "tx_no_buffer",
+        "tx_errors",
+        "rx_errors",
+    ] {
         println!(
             "| io {k} (generator / echo) | {} / {} |",
             io(&g1, k),
@@ -182,6 +202,20 @@ fn main() {
         e1["workers"][0]["busy_ratio"].as_f64().unwrap_or(0.0)
     );
     let pass = short == 0 && lost == 0 && auth == 0 && echo_auth == 0 && sent > 0;
+    let troubled: Vec<_> = timeline
+        .iter()
+        .filter(|(_, g, e)| g[2] > 0 || e[2] > 0)
+        .collect();
+    if !troubled.is_empty() {
+        println!();
+        println!("seconds with socket drops (rx / tx / kernel drops, generator | echo):");
+        for (t, g, e) in troubled {
+            println!(
+                "  t={t:>3}s  {:>7} / {:>7} / {:>6} | {:>7} / {:>7} / {:>6}",
+                g[0], g[1], g[2], e[0], e[1], e[2]
+            );
+        }
+    }
     println!("result: {}", if pass { "PASS (zero loss)" } else { "FAIL" });
     drop(gen_proc.stdin.take());
     drop(echo_proc.stdin.take());
@@ -190,4 +224,14 @@ fn main() {
     if !pass {
         std::process::exit(1);
     }
+}
+
+/// A worker's I/O packet counters: received, sent, dropped by the kernel at its sockets.
+fn io_counts(stats: &Value) -> [u64; 3] {
+    let io = &stats["workers"][0]["io"];
+    ["rx_packets", "tx_packets", "kernel_drops"].map(|k| io[k].as_u64().unwrap_or(0))
+}
+
+fn delta(now: [u64; 3], before: [u64; 3]) -> [u64; 3] {
+    core::array::from_fn(|i| now[i].saturating_sub(before[i]))
 }
