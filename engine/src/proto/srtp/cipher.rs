@@ -14,13 +14,13 @@ use core::mem::ManuallyDrop;
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, HmacCore, Mac};
+use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::aes_ctr::{AesKey, InlineAes};
 use super::error::SrtpError;
-use super::gcm::{GcmKey, TAG_LEN as GCM_TAG_LEN};
 use super::kdf;
 use super::key::MasterKey;
 use super::suite::{CipherKind, SuiteParams};
@@ -28,12 +28,14 @@ use crate::proto::rtcp;
 
 /// The SRTCP E flag: the packet's payload is encrypted (RFC 3711 3.4).
 pub(crate) const SRTCP_E_FLAG: u32 = 0x8000_0000;
+/// Length of the GCM tag (RFC 7714 uses 16 octets for both suites).
+const GCM_TAG_LEN: usize = 16;
 
 /// The keys of one direction of SRTP or SRTCP, for one master key and one `r`.
 ///
 /// Compact, because a stream holds one per flow and direction: AES-128 round keys and the
-/// HMAC's two precomputed SHA-1 states inline (about 260 bytes), the GCM key (304 or 368
-/// bytes, see [`GcmKey`]) and anything larger boxed. Rekeying for a new `r` (key derivation rate) rewrites the keys in
+/// HMAC's two precomputed SHA-1 states inline (about 260 bytes), ring's GCM key (544 bytes)
+/// and anything larger boxed. Rekeying for a new `r` (key derivation rate) rewrites the keys in
 /// place and does not allocate. Every part wipes its key bytes when dropped (see [`Wiped`]).
 // AES-CM, the common SDES case, is the inline variant; the GCM key is the one boxed.
 #[allow(clippy::large_enum_variant)]
@@ -45,7 +47,7 @@ pub(crate) enum SessionTransform {
         tag_len: usize,
     },
     Gcm {
-        key: GcmKey,
+        key: Box<Wiped<LessSafeKey>>,
         salt: [u8; 12],
     },
 }
@@ -147,7 +149,7 @@ impl SessionTransform {
                 *mac = hmac_key(&k.auth[..params.auth_key_len]);
             }
             SessionTransform::Gcm { key: gcm, salt } => {
-                gcm.rekey(key);
+                **gcm = Wiped::new(gcm_key(key));
                 salt.copy_from_slice(&k.salt[..params.session_salt_len]);
             }
         }
@@ -179,7 +181,7 @@ impl SessionTransform {
                 let mut s = [0u8; 12];
                 s.copy_from_slice(salt);
                 SessionTransform::Gcm {
-                    key: GcmKey::new(key),
+                    key: Box::new(Wiped::new(gcm_key(key))),
                     salt: s,
                 }
             }
@@ -218,7 +220,7 @@ impl SessionTransform {
             SessionTransform::Gcm { key, salt } => {
                 let nonce = gcm_rtp_iv(salt, ssrc, index);
                 let (header, rest) = buf.split_at_mut(header_len);
-                let tag = key.seal(nonce, header, &mut rest[..len - header_len]);
+                let tag = gcm_seal(key, nonce, header, &mut rest[..len - header_len]);
                 buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
                 let at = len + GCM_TAG_LEN;
                 if !mki.is_empty() {
@@ -230,9 +232,8 @@ impl SessionTransform {
     }
 
     /// Verifies and decrypts the SRTP packet `buf[..len]` in place. `mki_len` bytes of MKI sit
-    /// in the trailer. Returns the RTP packet's length. AES-CM and our AES-GCM leave the buffer
-    /// untouched when authentication fails; ring's AES-GCM (the fallback) may have changed the
-    /// payload bytes.
+    /// in the trailer. Returns the RTP packet's length. AES-CM leaves the buffer untouched when
+    /// authentication fails; AES-GCM may have changed the payload bytes.
     pub(crate) fn open_rtp(
         &self,
         buf: &mut [u8],
@@ -263,7 +264,7 @@ impl SessionTransform {
                 let end = len - mki_len;
                 let nonce = gcm_rtp_iv(salt, ssrc, index);
                 let (header, rest) = buf.split_at_mut(header_len);
-                key.open(nonce, header, &mut rest[..end - header_len])?;
+                gcm_open(key, nonce, header, &mut rest[..end - header_len])?;
                 Ok(end - GCM_TAG_LEN)
             }
         }
@@ -303,7 +304,7 @@ impl SessionTransform {
                 let mut aad = [0u8; rtcp::HEADER_LEN + 4];
                 aad[..rtcp::HEADER_LEN].copy_from_slice(&buf[..rtcp::HEADER_LEN]);
                 aad[rtcp::HEADER_LEN..].copy_from_slice(&e_index);
-                let tag = key.seal(nonce, &aad, &mut buf[rtcp::HEADER_LEN..len]);
+                let tag = gcm_seal(key, nonce, &aad, &mut buf[rtcp::HEADER_LEN..len]);
                 buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
                 let at = len + GCM_TAG_LEN;
                 buf[at..at + 4].copy_from_slice(&e_index);
@@ -357,7 +358,7 @@ impl SessionTransform {
                     let mut aad = [0u8; rtcp::HEADER_LEN + 4];
                     aad[..rtcp::HEADER_LEN].copy_from_slice(&buf[..rtcp::HEADER_LEN]);
                     aad[rtcp::HEADER_LEN..].copy_from_slice(&e_index);
-                    key.open(nonce, &aad, &mut buf[rtcp::HEADER_LEN..index_at])?;
+                    gcm_open(key, nonce, &aad, &mut buf[rtcp::HEADER_LEN..index_at])?;
                 } else {
                     // RFC 7714 9.3: without encryption the whole packet || E+index is the AAD
                     // and the plaintext is empty. Move the index next to the packet to make the
@@ -365,7 +366,7 @@ impl SessionTransform {
                     let mut tag = [0u8; GCM_TAG_LEN];
                     tag.copy_from_slice(&buf[tag_at..index_at]);
                     buf[tag_at..tag_at + 4].copy_from_slice(&e_index);
-                    key.open(nonce, &buf[..tag_at + 4], &mut tag)?;
+                    gcm_open(key, nonce, &buf[..tag_at + 4], &mut tag)?;
                 }
                 Ok(tag_at)
             }
@@ -437,6 +438,16 @@ fn hmac_key(auth_key: &[u8]) -> HmacCore<Sha1> {
     HmacCore::<Sha1>::new_from_slice(auth_key).expect("HMAC takes any key length")
 }
 
+/// The GCM key of a 16- or 32-byte session key (the suite table fixes the length).
+fn gcm_key(key: &[u8]) -> LessSafeKey {
+    let alg = if key.len() == 16 {
+        &AES_128_GCM
+    } else {
+        &AES_256_GCM
+    };
+    LessSafeKey::new(UnboundKey::new(alg, key).expect("GCM key length"))
+}
+
 fn hmac_sha1(mac: &HmacCore<Sha1>, a: &[u8], b: &[u8]) -> [u8; 20] {
     let mut m = Hmac::<Sha1>::from_core(mac.clone());
     m.update(a);
@@ -444,10 +455,30 @@ fn hmac_sha1(mac: &HmacCore<Sha1>, a: &[u8], b: &[u8]) -> [u8; 20] {
     m.finalize().into_bytes().into()
 }
 
+fn gcm_seal(key: &LessSafeKey, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8]) -> [u8; 16] {
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+        // ring refuses only inputs over 2^36 bytes; a datagram is far shorter.
+        .expect("GCM input within limits");
+    let mut out = [0u8; 16];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+fn gcm_open(
+    key: &LessSafeKey,
+    nonce: [u8; 12],
+    aad: &[u8],
+    in_out: &mut [u8],
+) -> Result<(), SrtpError> {
+    key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+        .map(|_| ())
+        .map_err(|_| SrtpError::AuthFailed)
+}
+
 /// Holds a value whose bytes are wiped when it is dropped.
 ///
-/// The AES round keys and our GCM keys zeroize themselves, but HMAC states, salts and ring's
-/// GCM key do not.
+/// The AES round keys zeroize themselves, but HMAC states, salts and ring's GCM key do not.
 /// The value's own bytes are overwritten after its destructor has run; what it owns on the
 /// heap must wipe itself (a boxed GCM key sits in its own `Wiped`, boxed AES keys zeroize on
 /// drop).

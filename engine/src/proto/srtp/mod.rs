@@ -34,7 +34,6 @@ mod aes_ctr;
 mod cipher;
 mod context;
 mod error;
-mod gcm;
 mod kdf;
 mod key;
 pub mod replay;
