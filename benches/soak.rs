@@ -97,8 +97,9 @@ fn main() {
     // side: a second in which either socket layer dropped datagrams is printed at the end.
     let mut timeline = Vec::new();
     let mut last = (io_counts(&g0), io_counts(&e0));
+    let start = Instant::now();
     for second in 1..=seconds {
-        let due = t0 + Duration::from_secs(second);
+        let due = start + Duration::from_secs(second);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let now = (
             io_counts(&generator.request("engine_stats", Value::Null).unwrap()),
