@@ -147,7 +147,6 @@ fn main() {
         }
     }
     let echo_auth = e1["auth_failures"].as_u64().unwrap_or(0);
-    let overflows = |v: &Value| v["workers"][0]["io"]["rx_no_buffer"].as_u64().unwrap_or(0);
     let (gu0, gs0) = cpu_s(&g0);
     let (gu1, gs1) = cpu_s(&g1);
     let (eu0, es0) = cpu_s(&e0);
@@ -175,10 +174,9 @@ fn main() {
     );
     println!(
         "| receive ring overflows (generator / echo) | {} / {} |",
-        overflows(&g1),
-        overflows(&e1)
+        io(&g1, "rx_no_buffer"),
+        io(&e1, "rx_no_buffer")
     );
-    let io = |v: &Value, k: &str| v["workers"][0]["io"][k].as_u64().unwrap_or(0);
     for k in [
         "rx_packets",
         "tx_packets",
@@ -229,8 +227,12 @@ fn main() {
 
 /// A worker's I/O packet counters: received, sent, dropped by the kernel at its sockets.
 fn io_counts(stats: &Value) -> [u64; 3] {
-    let io = &stats["workers"][0]["io"];
-    ["rx_packets", "tx_packets", "kernel_drops"].map(|k| io[k].as_u64().unwrap_or(0))
+    ["rx_packets", "tx_packets", "kernel_drops"].map(|k| io(stats, k))
+}
+
+/// One of the first worker's I/O counters from `engine_stats`.
+fn io(stats: &Value, key: &str) -> u64 {
+    stats["workers"][0]["io"][key].as_u64().unwrap_or(0)
 }
 
 fn delta(now: [u64; 3], before: [u64; 3]) -> [u64; 3] {
