@@ -4,8 +4,14 @@
 //! pause, the last echoes land, and every stream must have received every packet it sent, with
 //! no loss and no authentication failure.
 //!
-//! Run: `cargo bench -p srtp-engine-benches --bench soak [-- --streams N --seconds S]`.
-//! The bench starts itself twice as the two engine processes (`--role engine`).
+//! Before the engines start, the same traffic runs for `--reference-seconds` (default 10)
+//! through bare sockets, with no engine (see [`bare_reference`]): its CPU is this host's price
+//! for the kernel's share of the soak on the day, measured in the same run, so that a failing
+//! soak tells a slow host from a slow engine.
+//!
+//! Run: `cargo bench -p srtp-engine-benches --bench soak [-- --streams N --seconds S
+//! --reference-seconds R]`. The bench starts itself twice as the two engine processes
+//! (`--role engine`).
 
 mod support;
 
@@ -45,6 +51,8 @@ fn main() {
     }
     let n: usize = arg(&args, "--streams", 2_000);
     let seconds: u64 = arg(&args, "--seconds", 60);
+    let ref_seconds: u64 = arg(&args, "--reference-seconds", 10);
+    let bare = (ref_seconds > 0).then(|| bare_reference(n, Duration::from_secs(ref_seconds)));
     let dir = std::env::temp_dir();
     let pid = std::process::id();
     let gen_sock: PathBuf = dir.join(format!("srtp-soak-gen-{pid}.sock"));
@@ -184,6 +192,8 @@ fn main() {
         "tx_no_buffer",
         "tx_errors",
         "rx_errors",
+        "polls",
+        "syscalls",
     ] {
         println!(
             "| io {k} (generator / echo) | {} / {} |",
@@ -200,6 +210,26 @@ fn main() {
         g1["workers"][0]["busy_ratio"].as_f64().unwrap_or(0.0),
         e1["workers"][0]["busy_ratio"].as_f64().unwrap_or(0.0)
     );
+    if let Some(b) = &bare {
+        println!(
+            "| reference, bare sockets (same traffic, no engine, {ref_seconds} s): generator core | {:.1}% user, {:.1}% sys |",
+            b.gen_cpu.0, b.gen_cpu.1
+        );
+        println!(
+            "| reference, bare sockets: echo core | {:.1}% user, {:.1}% sys |",
+            b.echo_cpu.0, b.echo_cpu.1
+        );
+        println!(
+            "| reference, bare sockets: datagrams sent / echoed back | {} / {} |",
+            b.sent, b.received
+        );
+        let ratio = |engine: f64, bare: (f64, f64)| engine / (bare.0 + bare.1).max(0.1);
+        println!(
+            "| engine CPU / bare-socket CPU (generator / echo) | {:.2} / {:.2} |",
+            ratio((gu1 - gu0 + gs1 - gs0) / span * 100.0, b.gen_cpu),
+            ratio((eu1 - eu0 + es1 - es0) / span * 100.0, b.echo_cpu)
+        );
+    }
     let pass = short == 0 && lost == 0 && auth == 0 && echo_auth == 0 && sent > 0;
     let troubled: Vec<_> = timeline
         .iter()
@@ -237,4 +267,138 @@ fn io(stats: &Value, key: &str) -> u64 {
 
 fn delta(now: [u64; 3], before: [u64; 3]) -> [u64; 3] {
     core::array::from_fn(|i| now[i].saturating_sub(before[i]))
+}
+
+/// What the bare-socket reference measured: CPU per core in percent (user, sys) and the
+/// datagrams that went out and came back.
+struct Bare {
+    gen_cpu: (f64, f64),
+    echo_cpu: (f64, f64),
+    sent: u64,
+    received: u64,
+}
+
+/// This thread's CPU time so far, seconds (user, sys), from /proc/thread-self/stat.
+fn thread_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th
+    // and 13th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| -> f64 {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field(11) / 100.0, field(12) / 100.0)
+}
+
+/// The soak's traffic with no engine: `n` pairs of connected loopback UDP sockets, one thread
+/// on each core. The generator (core 0) sends one 182-byte datagram (an SRTP packet's size)
+/// on each of its sockets every 20 ms, spread over the period in 1 ms slices, and reads what
+/// comes back; the echo thread (core 1) returns every datagram it reads. Plain non-blocking
+/// sockets, epoll (mio) and one `send` or `recv` per datagram: no crypto, no RTP, no
+/// io_uring. The figure is what the kernel's loopback UDP path costs on this host today.
+fn bare_reference(n: usize, span: Duration) -> Bare {
+    use mio::net::UdpSocket;
+    use mio::{Events, Interest, Poll, Token};
+    const SLICES: usize = 20;
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut a: Vec<UdpSocket> = Vec::with_capacity(n);
+    let mut b: Vec<UdpSocket> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (x, y) = (UdpSocket::bind(any).unwrap(), UdpSocket::bind(any).unwrap());
+        x.connect(y.local_addr().unwrap()).unwrap();
+        y.connect(x.local_addr().unwrap()).unwrap();
+        a.push(x);
+        b.push(y);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let echo_stop = stop.clone();
+    let echo = std::thread::spawn(move || {
+        let _ = srtp_engine::runtime::pin_to(1);
+        let mut poll = Poll::new().unwrap();
+        for (k, s) in b.iter_mut().enumerate() {
+            poll.registry()
+                .register(s, Token(k), Interest::READABLE)
+                .unwrap();
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut buf = [0u8; 2048];
+        let c0 = thread_cpu();
+        let t0 = Instant::now();
+        while !echo_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = poll.poll(&mut events, Some(Duration::from_millis(50)));
+            for ev in &events {
+                let s = &b[ev.token().0];
+                while let Ok(len) = s.recv(&mut buf) {
+                    let _ = s.send(&buf[..len]);
+                }
+            }
+        }
+        let (c1, wall) = (thread_cpu(), t0.elapsed().as_secs_f64());
+        ((c1.0 - c0.0) / wall * 100.0, (c1.1 - c0.1) / wall * 100.0)
+    });
+    let generator = std::thread::spawn(move || {
+        let _ = srtp_engine::runtime::pin_to(0);
+        let mut poll = Poll::new().unwrap();
+        for (k, s) in a.iter_mut().enumerate() {
+            poll.registry()
+                .register(s, Token(k), Interest::READABLE)
+                .unwrap();
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut buf = [0u8; 2048];
+        let payload = [0x80u8; 182];
+        let (mut sent, mut received) = (0u64, 0u64);
+        let slice = Duration::from_millis(1);
+        let c0 = thread_cpu();
+        let t0 = Instant::now();
+        let mut next = t0;
+        let mut k = 0usize;
+        let mut read = |events: &Events, received: &mut u64| {
+            for ev in events {
+                while a[ev.token().0].recv(&mut buf).is_ok() {
+                    *received += 1;
+                }
+            }
+        };
+        while t0.elapsed() < span {
+            let now = Instant::now();
+            if now >= next {
+                // This slice's share of the streams: n / SLICES sockets, one datagram each.
+                for _ in 0..n.div_ceil(SLICES) {
+                    if a[k].send(&payload).is_ok() {
+                        sent += 1;
+                    }
+                    k = (k + 1) % n;
+                }
+                next += slice;
+                continue;
+            }
+            let _ = poll.poll(&mut events, Some(next - now));
+            read(&events, &mut received);
+        }
+        let (c1, wall) = (thread_cpu(), t0.elapsed().as_secs_f64());
+        // The last echoes land; then both threads stop.
+        let end = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < end {
+            let _ = poll.poll(&mut events, Some(Duration::from_millis(20)));
+            read(&events, &mut received);
+        }
+        (
+            ((c1.0 - c0.0) / wall * 100.0, (c1.1 - c0.1) / wall * 100.0),
+            sent,
+            received,
+        )
+    });
+    let (gen_cpu, sent, received) = generator.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let echo_cpu = echo.join().unwrap();
+    Bare {
+        gen_cpu,
+        echo_cpu,
+        sent,
+        received,
+    }
 }
