@@ -293,6 +293,24 @@ fn thread_cpu() -> (f64, f64) {
     (field(11) / 100.0, field(12) / 100.0)
 }
 
+/// This thread's CPU since `c0` (taken at `t0`), percent of the wall time (user, sys).
+fn cpu_percent(c0: (f64, f64), t0: Instant) -> (f64, f64) {
+    let (c1, wall) = (thread_cpu(), t0.elapsed().as_secs_f64());
+    ((c1.0 - c0.0) / wall * 100.0, (c1.1 - c0.1) / wall * 100.0)
+}
+
+/// Pins this thread to `core` and registers `socks` for reading, token = index.
+fn pinned_poll(core: usize, socks: &mut [mio::net::UdpSocket]) -> mio::Poll {
+    let _ = srtp_engine::runtime::pin_to(core);
+    let poll = mio::Poll::new().unwrap();
+    for (k, s) in socks.iter_mut().enumerate() {
+        poll.registry()
+            .register(s, mio::Token(k), mio::Interest::READABLE)
+            .unwrap();
+    }
+    poll
+}
+
 /// The soak's traffic with no engine: `n` pairs of connected loopback UDP sockets, one thread
 /// on each core. The generator (core 0) sends one 182-byte datagram (an SRTP packet's size)
 /// on each of its sockets every 20 ms, spread over the period in 1 ms slices, and reads what
@@ -300,8 +318,8 @@ fn thread_cpu() -> (f64, f64) {
 /// sockets, epoll (mio) and one `send` or `recv` per datagram: no crypto, no RTP, no
 /// io_uring. The figure is what the kernel's loopback UDP path costs on this host today.
 fn bare_reference(n: usize, span: Duration) -> Bare {
+    use mio::Events;
     use mio::net::UdpSocket;
-    use mio::{Events, Interest, Poll, Token};
     const SLICES: usize = 20;
     let any = "127.0.0.1:0".parse().unwrap();
     let mut a: Vec<UdpSocket> = Vec::with_capacity(n);
@@ -316,13 +334,7 @@ fn bare_reference(n: usize, span: Duration) -> Bare {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let echo_stop = stop.clone();
     let echo = std::thread::spawn(move || {
-        let _ = srtp_engine::runtime::pin_to(1);
-        let mut poll = Poll::new().unwrap();
-        for (k, s) in b.iter_mut().enumerate() {
-            poll.registry()
-                .register(s, Token(k), Interest::READABLE)
-                .unwrap();
-        }
+        let mut poll = pinned_poll(1, &mut b);
         let mut events = Events::with_capacity(1024);
         let mut buf = [0u8; 2048];
         let c0 = thread_cpu();
@@ -336,17 +348,10 @@ fn bare_reference(n: usize, span: Duration) -> Bare {
                 }
             }
         }
-        let (c1, wall) = (thread_cpu(), t0.elapsed().as_secs_f64());
-        ((c1.0 - c0.0) / wall * 100.0, (c1.1 - c0.1) / wall * 100.0)
+        cpu_percent(c0, t0)
     });
     let generator = std::thread::spawn(move || {
-        let _ = srtp_engine::runtime::pin_to(0);
-        let mut poll = Poll::new().unwrap();
-        for (k, s) in a.iter_mut().enumerate() {
-            poll.registry()
-                .register(s, Token(k), Interest::READABLE)
-                .unwrap();
-        }
+        let mut poll = pinned_poll(0, &mut a);
         let mut events = Events::with_capacity(1024);
         let mut buf = [0u8; 2048];
         let payload = [0x80u8; 182];
@@ -379,18 +384,14 @@ fn bare_reference(n: usize, span: Duration) -> Bare {
             let _ = poll.poll(&mut events, Some(next - now));
             read(&events, &mut received);
         }
-        let (c1, wall) = (thread_cpu(), t0.elapsed().as_secs_f64());
+        let cpu = cpu_percent(c0, t0);
         // The last echoes land; then both threads stop.
         let end = Instant::now() + Duration::from_millis(300);
         while Instant::now() < end {
             let _ = poll.poll(&mut events, Some(Duration::from_millis(20)));
             read(&events, &mut received);
         }
-        (
-            ((c1.0 - c0.0) / wall * 100.0, (c1.1 - c0.1) / wall * 100.0),
-            sent,
-            received,
-        )
+        (cpu, sent, received)
     });
     let (gen_cpu, sent, received) = generator.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
