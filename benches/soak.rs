@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use srtp_engine::worker::thread_cpu_us;
 use support::{arg, child_or_list, connect, spawn_engine};
 
 const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
@@ -278,25 +279,11 @@ struct Bare {
     received: u64,
 }
 
-/// This thread's CPU time so far, seconds (user, sys), from /proc/thread-self/stat.
-fn thread_cpu() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th
-    // and 13th, in clock ticks (100 per second on Linux).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let field = |i: usize| -> f64 {
-        rest.split_whitespace()
-            .nth(i)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    (field(11) / 100.0, field(12) / 100.0)
-}
-
-/// This thread's CPU since `c0` (taken at `t0`), percent of the wall time (user, sys).
-fn cpu_percent(c0: (f64, f64), t0: Instant) -> (f64, f64) {
-    let (c1, wall) = (thread_cpu(), t0.elapsed().as_secs_f64());
-    ((c1.0 - c0.0) / wall * 100.0, (c1.1 - c0.1) / wall * 100.0)
+/// This thread's CPU since `c0` (µs, taken at `t0`), percent of the wall time (user, sys).
+fn cpu_percent(c0: (u64, u64), t0: Instant) -> (f64, f64) {
+    let (c1, wall_us) = (thread_cpu_us(), t0.elapsed().as_secs_f64() * 1e6);
+    let pct = |a: u64, b: u64| a.saturating_sub(b) as f64 / wall_us * 100.0;
+    (pct(c1.0, c0.0), pct(c1.1, c0.1))
 }
 
 /// Pins this thread to `core` and registers `socks` for reading, token = index.
@@ -337,7 +324,7 @@ fn bare_reference(n: usize, span: Duration) -> Bare {
         let mut poll = pinned_poll(1, &mut b);
         let mut events = Events::with_capacity(1024);
         let mut buf = [0u8; 2048];
-        let c0 = thread_cpu();
+        let c0 = thread_cpu_us();
         let t0 = Instant::now();
         while !echo_stop.load(std::sync::atomic::Ordering::Relaxed) {
             let _ = poll.poll(&mut events, Some(Duration::from_millis(50)));
@@ -357,7 +344,7 @@ fn bare_reference(n: usize, span: Duration) -> Bare {
         let payload = [0x80u8; 182];
         let (mut sent, mut received) = (0u64, 0u64);
         let slice = Duration::from_millis(1);
-        let c0 = thread_cpu();
+        let c0 = thread_cpu_us();
         let t0 = Instant::now();
         let mut next = t0;
         let mut k = 0usize;

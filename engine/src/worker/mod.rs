@@ -331,7 +331,9 @@ fn ntp_now() -> u64 {
     (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
 }
 
-fn thread_cpu_us() -> (u64, u64) {
+/// The calling thread's CPU time so far, µs (user, sys), from `getrusage(RUSAGE_THREAD)`:
+/// what workers publish as `cpu_user_us` / `cpu_sys_us`.
+pub fn thread_cpu_us() -> (u64, u64) {
     // SAFETY: getrusage fills the struct we pass; RUSAGE_THREAD is valid on Linux.
     #[allow(unsafe_code)]
     let ru = unsafe {
