@@ -43,7 +43,9 @@ pub struct Allocation {
 pub trait MediaEngine: Send {
     /// The DTLS certificate fingerprint for `a=fingerprint`, if DTLS-SRTP is available.
     fn fingerprint(&self) -> Option<Fingerprint>;
-    /// An offerer's stream before the answer: ports allocated, receiving nothing yet.
+    /// An offerer's stream before the answer: ports allocated, nothing sent, and what arrives
+    /// dropped (it cannot be authenticated, and must not teach the stream its peer) until
+    /// [`MediaEngine::complete`] brings the keys.
     fn prepare(&mut self, rtcp_mux: bool) -> Result<Allocation, MediaError>;
     /// The offerer's stream once the answer is in: peer, keys, direction.
     fn complete(&mut self, stream: u64, n: &Negotiated) -> Result<(), MediaError>;
@@ -171,7 +173,7 @@ impl MediaEngine for EngineMedia {
     fn prepare(&mut self, rtcp_mux: bool) -> Result<Allocation, MediaError> {
         let v = self.request(
             "create",
-            json!({"mode": "recv", "legs": [{"rtcp_mux": rtcp_mux}]}),
+            json!({"mode": "recv", "legs": [{"rtcp_mux": rtcp_mux, "crypto": {"type": "pending"}}]}),
         )?;
         EngineMedia::allocation(&v)
     }

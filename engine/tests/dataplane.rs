@@ -488,6 +488,72 @@ fn kernel_drops_are_counted(backend: BackendKind) {
     );
 }
 
+/// An SDES offerer prepares its stream before the answer (`pending`: no keys yet), and the
+/// answerer may send as soon as it answers (RFC 3264 5.1). What arrives early cannot be
+/// authenticated: it is counted and dropped, and it must not teach the offerer its peer (an
+/// earlier version latched the answerer's address from such a packet as if it were plain RTP,
+/// then sent it a plain RTCP report that failed authentication there). Once the answer's
+/// keys arrive, media flows both ways with no failure anywhere.
+fn offerer_before_its_answer(backend: BackendKind) {
+    use srtp_engine::worker::stream::StreamUpdate;
+    let offerer_engine = engine(backend);
+    let answerer_engine = engine(backend);
+    let mut spec = StreamSpec::new(
+        Mode::Recv,
+        LegSpec {
+            rtcp_mux: true,
+            pending: true,
+            ..LegSpec::default()
+        },
+    );
+    spec.rtcp_interval_ms = 100;
+    let offerer = offerer_engine.create_stream(spec).unwrap();
+    let mut spec = StreamSpec::new(
+        Mode::SendRecv,
+        leg(Some(offerer.legs[0].local), sdes(2), sdes(1)),
+    );
+    spec.rtcp_interval_ms = 100;
+    let answerer = answerer_engine.create_stream(spec).unwrap();
+    // The answer is slow to arrive; the answerer's media and reports are already there.
+    sleep(Duration::from_millis(400));
+    let o = stats(&offerer_engine, offerer.id).legs[0].clone();
+    assert!(o.early_drops >= 10, "early media counted: {o:?}");
+    assert_eq!(o.packets_in, 0, "nothing accepted before the keys: {o:?}");
+    assert_eq!(o.remote, None, "no peer learned from unauthenticated media");
+    assert_eq!((o.packets_out, o.rtcp_out), (0, 0), "nothing sent: {o:?}");
+    let a = stats(&answerer_engine, answerer.id).legs[0].clone();
+    assert!(a.packets_out >= 10, "{a:?}");
+    assert_eq!(
+        (a.packets_in, a.rtcp_in, a.auth_failures),
+        (0, 0, 0),
+        "{a:?}"
+    );
+    offerer_engine
+        .update_stream(
+            offerer.id,
+            StreamUpdate {
+                remote: Some((0, answerer.legs[0].local)),
+                crypto: Some((0, sdes(1), sdes(2))),
+                mode: Some(Mode::SendRecv),
+                ..StreamUpdate::default()
+            },
+        )
+        .unwrap();
+    let flowing = || {
+        let o = stats(&offerer_engine, offerer.id).legs[0].clone();
+        let a = stats(&answerer_engine, answerer.id).legs[0].clone();
+        o.packets_in >= 10 && a.packets_in >= 10 && o.rtcp_in > 0 && a.rtcp_in > 0
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), flowing),
+        "media flows after the answer"
+    );
+    let o = stats(&offerer_engine, offerer.id).legs[0].clone();
+    let a = stats(&answerer_engine, answerer.id).legs[0].clone();
+    assert_eq!((o.auth_failures, a.auth_failures), (0, 0), "{o:?} {a:?}");
+    assert_eq!(o.lost, 0, "{o:?}");
+}
+
 macro_rules! both_backends {
     ($($name:ident),*) => {
         mod io_uring {
@@ -507,7 +573,8 @@ both_backends!(
     garbage_flood,
     strict_source_and_latching,
     shared_port,
-    kernel_drops_are_counted
+    kernel_drops_are_counted,
+    offerer_before_its_answer
 );
 
 #[test]
@@ -536,6 +603,17 @@ fn bad_requests_are_typed_errors() {
             .unwrap_err()
             .to_string()
             .contains("ptime")
+    );
+    let keyed_and_pending = LegSpec {
+        pending: true,
+        rx: sdes(1),
+        ..LegSpec::default()
+    };
+    assert!(
+        e.create_stream(StreamSpec::new(Mode::Recv, keyed_and_pending))
+            .unwrap_err()
+            .to_string()
+            .contains("pending")
     );
     assert!(e.stream_stats(999_999).is_err());
     assert!(e.delete_stream(999_999).is_err());

@@ -383,8 +383,8 @@ impl Drop for Shim {
     }
 }
 
-/// An SDP offerer with `a=setup:actpass` prepares its stream before the answer, with no keys
-/// and no DTLS; an active answerer's ClientHello reaches it first (RFC 5763 5). The engine
+/// An SDP offerer with `a=setup:actpass` prepares its stream before the answer, waiting for its
+/// keys (`pending`); an active answerer's ClientHello reaches it first (RFC 5763 5). The engine
 /// holds that datagram and starts the handshake when the answer's DTLS arrives, instead of
 /// dropping it and waiting for the client's retransmission (1 s by default).
 #[test]
@@ -395,6 +395,7 @@ fn an_offerers_early_client_hello_starts_the_handshake_the_answer_sets_up() {
     let offerer = a
         .create_stream(spec(LegSpec {
             rtcp_mux: true,
+            pending: true,
             ..LegSpec::default()
         }))
         .unwrap();

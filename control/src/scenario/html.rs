@@ -238,14 +238,14 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
         r.answered,
         r.refused.values().sum::<u64>(),
     );
-    o.push_str("<h2>Media</h2><table><tr><th>side</th><th>streams</th><th>sent</th><th>received</th><th>lost</th><th>loss</th><th>jitter mean / max</th><th>MOS min / mean</th><th>auth failures</th></tr>");
+    o.push_str("<h2>Media</h2><table><tr><th>side</th><th>streams</th><th>sent</th><th>received</th><th>lost</th><th>loss</th><th>jitter mean / max</th><th>MOS min / mean</th><th>auth failures</th><th>dropped before the answer</th></tr>");
     for (who, m) in [
         ("callers receive", &r.caller_media),
         ("answerer receives", &r.answerer_media),
     ] {
         let _ = write!(
             o,
-            "<tr><td>{who}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}%</td><td>{:.2} / {:.2} ms</td><td>{:.2} / {:.2}</td><td>{}</td></tr>",
+            "<tr><td>{who}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}%</td><td>{:.2} / {:.2} ms</td><td>{:.2} / {:.2}</td><td>{}</td><td>{}</td></tr>",
             m.streams,
             m.packets_sent,
             m.packets_received,
@@ -255,7 +255,8 @@ svg.chart{{border:1px solid #ddd;background:#fff}}
             m.jitter_max_ms,
             m.mos_min,
             m.mos_mean,
-            m.auth_failures
+            m.auth_failures,
+            m.early_drops
         );
     }
     o.push_str("</table>");

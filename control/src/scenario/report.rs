@@ -50,8 +50,12 @@ pub struct CallRecord {
 pub struct MediaFigures {
     /// RTP packets sent.
     pub packets_sent: u64,
-    /// RTP packets received (authenticated).
+    /// RTP packets received (authenticated), as RFC 3550 A.1 counts them (not the first).
     pub packets_received: u64,
+    /// RTP packets that authenticated, the first included.
+    pub packets_in: u64,
+    /// Datagrams that arrived before the answer gave the keys (an offerer's stream), dropped.
+    pub early_drops: u64,
     /// RTP packets expected (RFC 3550 A.3).
     pub expected: u64,
     /// RTP packets lost (RFC 3550 A.3, 0 when duplicates exceed losses).
@@ -86,6 +90,8 @@ impl MediaFigures {
         Some(MediaFigures {
             packets_sent: u("packets_out"),
             packets_received: u("received"),
+            packets_in: u("packets_in"),
+            early_drops: u("early_drops"),
             expected: u("expected"),
             lost: leg["lost"].as_i64().unwrap_or(0).max(0) as u64,
             jitter_ms: leg["jitter_ms"].as_f64().unwrap_or(0.0),
@@ -247,8 +253,13 @@ pub struct MediaTotals {
     pub streams: u64,
     /// RTP packets sent.
     pub packets_sent: u64,
-    /// RTP packets received.
+    /// RTP packets received (RFC 3550 A.1).
     pub packets_received: u64,
+    /// RTP packets that authenticated, each stream's first included.
+    pub packets_in: u64,
+    /// Datagrams that arrived before the answer gave the keys, dropped (callers only: the
+    /// answerer may send as soon as it answers, RFC 3264 5.1).
+    pub early_drops: u64,
     /// Expected (RFC 3550).
     pub expected: u64,
     /// Lost (RFC 3550).
@@ -282,6 +293,8 @@ impl MediaTotals {
             t.streams += 1;
             t.packets_sent += m.packets_sent;
             t.packets_received += m.packets_received;
+            t.packets_in += m.packets_in;
+            t.early_drops += m.early_drops;
             t.expected += m.expected;
             t.lost += m.lost;
             t.streams_with_loss += u64::from(m.lost > 0);
@@ -572,10 +585,10 @@ impl Report {
                     (
                         answerer_media
                             .packets_sent
-                            .saturating_sub(caller_media.packets_received),
+                            .saturating_sub(caller_media.packets_in + caller_media.early_drops),
                         caller_media
                             .packets_sent
-                            .saturating_sub(answerer_media.packets_received),
+                            .saturating_sub(answerer_media.packets_in + answerer_media.early_drops),
                     )
                 }),
             generator,
@@ -683,7 +696,7 @@ impl Report {
             }
             let _ = writeln!(
                 o,
-                "  media {who:<11} {} streams: {} sent, {} received, lost {} ({:.4}%, {} streams), jitter {:.2} ms (max {:.2}), MOS min {:.2} mean {:.2}, auth failures {}",
+                "  media {who:<11} {} streams: {} sent, {} received, lost {} ({:.4}%, {} streams), jitter {:.2} ms (max {:.2}), MOS min {:.2} mean {:.2}, auth failures {}{}",
                 m.streams,
                 m.packets_sent,
                 m.packets_received,
@@ -694,7 +707,8 @@ impl Report {
                 m.jitter_max_ms,
                 m.mos_min,
                 m.mos_mean,
-                m.auth_failures
+                m.auth_failures,
+                early_note(m.early_drops)
             );
         }
         if let Some((to_callers, to_answerer)) = self.undelivered_at_hangup {
@@ -791,6 +805,15 @@ fn achieved_rate(records: &[CallRecord], ramp_s: f64) -> Option<f64> {
 }
 
 /// Causes that mean the call never got set up (as opposed to media trouble after set-up).
+/// `, N dropped before the answer` when an offerer's streams got media before its keys.
+pub(crate) fn early_note(early_drops: u64) -> String {
+    if early_drops == 0 {
+        String::new()
+    } else {
+        format!(", {early_drops} dropped before the answer")
+    }
+}
+
 fn is_setup_cause(cause: &str) -> bool {
     !matches!(cause, "srtp_auth_failures" | "no_media" | "bye_failed")
 }

@@ -312,6 +312,10 @@ pub enum CryptoRequest {
         /// The peer's certificate fingerprint from SDP (`sha-256 AB:CD:...`).
         fingerprint: String,
     },
+    /// The keys come with a later `update` (an SDP offerer waiting for its answer): until
+    /// then the leg sends nothing and drops what arrives (`early_drops`), without learning
+    /// the peer's address from it. Only when creating a stream.
+    Pending,
 }
 
 /// One leg of a stream request.
@@ -491,7 +495,7 @@ impl CryptoRequest {
     /// The crypto of both directions (tx, rx), or the DTLS-SRTP request that will key them.
     pub fn into_crypto(self, field: &str) -> Result<(Crypto, Crypto, Option<DtlsSpec>), CtlError> {
         match self {
-            CryptoRequest::None => Ok((Crypto::None, Crypto::None, None)),
+            CryptoRequest::None | CryptoRequest::Pending => Ok((Crypto::None, Crypto::None, None)),
             CryptoRequest::Sdes { tx, rx } => Ok((
                 tx.into_crypto(&format!("{field}.tx"))?,
                 rx.into_crypto(&format!("{field}.rx"))?,
@@ -537,6 +541,7 @@ impl LegRequest {
                 "a shared-port leg needs rtcp_mux: true",
             ));
         }
+        let pending = matches!(self.crypto, CryptoRequest::Pending);
         let (tx, rx, dtls) = self.crypto.into_crypto(&format!("{field}.crypto"))?;
         Ok(LegSpec {
             local_ip,
@@ -549,6 +554,7 @@ impl LegRequest {
             tx,
             rx,
             dtls,
+            pending,
         })
     }
 }
@@ -654,6 +660,12 @@ impl UpdateRequest {
             u.remote = Some((self.leg, parse_addr("remote", r)?));
         }
         if let Some(c) = self.crypto {
+            if matches!(c, CryptoRequest::Pending) {
+                return Err(CtlError::invalid(
+                    "crypto.type",
+                    "pending is only for creating a stream; an update brings the keys",
+                ));
+            }
             match c.into_crypto("crypto")? {
                 (_, _, Some(d)) => u.dtls = Some((self.leg, d)),
                 (tx, rx, None) => u.crypto = Some((self.leg, tx, rx)),
@@ -781,5 +793,24 @@ mod tests {
             serde_json::from_str::<StreamRequest>(r#"{"mode":"echo","legs":[],"colour":1}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn pending_keys_are_for_creating_only() {
+        let req: StreamRequest = serde_json::from_str(
+            r#"{"mode":"recv","legs":[{"rtcp_mux":true,"crypto":{"type":"pending"}}]}"#,
+        )
+        .unwrap();
+        let spec = req.into_spec().unwrap();
+        assert!(spec.legs[0].pending);
+        assert!(matches!(spec.legs[0].rx, Crypto::None));
+        let req: StreamRequest =
+            serde_json::from_str(r#"{"mode":"recv","legs":[{"rtcp_mux":true}]}"#).unwrap();
+        assert!(!req.into_spec().unwrap().legs[0].pending);
+        let req: UpdateRequest =
+            serde_json::from_str(r#"{"stream":1,"crypto":{"type":"pending"}}"#).unwrap();
+        let e = req.into_update().unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains("crypto.type"), "{}", e.message);
     }
 }

@@ -766,6 +766,15 @@ impl Worker {
         if strict && spec.remote.is_none() {
             return Err(StreamError::Invalid("strict_source needs a remote address"));
         }
+        if spec.pending
+            && (spec.dtls.is_some()
+                || !matches!(spec.tx, stream::Crypto::None)
+                || !matches!(spec.rx, stream::Crypto::None))
+        {
+            return Err(StreamError::Invalid(
+                "a leg waiting for its keys (pending) has no crypto yet",
+            ));
+        }
         match spec.socket {
             SocketModel::Shared => {
                 if !spec.rtcp_mux {
@@ -811,6 +820,7 @@ impl Worker {
                 leg.remote = Some(remote);
                 leg.signalled = Some(remote);
                 leg.strict = strict;
+                leg.pending = spec.pending;
                 leg.remote_ssrc_key = spec.remote_ssrc;
                 Ok(leg)
             }
@@ -850,6 +860,7 @@ impl Worker {
                 }
                 leg.local_rtcp = local_rtcp;
                 leg.strict = strict;
+                leg.pending = spec.pending;
                 leg.remote = spec.remote;
                 leg.signalled = spec.remote;
                 leg.remote_rtcp = spec.remote_rtcp.or_else(|| {
@@ -984,6 +995,7 @@ impl Worker {
                 .get_mut(k)
                 .ok_or(StreamError::Invalid("no such leg"))?;
             leg.rekey(tx, rx)?;
+            leg.pending = false;
             leg.early_dtls = None;
             leg.watch.restart(now);
         }
@@ -1030,6 +1042,7 @@ impl Worker {
             leg.counters.tx_suite = None;
             leg.counters.rx_suite = None;
             leg.dtls = Some(fresh);
+            leg.pending = false;
             leg.watch.restart(now);
             let early = leg.early_dtls.take();
             self.dtls_drive(slot, k, false, now);
@@ -1357,14 +1370,13 @@ fn handle(
         PacketClass::Rtcp | PacketClass::Rtp => (true, false),
         PacketClass::Dtls if stream.legs[k].dtls.is_some() => (on_rtcp_port, true),
         PacketClass::Dtls
-            if !on_rtcp_port
-                && stream.legs[k].rx.is_none()
-                && buf.first() == Some(&DTLS_HANDSHAKE) =>
+            if !on_rtcp_port && stream.legs[k].pending && buf.first() == Some(&DTLS_HANDSHAKE) =>
         {
-            // No keys and no DTLS yet: an offerer waiting for its answer. Hold the latest
-            // handshake datagram (one per leg, its buffer reused) for the DTLS the answer
-            // brings; a stray one at a plain RTP leg costs one buffer and is never used.
+            // An offerer waiting for its answer: hold the latest handshake datagram (one per
+            // leg, its buffer reused) for the DTLS the answer may bring.
             let leg = &mut stream.legs[k];
+            leg.counters.early_drops += 1;
+            c.other_drops += 1;
             let e = leg.early_dtls.get_or_insert_with(|| {
                 Box::new(EarlyDtls {
                     from,
@@ -1391,6 +1403,13 @@ fn handle(
         }
     };
     let leg = &mut stream.legs[k];
+    if leg.pending {
+        // An offerer before its answer: the keys (SDES) or the handshake (DTLS) to read this
+        // are not known yet, and an unauthenticated packet must not teach us the peer.
+        leg.counters.early_drops += 1;
+        c.other_drops += 1;
+        return (Action::Drop, None);
+    }
     let expected_src = if is_rtcp && leg.rtcp_sock.is_some() {
         leg.remote_rtcp
     } else {
@@ -1507,7 +1526,11 @@ fn handle(
     let out = &mut stream.legs[out_k];
     let out_rtcp_port = is_rtcp && out.rtcp_sock.is_some();
     if !out.media_open(out_rtcp_port) {
-        out.counters.dtls_drops += 1;
+        if out.pending {
+            out.counters.early_drops += 1;
+        } else {
+            out.counters.dtls_drops += 1;
+        }
         c.other_drops += 1;
         return (Action::Drop, connect);
     }

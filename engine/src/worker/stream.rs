@@ -152,6 +152,10 @@ pub struct LegSpec {
     /// DTLS-SRTP instead of `tx`/`rx` (which must then be [`Crypto::None`]): the handshake
     /// runs on the leg's port(s) and keys both directions.
     pub dtls: Option<DtlsSpec>,
+    /// The keys come with a later update (an SDP offerer waiting for its answer): until then
+    /// the leg sends nothing, and drops what arrives (counted as `early_drops`) without
+    /// learning the peer's address from it. `tx`/`rx` must be [`Crypto::None`].
+    pub pending: bool,
 }
 
 /// A stream to create.
@@ -299,6 +303,10 @@ pub struct LegStats {
     pub other_drops: u64,
     /// Media dropped because DTLS-SRTP has not set the keys up (handshaking) or failed.
     pub dtls_drops: u64,
+    /// Datagrams that arrived while the leg waited for its keys (an offerer before the
+    /// answer), dropped. The latest DTLS handshake datagram among them is also kept for the
+    /// handshake the answer sets up.
+    pub early_drops: u64,
     /// Packets we could not send (no send buffer, protect failure).
     pub tx_drops: u64,
     /// Times the remote address changed (learned from an authenticated packet).
@@ -370,6 +378,7 @@ pub(crate) struct LegCounters {
     pub(crate) source_mismatch: u64,
     pub(crate) other_drops: u64,
     pub(crate) dtls_drops: u64,
+    pub(crate) early_drops: u64,
     pub(crate) tx_drops: u64,
     pub(crate) remote_changes: u64,
 }
@@ -386,6 +395,8 @@ pub(crate) struct Leg {
     pub(crate) signalled: Option<SocketAddr>,
     pub(crate) connected: bool,
     pub(crate) strict: bool,
+    /// Waiting for its keys ([`LegSpec::pending`]): nothing passes either way.
+    pub(crate) pending: bool,
     pub(crate) remote_ssrc_key: Option<u32>,
     pub(crate) rx: Option<SrtpInbound>,
     pub(crate) tx: Option<SrtpOutbound>,
@@ -400,7 +411,7 @@ pub(crate) struct Leg {
     pub(crate) dtls: Option<Box<LegDtls>>,
     /// SRTCP contexts of an RTCP port keyed by its own DTLS handshake (no rtcp-mux).
     pub(crate) rtcp_crypto: Option<Box<RtcpCrypto>>,
-    /// The last DTLS handshake datagram that reached this leg before it had any keys or DTLS:
+    /// The last DTLS handshake datagram that reached this leg while it waited for its keys:
     /// an SDP offerer with `a=setup:actpass` gets the answerer's ClientHello before the answer
     /// (RFC 5763 5), and hands it to the handshake the answer sets up instead of waiting a
     /// retransmission (1 s) for it.
@@ -431,6 +442,7 @@ impl Leg {
             signalled: None,
             connected: false,
             strict: false,
+            pending: false,
             remote_ssrc_key: None,
             rx: None,
             tx: None,
@@ -464,11 +476,11 @@ impl Leg {
         Ok(())
     }
 
-    /// Whether media of this kind may pass: always, unless DTLS-SRTP has not (or could not)
-    /// set the keys up.
+    /// Whether media of this kind may pass: always, unless the leg waits for its keys, or
+    /// DTLS-SRTP has not (or could not) set them up.
     #[inline]
     pub(crate) fn media_open(&self, rtcp_port: bool) -> bool {
-        self.dtls.as_ref().is_none_or(|d| d.open(rtcp_port))
+        !self.pending && self.dtls.as_ref().is_none_or(|d| d.open(rtcp_port))
     }
 
     /// The context that unprotects what arrives on this port.
@@ -567,6 +579,7 @@ fn leg_stats(leg: &mut Leg, codec: &CodecProfile) -> LegStats {
         source_mismatch: c.source_mismatch,
         other_drops: c.other_drops,
         dtls_drops: c.dtls_drops,
+        early_drops: c.early_drops,
         tx_drops: c.tx_drops,
         remote_changes: c.remote_changes,
         remote_ssrc: c.remote_ssrc,
