@@ -747,30 +747,11 @@ fn scrape(addr: SocketAddr) -> String {
     body
 }
 
-/// Prometheus's own parser and linter (Debian package `prometheus`, installed by
-/// scripts/setup-debian).
+/// Prometheus's own parser and linter.
 fn promtool_check(text: &str) {
-    let child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = child.expect("promtool (run scripts/setup-debian to install it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "promtool: {said}");
-    assert!(said.trim().is_empty(), "promtool lint: {said}");
+    if let Err(said) = srtp_engine_tests::promtool_check_metrics(text) {
+        panic!("promtool: {said}");
+    }
 }
 
 /// A sample's value by its exact name and labels as written.

@@ -964,30 +964,9 @@ mod tests {
         }
         assert!(text.contains("srtp_control_registered_endpoints{registrar=\"backup\"} 1"));
         assert!(text.contains("srtp_control_failure_detection_seconds{statistic=\"max\"} 2.5"));
-        // promtool is installed by scripts/setup-debian (it checks the engine's metrics too).
-        let Ok(mut child) = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-        else {
-            panic!("promtool not found: run scripts/setup-debian");
-        };
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(said) = srtp_engine_tests::promtool_check_metrics(&text) {
+            panic!("promtool: {said}");
+        }
     }
 
     #[test]
