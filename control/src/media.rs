@@ -53,6 +53,9 @@ pub trait MediaEngine: Send {
     fn open(&mut self, n: &Negotiated) -> Result<Allocation, MediaError>;
     /// A stream's statistics (the engine's `stats` shape).
     fn stats(&mut self, stream: u64) -> Result<Value, MediaError>;
+    /// Stops sending on a stream that goes on receiving: a hangup, before its BYE, so the
+    /// peer gets nothing after it has closed its side (RFC 3261 15: media ends with the BYE).
+    fn stop_sending(&mut self, stream: u64) -> Result<(), MediaError>;
     /// Removes a stream, returning its final statistics.
     fn close(&mut self, stream: u64) -> Result<Value, MediaError>;
 }
@@ -205,6 +208,11 @@ impl MediaEngine for EngineMedia {
         self.request("stats", json!({"stream": stream}))
     }
 
+    fn stop_sending(&mut self, stream: u64) -> Result<(), MediaError> {
+        self.request("update", json!({"stream": stream, "paused": true}))?;
+        Ok(())
+    }
+
     fn close(&mut self, stream: u64) -> Result<Value, MediaError> {
         self.request("delete", json!({"stream": stream}))
     }
@@ -254,6 +262,9 @@ impl MediaEngine for SignalingOnly {
     }
     fn stats(&mut self, stream: u64) -> Result<Value, MediaError> {
         Ok(json!({"id": stream, "legs": []}))
+    }
+    fn stop_sending(&mut self, _: u64) -> Result<(), MediaError> {
+        Ok(())
     }
     fn close(&mut self, stream: u64) -> Result<Value, MediaError> {
         Ok(json!({"id": stream, "legs": []}))

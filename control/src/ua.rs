@@ -822,6 +822,13 @@ impl Core {
         match self.calls.get_mut(call_id) {
             Some(c) if c.state == CallState::Confirmed => {
                 c.bye_waiter = Some(reply);
+                // Hanging up ends our media now; the stream goes on receiving until the BYE is
+                // answered, so what the peer sent before it saw the BYE still arrives.
+                if let Some(s) = c.stream
+                    && let Err(e) = self.media.stop_sending(s)
+                {
+                    tracing::debug!(call_id, "could not stop media before BYE: {e}");
+                }
                 self.send_bye(call_id);
             }
             _ => {

@@ -338,6 +338,9 @@ impl MediaEngine for Faulty {
     fn stats(&mut self, stream: u64) -> Result<Value, MediaError> {
         self.inner.stats(stream)
     }
+    fn stop_sending(&mut self, stream: u64) -> Result<(), MediaError> {
+        self.inner.stop_sending(stream)
+    }
     fn close(&mut self, stream: u64) -> Result<Value, MediaError> {
         self.inner.close(stream)
     }
