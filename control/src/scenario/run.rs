@@ -643,7 +643,7 @@ async fn place_call(
                             m.rx_suite.as_deref().unwrap_or("none")
                         ),
                     ));
-                } else if m.packets_received == 0 && hold >= Duration::from_millis(500) {
+                } else if m.packets_in == 0 && hold >= Duration::from_millis(500) {
                     failure = Some((
                         "no_media".into(),
                         format!("no RTP received in {} ms", hold.as_millis()),
