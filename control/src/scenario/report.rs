@@ -804,9 +804,8 @@ fn achieved_rate(records: &[CallRecord], ramp_s: f64) -> Option<f64> {
     (n >= 2 && hi > lo).then(|| (n - 1) as f64 / (hi - lo))
 }
 
-/// Causes that mean the call never got set up (as opposed to media trouble after set-up).
 /// `, N dropped before the answer` when an offerer's streams got media before its keys.
-pub(crate) fn early_note(early_drops: u64) -> String {
+fn early_note(early_drops: u64) -> String {
     if early_drops == 0 {
         String::new()
     } else {
@@ -814,6 +813,7 @@ pub(crate) fn early_note(early_drops: u64) -> String {
     }
 }
 
+/// Causes that mean the call never got set up (as opposed to media trouble after set-up).
 fn is_setup_cause(cause: &str) -> bool {
     !matches!(cause, "srtp_auth_failures" | "no_media" | "bye_failed")
 }
