@@ -2,8 +2,9 @@
 //!
 //! - The ring is created with `SINGLE_ISSUER | DEFER_TASKRUN` (completion work runs only when
 //!   this thread enters the kernel, in one batch) and `TASKRUN_FLAG` (the kernel flags the
-//!   work it still holds, so a turn that must not wait still runs it, and a turn whose enter
-//!   left some behind enters again, a bounded number of times); its fd is registered.
+//!   work it still holds, so a turn that must not wait still runs it, and a turn that is
+//!   behind on its timers enters again while some is left, a bounded number of times); its
+//!   fd is registered.
 //! - Sockets are registered files; each has one multishot `RECVMSG` armed, drawing buffers from
 //!   one provided-buffer ring. A datagram's buffer is the receive buffer, the processing buffer
 //!   and, for echo and relay, the send buffer: it returns to the ring when its send completes.
