@@ -6,16 +6,23 @@
 //! AES_CM_128_HMAC_SHA1_80 tag) round robin over the streams at a set rate from 100 sockets, and
 //! counts what comes back. The generator always uses io_uring so only the echo side changes.
 //!
-//! For each configuration the offered rate climbs a ladder; each step runs `STEP` and counts
-//! loss. Reported per configuration:
+//! For each configuration the offered rate climbs a ladder of 10,000 pkt/s rungs, then 2,000
+//! pkt/s rungs between the last one that held and the first that did not; each rung runs 2 s
+//! and counts loss. Reported per configuration:
 //! - the highest rate with zero loss (the echo worker's busy ratio tells whether the echo side
-//!   or the generator was the limit);
-//! - at a fixed reference rate, the echo worker's CPU per echoed packet, user and kernel
-//!   (getrusage of the worker thread), and its system calls per packet (counted by the backend).
+//!   or the generator was the limit), with the echo worker's CPU per echoed packet there, user
+//!   and kernel (getrusage of the worker thread), and its system calls per packet (counted by
+//!   the backend);
+//! - the CPU per packet at the first rung, the same offered rate for every configuration, so
+//!   that backends compare at equal load and not only each at its own limit.
 //!
-//! Run: `cargo bench -p srtp-engine-benches --bench echo` (add `-- --quick` for 1,000 streams
-//! only and short steps; `--rounds N` repeats every configuration N times, interleaved, and
-//! reports medians; `--from R` starts the ladder at R packets/s).
+//! Run: `cargo bench -p srtp-engine-benches --bench echo`. Options after `--`:
+//! - `--quick`: 1,000 streams only, 0.7 s rungs, no fine rungs;
+//! - `--rounds N`: every configuration N times, interleaved, and the medians;
+//! - `--from R`: the ladder starts at R packets/s, which is also the reference rate;
+//!   `--to R` ends it there (`--from R --to R` holds one rate, e.g. to profile);
+//! - `--step-ms MS`: the length of a rung; `--fine F`: the fine rungs (0: none);
+//! - `--streams N`, `--backend io_uring|epoll`, `--crypto srtp|null`: one configuration.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -199,6 +206,14 @@ struct Step {
 }
 
 impl Step {
+    const ZERO: Step = Step {
+        rate: 0,
+        user_us: 0.0,
+        sys_us: 0.0,
+        syscalls: 0.0,
+        busy: 0.0,
+    };
+
     /// Each figure's median over rounds, taken figure by figure (the rounds' CPU and rate
     /// medians may come from different rounds).
     fn median(steps: &[Step]) -> Step {
@@ -225,7 +240,7 @@ fn snapshot(e: &Engine) -> WorkerSnapshot {
     e.snapshot().workers[0].clone()
 }
 
-fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
+fn measure(cfg: Config, ladder: &Ladder, step: Duration) -> Measure {
     let opts = EngineOptions {
         workers: 1,
         cores: vec![0],
@@ -290,8 +305,9 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
         }
     });
     std::thread::sleep(Duration::from_millis(800));
-    let mut best: Option<Step> = None;
-    for &rate in ladder {
+    // One rung: offer `rate` for `step`; its figures, and whether it held (no loss, and the
+    // generator kept up).
+    let rung = |rate: u64| -> (Step, bool) {
         let before = snapshot(&engine);
         to_gen.send((rate, step)).unwrap();
         let sent = results.recv().unwrap();
@@ -323,21 +339,56 @@ fn measure(cfg: Config, ladder: &[u64], step: Duration) -> Step {
             st.sys_us,
             st.syscalls
         );
-        if lost > 0 || sent < rate * step.as_millis() as u64 / 1000 * 95 / 100 {
+        let held = lost == 0 && sent >= rate * step.as_millis() as u64 / 1000 * 95 / 100;
+        (st, held)
+    };
+    let mut best: Option<(u64, Step)> = None;
+    let mut reference = None;
+    let mut failed_at = None;
+    for &rate in &ladder.coarse {
+        let (st, held) = rung(rate);
+        reference.get_or_insert(st);
+        if !held {
+            failed_at = Some(rate);
             break;
         }
-        best = Some(st);
+        best = Some((rate, st));
+    }
+    // The fine pass: between the last coarse rung that held and the one that did not.
+    if let (Some((mut rate, _)), Some(fail)) = (best, failed_at) {
+        while ladder.fine > 0 && rate + ladder.fine < fail {
+            rate += ladder.fine;
+            let (st, held) = rung(rate);
+            if !held {
+                break;
+            }
+            best = Some((rate, st));
+        }
     }
     drop(to_gen);
     gen_thread.join().unwrap();
     drop(engine);
-    best.unwrap_or(Step {
-        rate: 0,
-        user_us: 0.0,
-        sys_us: 0.0,
-        syscalls: 0.0,
-        busy: 0.0,
-    })
+    Measure {
+        best: best.map_or(Step::ZERO, |(_, st)| st),
+        reference: reference.unwrap_or(Step::ZERO),
+    }
+}
+
+/// The offered rates: the coarse rungs, then steps of `fine` between the last coarse rung that
+/// held and the first that did not (0: no fine pass).
+struct Ladder {
+    coarse: Vec<u64>,
+    fine: u64,
+}
+
+/// One configuration's figures in one round.
+#[derive(Clone, Copy)]
+struct Measure {
+    /// At the highest rate with zero loss.
+    best: Step,
+    /// At the first rung (the same offered rate for every configuration), where CPU per packet
+    /// compares like with like.
+    reference: Step,
 }
 
 fn main() {
@@ -359,17 +410,24 @@ fn main() {
         None if quick => vec![1000],
         None => vec![1000, 10_000],
     };
-    let step = if quick {
-        Duration::from_millis(700)
-    } else {
-        Duration::from_secs(2)
-    };
+    let step = Duration::from_millis(
+        value("--step-ms").map_or(if quick { 700 } else { 2_000 }, |v| {
+            v.parse().expect("--step-ms MS")
+        }),
+    );
     let from: u64 = value("--from").map_or(10_000, |v| v.parse().expect("--from PKT_PER_S"));
+    let to: u64 = value("--to").map_or(u64::MAX, |v| v.parse().expect("--to PKT_PER_S"));
     let rounds: usize = value("--rounds").map_or(1, |v| v.parse().expect("--rounds N"));
-    let ladder: Vec<u64> = (1..=40)
-        .map(|k| k * 10_000)
-        .filter(|&r| r >= from)
-        .collect();
+    let ladder = Ladder {
+        coarse: (1..=40)
+            .map(|k| k * 10_000)
+            .filter(|&r| r >= from && r <= to)
+            .collect(),
+        fine: value("--fine").map_or(if quick { 0 } else { 2_000 }, |v| {
+            v.parse().expect("--fine PKT_PER_S")
+        }),
+    };
+    let reference_rate = ladder.coarse.first().copied().unwrap_or(0);
     let mut configs = Vec::new();
     for &streams in &counts {
         for backend in [BackendKind::IoUring, BackendKind::Epoll] {
@@ -390,7 +448,7 @@ fn main() {
     }
     // Rounds interleave the configurations (each round measures every one once), so a slow
     // minute of the host falls on all of them alike; the table gives each one's median.
-    let mut runs: Vec<Vec<Step>> = vec![Vec::new(); configs.len()];
+    let mut runs: Vec<Vec<Measure>> = vec![Vec::new(); configs.len()];
     for round in 0..rounds {
         if rounds > 1 {
             eprintln!("round {} of {rounds}", round + 1);
@@ -399,13 +457,23 @@ fn main() {
             runs[c].push(measure(*cfg, &ladder, step));
         }
     }
+    let total = |m: &Step| m.user_us + m.sys_us;
     if rounds > 1 {
         println!();
-        println!("Per round (zero-loss pkt/s, total CPU µs/pkt at that rate):");
-        for (cfg, steps) in configs.iter().zip(&runs) {
-            let cells: Vec<String> = steps
+        println!(
+            "Per round (zero-loss pkt/s and total CPU µs/pkt there; CPU µs/pkt at {reference_rate} pkt/s):"
+        );
+        for (cfg, measures) in configs.iter().zip(&runs) {
+            let cells: Vec<String> = measures
                 .iter()
-                .map(|m| format!("{:>7} {:.2}", m.rate, m.user_us + m.sys_us))
+                .map(|m| {
+                    format!(
+                        "{:>7} {:.2} {:.2}",
+                        m.best.rate,
+                        total(&m.best),
+                        total(&m.reference)
+                    )
+                })
                 .collect();
             println!(
                 "{:>7} {:>9} {:>6} | {}",
@@ -416,17 +484,29 @@ fn main() {
             );
         }
     }
-    let rows: Vec<(Config, Step)> = configs
+    let rows: Vec<(Config, Measure)> = configs
         .iter()
         .zip(&runs)
-        .map(|(cfg, steps)| (*cfg, Step::median(steps)))
+        .map(|(cfg, measures)| {
+            let best: Vec<Step> = measures.iter().map(|m| m.best).collect();
+            let reference: Vec<Step> = measures.iter().map(|m| m.reference).collect();
+            (
+                *cfg,
+                Measure {
+                    best: Step::median(&best),
+                    reference: Step::median(&reference),
+                },
+            )
+        })
         .collect();
     println!();
     println!(
         "Echo capacity: one echo worker on core 0, generator on core 1, 172-byte RTP ({SUITE:?} for srtp)."
     );
     println!(
-        "Figures at the highest offered rate with zero loss (ladder of 10,000 pkt/s steps){}.",
+        "Figures at the highest offered rate with zero loss (rungs of 10,000 pkt/s, then {} pkt/s), \
+         and CPU at the first rung, {reference_rate} pkt/s, the same offered load for every configuration{}.",
+        ladder.fine,
         if rounds > 1 {
             format!("; each figure is the median of {rounds} rounds")
         } else {
@@ -434,7 +514,7 @@ fn main() {
         }
     );
     println!(
-        "{:>7} {:>9} {:>6} | {:>12} {:>6} | {:>8} {:>8} {:>8} {:>12} | {:>13}",
+        "{:>7} {:>9} {:>6} | {:>12} {:>6} | {:>8} {:>8} {:>8} {:>12} | {:>13} | {:>12} {:>12}",
         "streams",
         "backend",
         "crypto",
@@ -444,21 +524,26 @@ fn main() {
         "sys µs",
         "total µs",
         "syscalls/pkt",
-        "pkt/s per core"
+        "pkt/s per core",
+        "ref total µs",
+        "ref syscalls"
     );
     for (c, m) in &rows {
+        let (b, r) = (&m.best, &m.reference);
         println!(
-            "{:>7} {:>9} {:>6} | {:>12} {:>5.0}% | {:>8.2} {:>8.2} {:>8.2} {:>12.3} | {:>13.0}",
+            "{:>7} {:>9} {:>6} | {:>12} {:>5.0}% | {:>8.2} {:>8.2} {:>8.2} {:>12.3} | {:>13.0} | {:>12.2} {:>12.3}",
             c.streams,
             c.backend.name(),
             if c.srtp { "srtp" } else { "null" },
-            m.rate,
-            m.busy * 100.0,
-            m.user_us,
-            m.sys_us,
-            m.user_us + m.sys_us,
-            m.syscalls,
-            1e6 / (m.user_us + m.sys_us).max(1e-9)
+            b.rate,
+            b.busy * 100.0,
+            b.user_us,
+            b.sys_us,
+            total(b),
+            b.syscalls,
+            1e6 / total(b).max(1e-9),
+            total(r),
+            r.syscalls
         );
     }
     println!();
@@ -473,16 +558,19 @@ fn main() {
             find(BackendKind::Epoll, true),
             find(BackendKind::IoUring, false),
         ) {
-            let per_core = |m: &Step| 1e6 / (m.user_us + m.sys_us).max(1e-9);
+            let per_core = |m: &Step| 1e6 / total(m).max(1e-9);
+            let (u, e, n) = (&us.best, &ep.best, &null.best);
             println!(
-                "{streams} streams: io_uring/epoll: zero-loss rate {:.2}x, capacity per core {:.2}x, syscalls/pkt {:.3}x; \
+                "{streams} streams: io_uring/epoll: zero-loss rate {:.2}x, capacity per core {:.2}x, \
+                 CPU per packet at {reference_rate} pkt/s {:.2}x, syscalls/pkt {:.3}x; \
                  io_uring SRTP/null: zero-loss rate {:.0}%, capacity per core {:.0}%; user share of SRTP CPU/pkt {:.0}%",
-                us.rate as f64 / ep.rate.max(1) as f64,
-                per_core(&us) / per_core(&ep),
-                us.syscalls / ep.syscalls.max(1e-9),
-                100.0 * us.rate as f64 / null.rate.max(1) as f64,
-                100.0 * per_core(&us) / per_core(&null),
-                100.0 * us.user_us / (us.user_us + us.sys_us).max(1e-9)
+                u.rate as f64 / e.rate.max(1) as f64,
+                per_core(u) / per_core(e),
+                total(&us.reference) / total(&ep.reference).max(1e-9),
+                u.syscalls / e.syscalls.max(1e-9),
+                100.0 * u.rate as f64 / n.rate.max(1) as f64,
+                100.0 * per_core(u) / per_core(n),
+                100.0 * u.user_us / total(u).max(1e-9)
             );
         }
     }
