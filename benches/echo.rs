@@ -200,6 +200,9 @@ struct Step {
     rate: u64,
     user_us: f64,
     sys_us: f64,
+    /// User plus kernel: its own median over rounds (the sum of two medians is not the
+    /// median of the sums).
+    total_us: f64,
     syscalls: f64,
     /// Echo worker CPU / wall time.
     busy: f64,
@@ -210,6 +213,7 @@ impl Step {
         rate: 0,
         user_us: 0.0,
         sys_us: 0.0,
+        total_us: 0.0,
         syscalls: 0.0,
         busy: 0.0,
     };
@@ -230,6 +234,7 @@ impl Step {
             rate: med(&|s| s.rate as f64) as u64,
             user_us: med(&|s| s.user_us),
             sys_us: med(&|s| s.sys_us),
+            total_us: med(&|s| s.total_us),
             syscalls: med(&|s| s.syscalls),
             busy: med(&|s| s.busy),
         }
@@ -321,6 +326,10 @@ fn measure(cfg: Config, ladder: &Ladder, step: Duration) -> Measure {
             rate: sent * 1_000_000_000 / step.as_nanos() as u64,
             user_us: (after.cpu_user_us - before.cpu_user_us) as f64 / pkts,
             sys_us: (after.cpu_sys_us - before.cpu_sys_us) as f64 / pkts,
+            total_us: (after.cpu_user_us + after.cpu_sys_us
+                - before.cpu_user_us
+                - before.cpu_sys_us) as f64
+                / pkts,
             syscalls: (after.io.syscalls - before.io.syscalls) as f64 / pkts,
             busy: (after.cpu_user_us + after.cpu_sys_us - before.cpu_user_us - before.cpu_sys_us)
                 as f64
@@ -457,7 +466,7 @@ fn main() {
             runs[c].push(measure(*cfg, &ladder, step));
         }
     }
-    let total = |m: &Step| m.user_us + m.sys_us;
+    let total = |m: &Step| m.total_us;
     if rounds > 1 {
         println!();
         println!(
