@@ -322,18 +322,15 @@ fn measure(cfg: Config, ladder: &Ladder, step: Duration) -> Measure {
         let received = after.io.rx_packets - before.io.rx_packets;
         let lost = sent.saturating_sub(echoed.min(received));
         let pkts = received.max(1) as f64;
+        let user = (after.cpu_user_us - before.cpu_user_us) as f64;
+        let sys = (after.cpu_sys_us - before.cpu_sys_us) as f64;
         let st = Step {
             rate: sent * 1_000_000_000 / step.as_nanos() as u64,
-            user_us: (after.cpu_user_us - before.cpu_user_us) as f64 / pkts,
-            sys_us: (after.cpu_sys_us - before.cpu_sys_us) as f64 / pkts,
-            total_us: (after.cpu_user_us + after.cpu_sys_us
-                - before.cpu_user_us
-                - before.cpu_sys_us) as f64
-                / pkts,
+            user_us: user / pkts,
+            sys_us: sys / pkts,
+            total_us: (user + sys) / pkts,
             syscalls: (after.io.syscalls - before.io.syscalls) as f64 / pkts,
-            busy: (after.cpu_user_us + after.cpu_sys_us - before.cpu_user_us - before.cpu_sys_us)
-                as f64
-                / (step.as_micros() as f64 + 300_000.0),
+            busy: (user + sys) / (step.as_micros() as f64 + 300_000.0),
         };
         eprintln!(
             "  {:>8} {:>4} {:>6} streams  offered {:>7}/s  sent {:>8}  lost {:>7}  echo cpu {:>5.1}%  {:.2}+{:.2} µs/pkt  {:.3} syscalls/pkt",
