@@ -7,14 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use srtp_control::media::{EngineMedia, MediaEngine, SignalingOnly};
+use srtp_control::media::{DtlsEvent, DtlsOutcome, EngineMedia, MediaEngine, SignalingOnly};
+use srtp_control::register::endpoint::{Event as RegEvent, RegistrarSpec};
 use srtp_control::scenario::{Progress, Scenario};
 use srtp_control::sdp::{Codec, KeyMethod, SrtpPolicy};
 use srtp_control::sip::log::MessageLog;
 use srtp_control::sip::tls::{TlsSettings, Verify};
 use srtp_control::sip::transport::Protocol;
 use srtp_control::sip::uri::Uri;
-use srtp_control::ua::{UaConfig, UasEvent, UserAgent};
+use srtp_control::ua::{
+    CallOptions, EndedBy, RegisterConfig, ShutdownSummary, UaConfig, UasEvent, UserAgent,
+};
 use srtp_engine::proto::srtp::Suite;
 
 /// SIP/SDP signaling for srtp-engine.
@@ -43,14 +46,19 @@ enum Command {
         out: RunOutput,
     },
     /// Answer incoming calls until stopped (or for --seconds), printing each call's verdict.
+    /// SIGINT/SIGTERM ends every call with BYE first (a second signal exits at once). Exit
+    /// code 0: every call was set up and ended cleanly; 1: a call was refused or failed, a
+    /// handshake failed or a BYE went unanswered; 2: could not start.
     Answer {
         #[command(flatten)]
         ep: Endpoint,
-        /// Stop after this many seconds (0: run until killed).
+        /// Stop after this many seconds (0: run until stopped).
         #[arg(long, default_value_t = 0)]
         seconds: u64,
     },
-    /// Place calls, hold them, print each verdict and media figures, hang up.
+    /// Place calls, hold them, print each verdict and media figures, hang up. Exit code 0:
+    /// every call connected, carried media and ended with the far end's 200 to our BYE; 1:
+    /// one did not (the cause is printed); 2: could not start.
     Call {
         #[command(flatten)]
         ep: Endpoint,
@@ -66,6 +74,10 @@ enum Command {
         /// Hold time per call in milliseconds.
         #[arg(long, default_value_t = 1000)]
         hold_ms: u64,
+        /// Send the INVITE without SDP (a delayed offer, as many trunks do): the peer offers
+        /// in its 200, we answer in the ACK.
+        #[arg(long)]
+        delayed_offer: bool,
     },
     /// Register a fleet of endpoints (TOML; see configs/register/) with an ordered list of
     /// registrars: refresh, keepalives, failover and fallback, metrics while it runs, a
@@ -183,6 +195,17 @@ struct Endpoint {
     /// Write every SIP message sent and received to this file (SDES keys redacted).
     #[arg(long)]
     sip_log: Option<PathBuf>,
+    /// Register with this registrar (ip:port, over --listen's transport) while running, so
+    /// that calls to our address of record reach us; --auth answers its challenges.
+    #[arg(long)]
+    register: Option<SocketAddr>,
+    /// The domain of our address of record (sip:<user>@<domain>) when registering (default:
+    /// the registrar's IP address).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Registration lifetime asked for, seconds.
+    #[arg(long, default_value_t = 300)]
+    expires: u32,
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, String> {
@@ -190,7 +213,14 @@ fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, 
         .map_err(|_| format!("bad --{what} '{v}'"))
 }
 
-fn config(ep: &Endpoint) -> Result<(UaConfig, Box<dyn MediaEngine>), String> {
+/// What an endpoint runs with.
+struct Setup {
+    cfg: UaConfig,
+    media: Box<dyn MediaEngine>,
+    dtls: Option<tokio::sync::mpsc::UnboundedReceiver<DtlsEvent>>,
+}
+
+fn config(ep: &Endpoint) -> Result<Setup, String> {
     let (proto, addr) = ep
         .listen
         .split_once(':')
@@ -236,13 +266,100 @@ fn config(ep: &Endpoint) -> Result<(UaConfig, Box<dyn MediaEngine>), String> {
     if let Some(p) = &ep.sip_log {
         cfg.log = MessageLog::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
-    let media: Box<dyn MediaEngine> = match &ep.engine {
-        Some(sock) => {
-            Box::new(EngineMedia::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?)
-        }
-        None => Box::new(SignalingOnly::new(listen.ip(), None)),
+    if let Some(addr) = ep.register {
+        cfg.register = Some(RegisterConfig {
+            registrars: vec![RegistrarSpec {
+                name: addr.to_string(),
+                addr,
+                domain: ep.domain.clone().unwrap_or_else(|| addr.ip().to_string()),
+            }],
+            expires: ep.expires,
+        });
+    }
+    let (media, dtls): (Box<dyn MediaEngine>, _) = match &ep.engine {
+        Some(sock) => (
+            Box::new(EngineMedia::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?),
+            Some(srtp_control::media::dtls_events(sock)),
+        ),
+        None => (Box::new(SignalingOnly::new(listen.ip(), None)), None),
     };
-    Ok((cfg, media))
+    Ok(Setup { cfg, media, dtls })
+}
+
+/// SIGINT or SIGTERM. After the first, a second one exits at once.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("srtp-control: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// Waits for the registration's outcome (with `--register`); false when it failed.
+async fn await_registration(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<UasEvent>,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::sleep(within);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => {
+                println!("registration: no answer from the registrar within {within:?}");
+                return false;
+            }
+            ev = events.recv() => match ev {
+                Some(UasEvent::Registration(e)) => {
+                    if let Some(ok) = registration_line(&e) {
+                        return ok;
+                    }
+                }
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    }
+}
+
+/// Prints a registration event worth a line; `Some(true)` registered, `Some(false)` refused.
+fn registration_line(e: &RegEvent) -> Option<bool> {
+    match e {
+        RegEvent::Registered { granted, took, .. } => {
+            println!(
+                "registered (granted {granted} s) in {:.1} ms",
+                took.as_secs_f64() * 1e3
+            );
+            Some(true)
+        }
+        RegEvent::Rejected { code, reason, .. } => {
+            println!("registration refused: {code} {reason}");
+            Some(false)
+        }
+        RegEvent::Exhausted => {
+            println!("registration failed: the registrar did not answer");
+            Some(false)
+        }
+        RegEvent::Unregistered { .. } => {
+            println!("unregistered");
+            None
+        }
+        RegEvent::Lost { .. } | RegEvent::Expired { .. } => {
+            println!("registration lost: {e:?}");
+            None
+        }
+        _ => None,
+    }
 }
 
 fn main() -> ExitCode {
@@ -379,78 +496,324 @@ async fn run(cli: Cli) -> Result<bool, String> {
             );
             Ok(true)
         }
-        Command::Answer { ep, seconds } => {
-            let (cfg, media) = config(&ep)?;
-            let (ua, mut events) = UserAgent::start(cfg, media)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "listening on {} {}",
-                ep.listen.split(':').next().unwrap_or(""),
-                ua.local_addr()
-            );
-            let deadline = async {
-                if seconds == 0 {
-                    std::future::pending::<()>().await
-                } else {
-                    tokio::time::sleep(Duration::from_secs(seconds)).await
-                }
-            };
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    () = &mut deadline => return Ok(true),
-                    ev = events.recv() => match ev {
-                        None => return Ok(true),
-                        Some(UasEvent::Answered(i)) => println!("answered {}: {}", i.call_id, i.verdict),
-                        Some(UasEvent::Refused { call_id, code, reason }) => println!("refused {call_id} with {code}: {reason}"),
-                        Some(UasEvent::Ended { call_id, stats }) => println!("ended {call_id}: {}", media_line(&stats)),
-                    }
-                }
-            }
-        }
+        Command::Answer { ep, seconds } => answer(&ep, seconds).await,
         Command::Call {
             ep,
             to,
             via,
             calls,
             hold_ms,
+            delayed_offer,
         } => {
-            let (cfg, media) = config(&ep)?;
             let target = Uri::parse(&to).map_err(|e| format!("--to: {e}"))?;
             let peer = via
                 .or_else(|| target.socket_addr())
                 .ok_or("--to has a host name: give the address with --via")?;
-            let (ua, _) = UserAgent::start(cfg, media)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut ok = true;
-            for n in 1..=calls {
-                match ua.call(target.clone(), peer).await {
-                    Ok(info) => {
-                        println!(
-                            "call {n} connected in {:.1} ms: {}",
-                            info.setup.as_secs_f64() * 1e3,
-                            info.verdict
-                        );
-                        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
-                        match ua.hangup(&info.call_id).await {
-                            Ok(stats) => println!("call {n} ended: {}", media_line(&stats)),
-                            Err(e) => {
-                                ok = false;
-                                println!("call {n} hangup failed: {e}");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        ok = false;
-                        println!("call {n} failed ({}): {e}", e.cause());
-                    }
-                }
-            }
-            Ok(ok)
+            let opts = CallOptions {
+                target,
+                next_hop: peer,
+                call_id: None,
+                delayed_offer,
+            };
+            place_calls(&ep, opts, calls, Duration::from_millis(hold_ms)).await
         }
     }
+}
+
+/// How long a call waits for the engine's DTLS outcome after it connected.
+const DTLS_WAIT: Duration = Duration::from_secs(12);
+
+/// A graceful stop's summary line; false when it left something behind.
+fn stopped_line(s: &ShutdownSummary, reconnects: u64) -> bool {
+    let c = &s.counters;
+    let mut line = format!(
+        "stopped: {} BYE and {} CANCEL sent, {} INVITE refused while stopping",
+        c.byes_sent, c.cancels_sent, c.refused_stopping
+    );
+    if reconnects > 0 {
+        line.push_str(&format!("; reconnected to the engine {reconnects} time(s)"));
+    }
+    let clean = s.calls_left == 0;
+    if !clean {
+        line.push_str("; gave up waiting for the last calls to end");
+    }
+    println!("{line}");
+    clean
+}
+
+async fn answer(ep: &Endpoint, seconds: u64) -> Result<bool, String> {
+    let Setup { cfg, media, dtls } = config(ep)?;
+    let registering = cfg.register.is_some();
+    let (ua, mut events) = UserAgent::start_with_events(cfg, media, dtls)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "listening on {} {}",
+        ep.listen.split(':').next().unwrap_or(""),
+        ua.local_addr()
+    );
+    let mut ok = true;
+    if registering && !await_registration(&mut events, Duration::from_secs(35)).await {
+        ok = false;
+    }
+    let deadline = async {
+        if seconds == 0 {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(Duration::from_secs(seconds)).await
+        }
+    };
+    tokio::pin!(deadline);
+    let signal = stop_signal();
+    tokio::pin!(signal);
+    let mut reconnects = 0;
+    let (mut answered, mut failed) = (0u64, 0u64);
+    loop {
+        let ev = tokio::select! {
+            () = &mut deadline => break,
+            () = &mut signal => {
+                println!("signal: ending every call");
+                break;
+            }
+            ev = events.recv() => match ev {
+                None => break,
+                Some(ev) => ev,
+            },
+        };
+        let r = ua.engine_reconnects();
+        if r != reconnects {
+            reconnects = r;
+            println!("engine: reconnected to a restarted engine ({r} time(s))");
+        }
+        match ev {
+            UasEvent::Answered(i) => {
+                answered += 1;
+                println!("answered {}: {}", i.call_id, i.verdict);
+            }
+            UasEvent::Refused {
+                call_id,
+                code,
+                reason,
+            } => {
+                failed += 1;
+                println!("refused {call_id} with {code}: {reason}");
+            }
+            UasEvent::Failed { call_id, error } => {
+                failed += 1;
+                println!("call {call_id} failed ({}): {error}", error.cause());
+            }
+            UasEvent::Updated { call_id, change } => println!("updated {call_id}: {change}"),
+            UasEvent::Dtls {
+                call_id,
+                outcome,
+                verdict,
+            } => match outcome.reason() {
+                None => println!("DTLS-SRTP up on {call_id}: {verdict}"),
+                Some(why) => {
+                    failed += 1;
+                    println!("DTLS-SRTP FAILED on {call_id}: {why}; hanging up");
+                    let ua = ua.clone();
+                    tokio::spawn(async move { ua.hangup(&call_id).await });
+                }
+            },
+            UasEvent::Ended {
+                call_id,
+                stats,
+                by,
+                bye,
+            } => {
+                let (line, good) = end_line(&by, &stats, bye.as_ref());
+                if !good {
+                    failed += 1;
+                }
+                println!("ended {call_id}: {line}");
+            }
+            UasEvent::Registration(e) => {
+                if registration_line(&e) == Some(false) {
+                    ok = false;
+                }
+            }
+        }
+    }
+    let summary = ua.shutdown(Duration::from_secs(10)).await;
+    // Events of the stop itself (calls ended by our BYE).
+    while let Ok(ev) = events.try_recv() {
+        if let UasEvent::Ended {
+            call_id,
+            stats,
+            by,
+            bye,
+        } = ev
+        {
+            let (line, good) = end_line(&by, &stats, bye.as_ref());
+            if !good {
+                failed += 1;
+            }
+            println!("ended {call_id}: {line}");
+        }
+    }
+    let clean = stopped_line(&summary, ua.engine_reconnects());
+    println!("{answered} call(s) answered, {failed} failure(s)");
+    Ok(ok && clean && failed == 0)
+}
+
+/// A line for a call's end and whether it ended cleanly (the BYE answered 2xx, no
+/// authentication failures).
+fn end_line(
+    by: &EndedBy,
+    stats: &serde_json::Value,
+    bye: Option<&Result<(), srtp_control::ua::CallError>>,
+) -> (String, bool) {
+    let mut good = true;
+    let who = match by {
+        EndedBy::Peer => "by the peer".to_owned(),
+        EndedBy::Hangup => "by our hangup".to_owned(),
+        EndedBy::Shutdown => "by our stop".to_owned(),
+        EndedBy::NoAck => {
+            good = false;
+            "no ACK for our 200 OK".to_owned()
+        }
+        EndedBy::Failure(w) => {
+            good = false;
+            format!("after a failure: {w}")
+        }
+    };
+    let bye = match bye {
+        None => String::new(),
+        Some(Ok(())) => ", BYE answered 200".to_owned(),
+        Some(Err(e)) => {
+            good = false;
+            format!(", BYE FAILED: {e}")
+        }
+    };
+    let auth = stats["legs"][0]["auth_failures"].as_u64().unwrap_or(0);
+    if auth > 0 {
+        good = false;
+    }
+    (format!("{who}{bye}; {}", media_line(stats)), good)
+}
+
+async fn place_calls(
+    ep: &Endpoint,
+    opts: CallOptions,
+    calls: u32,
+    hold: Duration,
+) -> Result<bool, String> {
+    let Setup { cfg, media, dtls } = config(ep)?;
+    let registering = cfg.register.is_some();
+    let with_engine = ep.engine.is_some();
+    let (ua, mut events) = UserAgent::start_with_events(cfg, media, dtls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ok = true;
+    if registering && !await_registration(&mut events, Duration::from_secs(35)).await {
+        let s = ua.shutdown(Duration::from_secs(5)).await;
+        stopped_line(&s, 0);
+        return Ok(false);
+    }
+    // Events nobody waits for here (a re-INVITE from the peer) are printed as they come.
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                UasEvent::Updated { call_id, change } => {
+                    println!("updated {call_id}: {change}")
+                }
+                UasEvent::Registration(e) => {
+                    registration_line(&e);
+                }
+                _ => {}
+            }
+        }
+    });
+    let signal = stop_signal();
+    tokio::pin!(signal);
+    let mut done = 0;
+    'calls: for n in 1..=calls {
+        let r = tokio::select! {
+            r = ua.call_with(opts.clone()) => r,
+            () = &mut signal => break 'calls,
+        };
+        let info = match r {
+            Ok(info) => info,
+            Err(e) => {
+                ok = false;
+                println!("call {n} failed ({}): {e}", e.cause());
+                continue;
+            }
+        };
+        println!(
+            "call {n} connected in {:.1} ms: {}",
+            info.setup.as_secs_f64() * 1e3,
+            info.verdict
+        );
+        if with_engine
+            && matches!(
+                info.verdict.media,
+                srtp_control::sdp::MediaSecurity::Dtls { .. }
+            )
+        {
+            let outcome = tokio::select! {
+                o = tokio::time::timeout(DTLS_WAIT, ua.dtls_outcome(&info.call_id)) => o,
+                () = &mut signal => break 'calls,
+            };
+            match outcome {
+                Ok(Ok((DtlsOutcome::Established { .. }, v))) => {
+                    println!("call {n} DTLS-SRTP established: {v}");
+                }
+                Ok(Ok((o, v))) => {
+                    ok = false;
+                    println!(
+                        "call {n} DTLS-SRTP FAILED: {} (engine); {v}",
+                        o.reason().unwrap_or_default()
+                    );
+                }
+                Ok(Err(e)) => {
+                    ok = false;
+                    println!("call {n}: {e}");
+                }
+                Err(_) => {
+                    ok = false;
+                    println!("call {n} DTLS-SRTP FAILED: no handshake result within {DTLS_WAIT:?}");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(hold) => {}
+            () = &mut signal => {
+                println!("signal: ending the call");
+                let _ = ua.hangup(&info.call_id).await;
+                break 'calls;
+            }
+        }
+        match ua.hangup(&info.call_id).await {
+            Ok(end) => {
+                let (line, good) = end_line(&end.by, &end.stats, end.bye.as_ref());
+                let silent = with_engine
+                    && end.stats["legs"][0]["packets_in"].as_u64() == Some(0)
+                    && hold >= Duration::from_millis(500);
+                if good && !silent {
+                    done += 1;
+                } else {
+                    ok = false;
+                }
+                println!("call {n} ended {line}");
+                if silent {
+                    println!(
+                        "call {n} FAILED: no media received in {} ms",
+                        hold.as_millis()
+                    );
+                }
+            }
+            Err(e) => {
+                ok = false;
+                println!("call {n} hangup failed: {e}");
+            }
+        }
+    }
+    let s = ua.shutdown(Duration::from_secs(10)).await;
+    let clean = stopped_line(&s, ua.engine_reconnects());
+    println!("{done} of {calls} call(s) completed");
+    Ok(ok && clean && done == calls)
 }
 
 async fn register(

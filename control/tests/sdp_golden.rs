@@ -9,9 +9,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use srtp_control::sdp::{
-    Direction, LocalMedia, MediaCrypto, Negotiated, Offer, SecurityConfig, Session, Verdict,
-    negotiate::Codec, plan_answer,
+    Direction, LocalMedia, MediaCrypto, Negotiated, Offer, SecurityConfig, Session, Signaling,
+    Verdict, negotiate::Codec, plan_answer,
 };
+use srtp_control::sip::transport::Protocol;
 use srtp_engine::proto::dtls::Fingerprint;
 use srtp_engine::proto::srtp::Suite;
 
@@ -133,7 +134,14 @@ fn summary(n: &Negotiated, tls: bool) -> String {
         n.codec.pt,
         n.direction.as_str(),
         n.proto,
-        Verdict::new(tls, n)
+        Verdict::new(
+            Signaling::caller(
+                if tls { Protocol::Tls } else { Protocol::Udp },
+                "192.0.2.10:5060".parse().unwrap(),
+                false
+            ),
+            n
+        )
     )
 }
 

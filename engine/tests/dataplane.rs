@@ -21,6 +21,17 @@ fn engine(backend: BackendKind) -> Engine {
 }
 
 fn engine_with(backend: BackendKind, connect: bool) -> Engine {
+    engine_on(
+        backend,
+        connect,
+        MediaOptions::default().port_min,
+        MediaOptions::default().port_max,
+    )
+}
+
+/// An engine on a port range of its own (a test that checks a port is released must not
+/// see another test's engine take it).
+fn engine_on(backend: BackendKind, connect: bool, port_min: u16, port_max: u16) -> Engine {
     let opts = EngineOptions {
         workers: 1,
         pin: false,
@@ -28,6 +39,8 @@ fn engine_with(backend: BackendKind, connect: bool) -> Engine {
         fallback: false,
         media: MediaOptions {
             connect,
+            port_min,
+            port_max,
             ..MediaOptions::default()
         },
         ..EngineOptions::default()
@@ -554,6 +567,135 @@ fn offerer_before_its_answer(backend: BackendKind) {
     assert_eq!(o.lost, 0, "{o:?}");
 }
 
+/// An offerer that offers rtcp-mux keeps an RTCP port until the answer says (RFC 5761 5.1.1):
+/// when the answer accepts, `rtcp_mux` in the update moves RTCP onto the RTP port and closes
+/// the RTCP port; when it declines, RTCP stays on its own ports both ways, sent to the
+/// answer's `remote_rtcp`.
+fn offerer_follows_the_answer_on_rtcp_mux(backend: BackendKind) {
+    use srtp_engine::worker::stream::StreamUpdate;
+    let base = match backend {
+        BackendKind::IoUring => 19_000,
+        BackendKind::Epoll => 19_200,
+    };
+    let offerer_engine = engine_on(backend, true, base, base + 199);
+    let answerer_engine = engine(backend);
+    let pending = || {
+        let mut spec = StreamSpec::new(
+            Mode::Recv,
+            LegSpec {
+                rtcp_mux: false,
+                pending: true,
+                ..LegSpec::default()
+            },
+        );
+        spec.rtcp_interval_ms = 100;
+        offerer_engine.create_stream(spec).unwrap()
+    };
+    let flowing = |o: u64, a: u64| {
+        wait_until(Duration::from_secs(3), || {
+            let o = stats(&offerer_engine, o).legs[0].clone();
+            let a = stats(&answerer_engine, a).legs[0].clone();
+            o.packets_in >= 10 && a.packets_in >= 10 && o.rtcp_in >= 2 && a.rtcp_in >= 2
+        })
+    };
+
+    // Accepted: the answerer multiplexes.
+    let offer = pending();
+    let (o_rtp, o_rtcp) = (offer.legs[0].local, offer.legs[0].local_rtcp.unwrap());
+    let mut spec = StreamSpec::new(Mode::SendRecv, leg(Some(o_rtp), sdes(2), sdes(1)));
+    spec.rtcp_interval_ms = 100;
+    let muxed = answerer_engine.create_stream(spec).unwrap();
+    offerer_engine
+        .update_stream(
+            offer.id,
+            StreamUpdate {
+                remote: Some((0, muxed.legs[0].local)),
+                crypto: Some((0, sdes(1), sdes(2))),
+                mode: Some(Mode::SendRecv),
+                rtcp_mux: Some(0),
+                ..StreamUpdate::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        flowing(offer.id, muxed.id),
+        "RTCP muxed both ways ({backend:?})"
+    );
+    // The RTCP port is closed: it can be bound again.
+    let rebound = UdpSocket::bind(o_rtcp);
+    assert!(
+        rebound.is_ok(),
+        "the offerer's RTCP port {o_rtcp} was released: {rebound:?}"
+    );
+    let err = offerer_engine
+        .update_stream(
+            offer.id,
+            StreamUpdate {
+                remote_rtcp: Some((0, o_rtcp)),
+                ..StreamUpdate::default()
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("no RTCP port"), "{err}");
+
+    // Declined: the answerer has an RTCP port of its own and says where (a=rtcp).
+    let offer = pending();
+    let (o_rtp, o_rtcp) = (offer.legs[0].local, offer.legs[0].local_rtcp.unwrap());
+    let mut spec = StreamSpec::new(
+        Mode::SendRecv,
+        LegSpec {
+            remote: Some(o_rtp),
+            remote_rtcp: Some(o_rtcp),
+            rtcp_mux: false,
+            tx: sdes(2),
+            rx: sdes(1),
+            ..LegSpec::default()
+        },
+    );
+    spec.rtcp_interval_ms = 100;
+    let split = answerer_engine.create_stream(spec).unwrap();
+    let a_rtcp = split.legs[0].local_rtcp.unwrap();
+    offerer_engine
+        .update_stream(
+            offer.id,
+            StreamUpdate {
+                remote: Some((0, split.legs[0].local)),
+                remote_rtcp: Some((0, a_rtcp)),
+                crypto: Some((0, sdes(1), sdes(2))),
+                mode: Some(Mode::SendRecv),
+                ..StreamUpdate::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        flowing(offer.id, split.id),
+        "RTCP on its own ports both ways ({backend:?})"
+    );
+    assert!(UdpSocket::bind(o_rtcp).is_err(), "the RTCP port stays open");
+    // The RTCP destination follows `remote_rtcp`.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    offerer_engine
+        .update_stream(
+            offer.id,
+            StreamUpdate {
+                remote_rtcp: Some((0, sink.local_addr().unwrap())),
+                ..StreamUpdate::default()
+            },
+        )
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = sink
+        .recv_from(&mut buf)
+        .expect("an SRTCP report at the new address");
+    assert_eq!(from, o_rtcp, "sent from the RTCP port");
+    assert!((200..=204).contains(&buf[1]), "an RTCP report, {n} bytes");
+    for (e, id) in [(&offerer_engine, offer.id), (&answerer_engine, split.id)] {
+        let l = stats(e, id).legs[0].clone();
+        assert_eq!(l.auth_failures, 0, "{l:?}");
+    }
+}
+
 macro_rules! both_backends {
     ($($name:ident),*) => {
         mod io_uring {
@@ -574,7 +716,8 @@ both_backends!(
     strict_source_and_latching,
     shared_port,
     kernel_drops_are_counted,
-    offerer_before_its_answer
+    offerer_before_its_answer,
+    offerer_follows_the_answer_on_rtcp_mux
 );
 
 #[test]

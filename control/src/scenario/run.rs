@@ -23,7 +23,7 @@ use super::causes;
 use super::config::{MediaMode, Method, Role, Scenario, ScenarioError};
 use super::host::CpuTimes;
 use super::report::{CallRecord, MediaFigures, Report, Sample};
-use crate::media::{EngineMedia, MediaEngine, MediaError};
+use crate::media::{EngineMedia, MediaEngine, MediaError, StreamRef};
 use crate::sdp::{KeyMethod, MediaCrypto};
 use crate::sip::log::MessageLog;
 use crate::sip::tls::{TlsSettings, Verify};
@@ -310,17 +310,27 @@ struct Faulty {
     wrong_keys: bool,
 }
 
+impl Faulty {
+    /// A wrong fingerprint in our SDP, when asked for.
+    fn fake(&self, mut a: crate::media::Allocation) -> crate::media::Allocation {
+        if let Some(f) = &self.fingerprint {
+            a.fingerprint = Some(f.clone());
+        }
+        a
+    }
+}
+
 impl MediaEngine for Faulty {
-    fn fingerprint(&self) -> Option<srtp_engine::proto::dtls::Fingerprint> {
-        self.fingerprint
-            .clone()
-            .or_else(|| self.inner.fingerprint())
+    fn prepare(&mut self) -> Result<crate::media::Allocation, MediaError> {
+        self.inner.prepare().map(|a| self.fake(a))
     }
-    fn prepare(&mut self, rtcp_mux: bool) -> Result<crate::media::Allocation, MediaError> {
-        self.inner.prepare(rtcp_mux)
-    }
-    fn complete(&mut self, stream: u64, n: &crate::sdp::Negotiated) -> Result<(), MediaError> {
-        self.inner.complete(stream, n)
+    fn apply(
+        &mut self,
+        stream: StreamRef,
+        n: &crate::sdp::Negotiated,
+        prev: Option<&crate::sdp::Negotiated>,
+    ) -> Result<(), MediaError> {
+        self.inner.apply(stream, n, prev)
     }
     fn open(&mut self, n: &crate::sdp::Negotiated) -> Result<crate::media::Allocation, MediaError> {
         let mut n = n.clone();
@@ -333,15 +343,15 @@ impl MediaEngine for Faulty {
                 }
             }
         }
-        self.inner.open(&n)
+        self.inner.open(&n).map(|a| self.fake(a))
     }
-    fn stats(&mut self, stream: u64) -> Result<Value, MediaError> {
+    fn stats(&mut self, stream: StreamRef) -> Result<Value, MediaError> {
         self.inner.stats(stream)
     }
-    fn stop_sending(&mut self, stream: u64) -> Result<(), MediaError> {
+    fn stop_sending(&mut self, stream: StreamRef) -> Result<(), MediaError> {
         self.inner.stop_sending(stream)
     }
-    fn close(&mut self, stream: u64) -> Result<Value, MediaError> {
+    fn close(&mut self, stream: StreamRef) -> Result<Value, MediaError> {
         self.inner.close(stream)
     }
 }
@@ -624,7 +634,14 @@ async fn place_call(
                 tokio::time::sleep(hold).await;
             }
             match ua.hangup(&call_id).await {
-                Ok(stats) => rec.media = MediaFigures::from_stats(&stats),
+                Ok(ended) => {
+                    rec.media = MediaFigures::from_stats(&ended.stats);
+                    if let Some(Err(e)) = &ended.bye
+                        && failure.is_none()
+                    {
+                        failure = Some(("bye_failed".into(), format!("BYE: {e}")));
+                    }
+                }
                 Err(e) => {
                     if failure.is_none() {
                         failure = Some(("bye_failed".into(), format!("BYE: {e}")));
@@ -721,6 +738,10 @@ async fn answerer_events(mut rx: mpsc::UnboundedReceiver<UasEvent>, shared: Shar
                     .entry(causes::of_rejection(code, Some(&reason), true))
                     .or_default() += 1;
             }
+            UasEvent::Failed { error, .. } => {
+                *s.refused.entry(error.cause()).or_default() += 1;
+            }
+            UasEvent::Updated { .. } | UasEvent::Dtls { .. } | UasEvent::Registration(_) => {}
             UasEvent::Ended { stats, .. } => {
                 if let Some(stream) = stats["id"].as_u64()
                     && let Some(Dtls::Established(ms)) = s.dtls_seen.remove(&stream)

@@ -1,13 +1,16 @@
 //! SDP (RFC 8866) and offer/answer (RFC 3264) with SRTP keying: SDES `a=crypto` (RFC 4568)
-//! and DTLS-SRTP `a=fingerprint`/`a=setup`/`a=tls-id` (RFC 5763, RFC 8842).
+//! and DTLS-SRTP `a=fingerprint`/`a=setup`/`a=tls-id` (RFC 5763, RFC 8842), and the security
+//! verdict of a call.
 
 pub mod crypto;
 pub mod negotiate;
 pub mod session;
+pub mod verdict;
 
 pub use crypto::{CryptoAttr, CryptoAttrError};
 pub use negotiate::{
-    AnswerPlan, Codec, KeyMethod, LocalMedia, MediaCrypto, MediaSecurity, Negotiated,
-    NegotiationError, Offer, SecurityConfig, SecurityLevel, SrtpPolicy, Verdict, plan_answer,
+    AnswerPlan, Codec, KeyMethod, LocalMedia, MediaCrypto, Negotiated, NegotiationError, Offer,
+    SecurityConfig, SrtpPolicy, plan_answer,
 };
 pub use session::{Direction, SdpError, Session};
+pub use verdict::{DtlsState, MediaSecurity, SecurityLevel, Signaling, Verdict};

@@ -7,7 +7,6 @@
 //! offer (every decision, so it can ask the engine for the right stream), then writes the
 //! answer with [`AnswerPlan::answer_sdp`]. Both end in a [`Negotiated`]: what the engine needs.
 
-use core::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use srtp_engine::proto::dtls::{DtlsRole, Fingerprint};
@@ -369,10 +368,13 @@ impl Offer {
         for c in &cfg.codecs {
             m.push_attr("rtpmap", Some(c.rtpmap()));
         }
+        // RFC 5761 5.1.1: an offer of rtcp-mux keeps an RTCP port to fall back to, named by
+        // `a=rtcp` (RFC 3605) when we have one.
+        if let Some(r) = local.rtcp {
+            m.push_attr("rtcp", Some(r.port().to_string()));
+        }
         if cfg.rtcp_mux {
             m.push_attr("rtcp-mux", None);
-        } else if let Some(r) = local.rtcp {
-            m.push_attr("rtcp", Some(r.port().to_string()));
         }
         let mut crypto = Vec::new();
         if sdes {
@@ -808,140 +810,5 @@ impl AnswerPlan {
             media.push(m);
         }
         Ok(Session::ours(local.rtp.ip(), session_id, version, media))
-    }
-}
-
-/// The security level phones show for a call, from its least secure leg.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SecurityLevel {
-    /// No TLS on signaling.
-    None,
-    /// TLS on signaling, media unencrypted.
-    Authenticated,
-    /// TLS on signaling and SRTP media.
-    Encrypted,
-}
-
-/// How a call's media was protected.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MediaSecurity {
-    /// Plain RTP.
-    None,
-    /// SDES.
-    Sdes {
-        /// The suite.
-        suite: Suite,
-        /// The `a=crypto` tag chosen.
-        tag: u32,
-    },
-    /// DTLS-SRTP.
-    Dtls {
-        /// Our role.
-        role: DtlsRole,
-        /// The peer fingerprint's hash algorithm.
-        hash: &'static str,
-        /// Whether the handshake verified the peer's certificate against the fingerprint
-        /// (None until the engine reports the handshake).
-        verified: Option<bool>,
-        /// The SRTP suite the handshake chose, once known.
-        suite: Option<Suite>,
-    },
-}
-
-/// The encryption verdict of a call, for people.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    /// Signaling ran over TLS.
-    pub signaling_tls: bool,
-    /// Media protection.
-    pub media: MediaSecurity,
-}
-
-impl Verdict {
-    /// The verdict for a negotiation.
-    pub fn new(signaling_tls: bool, n: &Negotiated) -> Verdict {
-        let media = match &n.crypto {
-            MediaCrypto::None => MediaSecurity::None,
-            MediaCrypto::Sdes { local, .. } => MediaSecurity::Sdes {
-                suite: local.suite,
-                tag: local.tag,
-            },
-            MediaCrypto::Dtls {
-                role,
-                remote_fingerprint,
-                ..
-            } => MediaSecurity::Dtls {
-                role: *role,
-                hash: remote_fingerprint.alg().name(),
-                verified: None,
-                suite: None,
-            },
-        };
-        Verdict {
-            signaling_tls,
-            media,
-        }
-    }
-
-    /// The phone-style level: encrypted (TLS + SRTP), authenticated (TLS only) or none.
-    pub fn level(&self) -> SecurityLevel {
-        let media_secure = match &self.media {
-            MediaSecurity::None => false,
-            MediaSecurity::Sdes { .. } => true,
-            MediaSecurity::Dtls { verified, .. } => *verified != Some(false),
-        };
-        match (self.signaling_tls, media_secure) {
-            (true, true) => SecurityLevel::Encrypted,
-            (true, false) => SecurityLevel::Authenticated,
-            (false, _) => SecurityLevel::None,
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "signaling {}; media ",
-            if self.signaling_tls {
-                "TLS"
-            } else {
-                "unencrypted (no TLS)"
-            }
-        )?;
-        match &self.media {
-            MediaSecurity::None => write!(f, "plain RTP (unencrypted)")?,
-            MediaSecurity::Sdes { suite, tag } => {
-                write!(f, "SRTP keyed by SDES, {suite} (tag {tag})")?
-            }
-            MediaSecurity::Dtls {
-                role,
-                hash,
-                verified,
-                suite,
-            } => {
-                write!(
-                    f,
-                    "SRTP keyed by DTLS as {} ({hash} fingerprint ",
-                    role.name()
-                )?;
-                match verified {
-                    Some(true) => write!(f, "verified")?,
-                    Some(false) => write!(f, "MISMATCH")?,
-                    None => write!(f, "not yet checked")?,
-                }
-                if let Some(s) = suite {
-                    write!(f, ", {s}")?;
-                }
-                write!(f, ")")?;
-            }
-        }
-        let level = match self.level() {
-            SecurityLevel::Encrypted => "encrypted",
-            SecurityLevel::Authenticated => "authenticated (signaling only)",
-            SecurityLevel::None => "none",
-        };
-        write!(f, "; security level: {level}")
     }
 }

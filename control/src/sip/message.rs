@@ -62,7 +62,9 @@ pub enum Method {
     Options,
     /// REGISTER
     Register,
-    /// Any other method (INFO, UPDATE, PRACK, ...), as received.
+    /// UPDATE (RFC 3311): a session change inside a dialog.
+    Update,
+    /// Any other method (INFO, PRACK, ...), as received.
     Other(String),
 }
 
@@ -76,6 +78,7 @@ impl Method {
             "CANCEL" => Method::Cancel,
             "OPTIONS" => Method::Options,
             "REGISTER" => Method::Register,
+            "UPDATE" => Method::Update,
             _ if !s.is_empty() && s.bytes().all(is_token) => Method::Other(s.to_owned()),
             _ => return Err(ParseError::BadStartLine("bad method")),
         })
@@ -90,6 +93,7 @@ impl Method {
             Method::Cancel => "CANCEL",
             Method::Options => "OPTIONS",
             Method::Register => "REGISTER",
+            Method::Update => "UPDATE",
             Method::Other(s) => s,
         }
     }

@@ -150,7 +150,11 @@ type Writers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>>>;
 pub struct SipTransport {
     protocol: Protocol,
     local: SocketAddr,
-    udp: Option<Arc<UdpSocket>>,
+    /// The UDP socket for sending: the same socket as the receiver's, through a duplicate
+    /// descriptor used directly (tokio's `try_send_to` refuses with WouldBlock until the
+    /// reactor has seen the socket writable once, which silently dropped the first request
+    /// of every agent until its retransmission at T1).
+    udp: Option<Arc<std::net::UdpSocket>>,
     writers: Writers,
     events: mpsc::UnboundedSender<TransportEvent>,
     next_id: Arc<AtomicU64>,
@@ -204,9 +208,14 @@ impl SipTransport {
         };
         match protocol {
             Protocol::Udp => {
-                let sock = Arc::new(UdpSocket::bind(addr).await.map_err(|e| io_err("bind", e))?);
+                let std_sock = std::net::UdpSocket::bind(addr).map_err(|e| io_err("bind", e))?;
+                std_sock
+                    .set_nonblocking(true)
+                    .map_err(|e| io_err("bind", e))?;
+                let sender = std_sock.try_clone().map_err(|e| io_err("bind", e))?;
+                let sock = Arc::new(UdpSocket::from_std(std_sock).map_err(|e| io_err("bind", e))?);
                 t.local = sock.local_addr().map_err(|e| io_err("bind", e))?;
-                t.udp = Some(sock.clone());
+                t.udp = Some(Arc::new(sender));
                 let t2 = t.clone();
                 tokio::spawn(async move { t2.udp_loop(sock).await });
             }
@@ -456,7 +465,9 @@ impl SipTransport {
                 // A full socket buffer drops the datagram, as the network may; the
                 // transaction retransmits.
                 Some(s) => {
-                    let _ = s.try_send_to(&bytes, *peer);
+                    if let Err(e) = s.send_to(&bytes, *peer) {
+                        tracing::debug!(%peer, "UDP send: {e}");
+                    }
                     true
                 }
                 None => false,

@@ -650,6 +650,13 @@ pub struct UpdateRequest {
     /// New direction: send, recv or sendrecv.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// `true`: multiplex RTCP on the RTP port from now on and close the leg's RTCP port (an
+    /// offerer whose rtcp-mux the answer accepted, RFC 5761 5.1.1). `false` changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtcp_mux: Option<bool>,
+    /// New peer RTCP address, for a leg with its own RTCP port (`a=rtcp`, RFC 3605).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_rtcp: Option<String>,
 }
 
 impl UpdateRequest {
@@ -670,6 +677,12 @@ impl UpdateRequest {
                 (_, _, Some(d)) => u.dtls = Some((self.leg, d)),
                 (tx, rx, None) => u.crypto = Some((self.leg, tx, rx)),
             }
+        }
+        if let Some(r) = &self.remote_rtcp {
+            u.remote_rtcp = Some((self.leg, parse_addr("remote_rtcp", r)?));
+        }
+        if self.rtcp_mux == Some(true) {
+            u.rtcp_mux = Some(self.leg);
         }
         u.paused = self.paused;
         u.mode = self.mode;

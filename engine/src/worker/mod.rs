@@ -972,6 +972,22 @@ impl Worker {
                 Some(_) => {}
             }
         }
+        for k in u
+            .rtcp_mux
+            .iter()
+            .chain(u.remote_rtcp.as_ref().map(|(k, _)| k))
+        {
+            if stream.legs.get(*k).is_none() {
+                return Err(StreamError::Invalid("no such leg"));
+            }
+        }
+        if let Some((k, _)) = u.remote_rtcp
+            && (stream.legs[k].rtcp_sock.is_none() || u.rtcp_mux == Some(k))
+        {
+            return Err(StreamError::Invalid(
+                "remote_rtcp: the leg multiplexes RTCP on its RTP port (it has no RTCP port)",
+            ));
+        }
         let was_generating = stream.generates();
         let dtls_ctx = match &u.dtls {
             None => None,
@@ -1007,6 +1023,36 @@ impl Worker {
             leg.recv = crate::proto::stats::ReceiveStats::new();
             if self.cfg.media.connect {
                 leg.connected = self.io.connect(leg.rtp_sock, remote).is_ok();
+            }
+        }
+        if let Some((k, rr)) = u.remote_rtcp {
+            let leg = &mut stream.legs[k];
+            leg.remote_rtcp = Some(rr);
+            if self.cfg.media.connect
+                && let Some(s) = leg.rtcp_sock
+            {
+                let _ = self.io.connect(s, rr);
+            }
+        }
+        if let Some(k) = u.rtcp_mux {
+            // RFC 5761 5.1.1: the answer accepted rtcp-mux, so RTCP moves to the RTP port and
+            // the RTCP port is closed. Its own DTLS handshake, if any, goes with it.
+            let leg = &mut stream.legs[k];
+            if let Some(s) = leg.rtcp_sock.take() {
+                self.io.remove_socket(s);
+                // `set_owner` would borrow all of `self` while `stream` is held; the socket
+                // was registered, so its entry exists.
+                if let Some(o) = self.owners.get_mut(s as usize) {
+                    *o = Owner::Free;
+                }
+                leg.local_rtcp = None;
+                leg.remote_rtcp = None;
+                leg.rtcp_crypto = None;
+                if let Some(d) = leg.dtls.as_mut()
+                    && let Some(c) = d.rtcp.take()
+                {
+                    self.counters.dtls.release(u64::from(c.session.is_some()));
+                }
             }
         }
         if let Some(p) = u.paused {

@@ -265,6 +265,10 @@ pub struct StreamUpdate {
     /// A new DTLS-SRTP handshake for a leg (index, spec), e.g. after a re-offer with a new
     /// fingerprint: media stops until it completes.
     pub dtls: Option<(usize, DtlsSpec)>,
+    /// A leg (index) that multiplexes RTCP from now on: its RTCP port closes.
+    pub rtcp_mux: Option<usize>,
+    /// New peer RTCP address for a leg with its own RTCP port (index, address).
+    pub remote_rtcp: Option<(usize, SocketAddr)>,
 }
 
 /// Per-leg counters and quality.
