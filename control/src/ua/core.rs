@@ -501,6 +501,11 @@ impl UaCore {
         self.calls.len()
     }
 
+    /// A call's dialog, once it has one.
+    pub fn dialog(&self, call_id: &str) -> Option<&Dialog> {
+        self.calls.get(call_id)?.dialog.as_ref()
+    }
+
     /// The counters.
     pub fn counters(&self) -> CoreCounters {
         self.counters
