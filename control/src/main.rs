@@ -55,6 +55,10 @@ enum Command {
         /// Stop after this many seconds (0: run until stopped).
         #[arg(long, default_value_t = 0)]
         seconds: u64,
+        /// Hang up each answered call ourselves after this many milliseconds (0: leave the
+        /// hangup to the caller).
+        #[arg(long, default_value_t = 0)]
+        hangup_after_ms: u64,
     },
     /// Place calls, hold them, print each verdict and media figures, hang up. Exit code 0:
     /// every call connected, carried media and ended with the far end's 200 to our BYE; 1:
@@ -496,7 +500,11 @@ async fn run(cli: Cli) -> Result<bool, String> {
             );
             Ok(true)
         }
-        Command::Answer { ep, seconds } => answer(&ep, seconds).await,
+        Command::Answer {
+            ep,
+            seconds,
+            hangup_after_ms,
+        } => answer(&ep, seconds, Duration::from_millis(hangup_after_ms)).await,
         Command::Call {
             ep,
             to,
@@ -541,7 +549,7 @@ fn stopped_line(s: &ShutdownSummary, reconnects: u64) -> bool {
     clean
 }
 
-async fn answer(ep: &Endpoint, seconds: u64) -> Result<bool, String> {
+async fn answer(ep: &Endpoint, seconds: u64, hangup_after: Duration) -> Result<bool, String> {
     let Setup { cfg, media, dtls } = config(ep)?;
     let registering = cfg.register.is_some();
     let (ua, mut events) = UserAgent::start_with_events(cfg, media, dtls)
@@ -589,6 +597,13 @@ async fn answer(ep: &Endpoint, seconds: u64) -> Result<bool, String> {
             UasEvent::Answered(i) => {
                 answered += 1;
                 println!("answered {}: {}", i.call_id, i.verdict);
+                if !hangup_after.is_zero() {
+                    let ua = ua.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(hangup_after).await;
+                        ua.hangup(&i.call_id).await
+                    });
+                }
             }
             UasEvent::Refused {
                 call_id,
@@ -636,20 +651,25 @@ async fn answer(ep: &Endpoint, seconds: u64) -> Result<bool, String> {
         }
     }
     let summary = ua.shutdown(Duration::from_secs(10)).await;
-    // Events of the stop itself (calls ended by our BYE).
+    // Events of the stop itself (calls ended by our BYE, the unregistration).
     while let Ok(ev) = events.try_recv() {
-        if let UasEvent::Ended {
-            call_id,
-            stats,
-            by,
-            bye,
-        } = ev
-        {
-            let (line, good) = end_line(&by, &stats, bye.as_ref());
-            if !good {
-                failed += 1;
+        match ev {
+            UasEvent::Ended {
+                call_id,
+                stats,
+                by,
+                bye,
+            } => {
+                let (line, good) = end_line(&by, &stats, bye.as_ref());
+                if !good {
+                    failed += 1;
+                }
+                println!("ended {call_id}: {line}");
             }
-            println!("ended {call_id}: {line}");
+            UasEvent::Registration(e) => {
+                registration_line(&e);
+            }
+            _ => {}
         }
     }
     let clean = stopped_line(&summary, ua.engine_reconnects());
@@ -910,15 +930,25 @@ fn media_line(stats: &serde_json::Value) -> String {
     if leg.is_null() {
         return "no media (signaling only)".into();
     }
+    let n = |k: &str| leg[k].as_u64().unwrap_or(0);
+    let text = |k: &str| leg[k].as_str().unwrap_or("none").to_owned();
     let mut s = format!(
-        "media packets in {} out {}, lost {}, auth failures {}, rx {} tx {}",
-        leg["packets_in"],
-        leg["packets_out"],
-        leg["lost"],
-        leg["auth_failures"],
-        leg["rx_suite"],
-        leg["tx_suite"]
+        "media packets in {} out {}, RTCP in {} out {}, lost {}, auth failures {}, rx {} tx {}",
+        n("packets_in"),
+        n("packets_out"),
+        n("rtcp_in"),
+        n("rtcp_out"),
+        leg["lost"].as_i64().unwrap_or(0),
+        n("auth_failures"),
+        text("rx_suite"),
+        text("tx_suite")
     );
+    if n("rtcp_unprotected") > 0 {
+        s.push_str(&format!(
+            ", {} RTCP packet(s) from the peer in the clear (not SRTCP: the peer breaks RFC 3711)",
+            n("rtcp_unprotected")
+        ));
+    }
     if let Some(st) = leg["dtls"]["rtp"]["state"].as_str() {
         s.push_str(&format!(", DTLS {st}"));
         if let Some(suite) = leg["dtls"]["rtp"]["suite"].as_str() {

@@ -488,6 +488,22 @@ impl Driver {
                 None => self.dtls_seen.insert(call_id, (outcome, *verdict)),
             },
             UaEvent::Uas(u) => {
+                // An answered call we hung up: its hangup waits for this end too.
+                if let UasEvent::Ended {
+                    call_id,
+                    stats,
+                    by,
+                    bye,
+                } = &u
+                    && let Some(w) = self.hangups.remove(call_id)
+                {
+                    let _ = w.send(Ended {
+                        call_id: call_id.clone(),
+                        by: by.clone(),
+                        stats: stats.clone(),
+                        bye: bye.clone(),
+                    });
+                }
                 let _ = self.uas.send(u);
             }
             UaEvent::Stats { token, result } => {

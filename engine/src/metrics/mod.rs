@@ -94,7 +94,7 @@ metrics! {
     SOURCE_DROPS: Counter "srtp_engine_source_drops_total" []
         "Datagrams dropped for their source address (strict mode, or no stream on a shared port).";
     OTHER_DROPS: Counter "srtp_engine_other_drops_total" []
-        "Datagrams dropped for other reasons (unknown SSRC or MKI, key lifetime reached, DTLS/STUN where none is expected, no remote, media reaching an offerer before its keys).";
+        "Datagrams dropped for other reasons (unknown SSRC or MKI, key lifetime reached, DTLS/STUN where none is expected, no remote, media reaching an offerer before its keys, plain RTCP where SRTCP belongs).";
     SEND_DROPS: Counter "srtp_engine_send_drops_total" []
         "Packets the engine could not send (no send buffer, protect failure, no remote).";
     STREAMS: Gauge "srtp_engine_streams" ["mode"]

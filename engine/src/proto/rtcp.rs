@@ -34,6 +34,25 @@ pub fn is_rtcp(packet: &[u8]) -> bool {
     packet.len() >= 2 && (192..=223).contains(&packet[1])
 }
 
+/// Whether a datagram is a whole plain RTCP compound: every packet version 2 with an RTCP
+/// type, and their length fields add up to the datagram exactly. An SRTCP packet never does:
+/// its SRTCP index and authentication tag follow the compound (RFC 3711 3.4), and with
+/// encryption the length fields after the first are ciphertext. A peer that sends RTCP in the
+/// clear on an SRTP session (baresip 1.0 sends its RTCP BYE so at hangup) is told apart from
+/// one with the wrong keys by this, after authentication failed.
+pub fn is_plain_compound(packet: &[u8]) -> bool {
+    let mut off = 0;
+    while off + HEADER_LEN <= packet.len() {
+        let (b0, pt) = (packet[off], packet[off + 1]);
+        if b0 >> 6 != 2 || !(192..=223).contains(&pt) {
+            return false;
+        }
+        let words = u16::from_be_bytes([packet[off + 2], packet[off + 3]]);
+        off += (usize::from(words) + 1) * 4;
+    }
+    off == packet.len() && !packet.is_empty()
+}
+
 /// The sender information of a sender report (RFC 3550 6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SenderInfo {
@@ -225,6 +244,40 @@ pub fn ntp_middle(ntp: u64) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use super::is_plain_compound;
+
+    /// baresip 1.0's RTCP BYE at hangup, as captured: BYE ("Adjo") and SDES, in the clear.
+    const PLAIN_BYE: &str = concat!(
+        "81cb0003c47a74e90441646a6f000000",
+        "81ca0008c47a74e901187369703a616c696365403132372e302e302e313a353230300000"
+    );
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.chars().filter(char::is_ascii_hexdigit).collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_compound_is_told_from_srtcp() {
+        let plain = hex(PLAIN_BYE);
+        assert_eq!(plain.len(), 52);
+        assert!(is_plain_compound(&plain));
+        // The same with an SRTCP trailer (E=0: authenticated, not encrypted): not plain.
+        let mut srtcp = plain.clone();
+        srtcp.extend_from_slice(&[0, 0, 0, 1]);
+        srtcp.extend_from_slice(&[0xaa; 10]);
+        assert!(!is_plain_compound(&srtcp));
+        // Truncated, or not RTCP at all.
+        assert!(!is_plain_compound(&plain[..40]));
+        assert!(!is_plain_compound(&[]));
+        let mut rtp = plain.clone();
+        rtp[1] = 0x00;
+        assert!(!is_plain_compound(&rtp));
+    }
+
     use super::*;
 
     #[test]

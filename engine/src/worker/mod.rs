@@ -1477,6 +1477,9 @@ fn handle(
     }
     let rx = leg.rx_for(on_rtcp_port);
     let rx_suite = suite_index(rx.as_ref().map(|r| r.suite()));
+    // Read before unprotecting (a failed AEAD open may leave the buffer changed): plain RTCP
+    // where SRTCP belongs is a peer's protocol fault, not wrong keys.
+    let plain_rtcp = is_rtcp && rx.is_some() && rtcp::is_plain_compound(&buf[..len]);
     // Unprotect in place.
     let plain_len = match rx {
         Some(rx) => {
@@ -1487,6 +1490,11 @@ fn handle(
             };
             match r {
                 Ok(l) => l,
+                Err(SrtpError::AuthFailed | SrtpError::Replayed { .. }) if plain_rtcp => {
+                    leg.counters.rtcp_unprotected += 1;
+                    c.other_drops += 1;
+                    return (Action::Drop, None);
+                }
                 Err(e) => {
                     count_srtp_error(leg, c, e);
                     return (Action::Drop, None);

@@ -311,6 +311,10 @@ pub struct LegStats {
     /// answer), dropped. The latest DTLS handshake datagram among them is also kept for the
     /// handshake the answer sets up.
     pub early_drops: u64,
+    /// Plain RTCP where SRTCP belongs (the compound fills the datagram, no SRTCP index or
+    /// tag), dropped: a peer that sends RTCP in the clear on an SRTP session, which RFC 3711
+    /// 3.4 forbids. Counted apart from `auth_failures`, which mean wrong keys or forgery.
+    pub rtcp_unprotected: u64,
     /// Packets we could not send (no send buffer, protect failure).
     pub tx_drops: u64,
     /// Times the remote address changed (learned from an authenticated packet).
@@ -383,6 +387,7 @@ pub(crate) struct LegCounters {
     pub(crate) other_drops: u64,
     pub(crate) dtls_drops: u64,
     pub(crate) early_drops: u64,
+    pub(crate) rtcp_unprotected: u64,
     pub(crate) tx_drops: u64,
     pub(crate) remote_changes: u64,
 }
@@ -584,6 +589,7 @@ fn leg_stats(leg: &mut Leg, codec: &CodecProfile) -> LegStats {
         other_drops: c.other_drops,
         dtls_drops: c.dtls_drops,
         early_drops: c.early_drops,
+        rtcp_unprotected: c.rtcp_unprotected,
         tx_drops: c.tx_drops,
         remote_changes: c.remote_changes,
         remote_ssrc: c.remote_ssrc,
