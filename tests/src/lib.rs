@@ -1,5 +1,8 @@
 //! Scenarios live in the test files beside this crate's Cargo.toml. The library holds what
-//! the workspace's tests share: checks by outside tools that the test setup installs.
+//! the workspace's tests share: checks by outside tools that the test setup installs, and
+//! the real peers ([`peers`]) the interoperability tests start.
+
+pub mod peers;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

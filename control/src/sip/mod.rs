@@ -33,10 +33,14 @@ pub fn token() -> String {
 }
 
 /// A fresh top Via for a request sent from `local` (a new RFC 3261 branch, `rport` asked).
+/// Over TCP and TLS it carries `alias` (RFC 5923): the next hop may send requests for our
+/// address back on the connection this one came on, rather than open one to our listener (a
+/// TLS client without a certificate of its own can take no connection).
 pub fn via_header(protocol: Protocol, local: SocketAddr) -> String {
     format!(
-        "SIP/2.0/{} {local};branch=z9hG4bK{};rport",
+        "SIP/2.0/{} {local};branch=z9hG4bK{};rport{}",
         protocol.via(),
-        token()
+        token(),
+        if protocol.reliable() { ";alias" } else { "" }
     )
 }
