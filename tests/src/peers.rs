@@ -445,10 +445,7 @@ impl Baresip {
             Err(_) => {}
         }
         // Netstrings: `<len>:<payload>,`.
-        loop {
-            let Some(colon) = self.buf.iter().position(|&b| b == b':') else {
-                break;
-            };
+        while let Some(colon) = self.buf.iter().position(|&b| b == b':') {
             let Some(len) = std::str::from_utf8(&self.buf[..colon])
                 .ok()
                 .and_then(|l| l.parse::<usize>().ok())
