@@ -210,6 +210,10 @@ struct Endpoint {
     /// Registration lifetime asked for, seconds.
     #[arg(long, default_value_t = 300)]
     expires: u32,
+    /// SIP timer T1 in milliseconds (RFC 3261: 500; retransmissions start at T1, a request
+    /// is given up after 64*T1).
+    #[arg(long, default_value_t = 500)]
+    t1_ms: u64,
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, String> {
@@ -251,6 +255,10 @@ fn config(ep: &Endpoint) -> Result<Setup, String> {
             .collect::<Result<_, _>>()?;
     }
     cfg.security.rtcp_mux = !ep.no_rtcp_mux;
+    if !(10..=60_000).contains(&ep.t1_ms) {
+        return Err(format!("--t1-ms {} is outside 10-60000", ep.t1_ms));
+    }
+    cfg.timers.t1 = Duration::from_millis(ep.t1_ms);
     cfg.tls = TlsSettings {
         verify: Verify::from_setting(&ep.verify),
         identity: ep.tls_cert.clone().zip(ep.tls_key.clone()),
@@ -799,6 +807,7 @@ async fn place_calls(
         }
         tokio::select! {
             () = tokio::time::sleep(hold) => {}
+            _ = ua.ended(&info.call_id) => {}
             () = &mut signal => {
                 println!("signal: ending the call");
                 let _ = ua.hangup(&info.call_id).await;

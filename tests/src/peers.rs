@@ -326,7 +326,8 @@ pub enum MediaEnc {
 }
 
 impl Baresip {
-    /// Starts baresip as `user` on `sip_port` (UDP), its control socket on `ctrl_port`, RTP
+    /// Starts baresip as `user` on `sip_port` (UDP and TCP; TLS takes `sip_port + 1`), its
+    /// control socket on `ctrl_port`, RTP
     /// in `rtp` ports; it answers calls by itself. `rtcp_mux` false: it answers without
     /// `a=rtcp-mux` (baresip's default, like many phones). `registrar`: register there.
     pub fn start(

@@ -62,6 +62,10 @@ enum Cmd {
         call_id: String,
         reply: oneshot::Sender<Result<Value, CallError>>,
     },
+    WaitEnd {
+        call_id: String,
+        reply: oneshot::Sender<Ended>,
+    },
     Dtls {
         call_id: String,
         reply: oneshot::Sender<(DtlsOutcome, Verdict)>,
@@ -116,6 +120,7 @@ impl UserAgent {
             uas: utx,
             calls: HashMap::new(),
             hangups: HashMap::new(),
+            end_waiters: HashMap::new(),
             ended: Bounded::default(),
             stats: HashMap::new(),
             next_token: 1,
@@ -193,6 +198,13 @@ impl UserAgent {
     pub async fn hangup(&self, call_id: &str) -> Result<Ended, CallError> {
         let call_id = call_id.to_owned();
         self.ask(|reply| Cmd::Hangup { call_id, reply }).await
+    }
+
+    /// Waits until a call of ours ends without our hangup (the peer's BYE, a failure); it
+    /// is then over and [`UserAgent::hangup`] returns the same end.
+    pub async fn ended(&self, call_id: &str) -> Result<Ended, CallError> {
+        let call_id = call_id.to_owned();
+        self.ask(|reply| Cmd::WaitEnd { call_id, reply }).await
     }
 
     /// A call's current media statistics.
@@ -323,6 +335,7 @@ struct Driver {
     uas: mpsc::UnboundedSender<UasEvent>,
     calls: HashMap<String, oneshot::Sender<Result<CallInfo, CallError>>>,
     hangups: HashMap<String, oneshot::Sender<Ended>>,
+    end_waiters: HashMap<String, oneshot::Sender<Ended>>,
     ended: Bounded<Ended>,
     stats: HashMap<u64, oneshot::Sender<Result<Value, CallError>>>,
     next_token: u64,
@@ -431,6 +444,13 @@ impl Driver {
                 self.hangups.insert(call_id.clone(), reply);
                 self.core.handle_command(now, Command::Hangup { call_id });
             }
+            Cmd::WaitEnd { call_id, reply } => {
+                if let Some(e) = self.ended.map.get(&call_id) {
+                    let _ = reply.send(e.clone());
+                } else {
+                    self.end_waiters.insert(call_id, reply);
+                }
+            }
             Cmd::Stats { call_id, reply } => {
                 let token = self.next_token;
                 self.next_token += 1;
@@ -470,6 +490,9 @@ impl Driver {
             UaEvent::Ended(e) => {
                 self.dtls_waiters.remove(&e.call_id);
                 self.dtls_seen.take(&e.call_id);
+                if let Some(w) = self.end_waiters.remove(&e.call_id) {
+                    let _ = w.send((*e).clone());
+                }
                 match self.hangups.remove(&e.call_id) {
                     Some(w) => {
                         let _ = w.send(*e);

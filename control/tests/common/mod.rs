@@ -166,6 +166,21 @@ impl Answerer {
         }
     }
 
+    /// Waits until `n` lines match `f`; returns whether they did.
+    pub fn wait_count(&mut self, f: impl Fn(&str) -> bool, n: usize, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        loop {
+            if self.seen.iter().filter(|l| f(l)).count() >= n {
+                return true;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Everything it printed so far.
     pub fn output(&mut self) -> String {
         while let Ok(l) = self.lines.try_recv() {

@@ -1,0 +1,232 @@
+//! `srtp-control answer` and `call` over their whole life, with real engines: the first UDP
+//! request leaves at once (not at its retransmission), a delayed offer is answered in the ACK,
+//! SIGTERM ends every call with BYE and leaves no engine stream, a restarted engine is
+//! reconnected, and a BYE nobody answers makes the exit code non-zero.
+//!
+//! Ports: engines' media 39000-39999; SIP on ephemeral ports.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Answerer, Node, call, call_spawn, figure, text};
+
+/// The first request of an agent over UDP was dropped (the socket was not yet writable in
+/// tokio's eyes and the error ignored): every call connected only at the retransmission,
+/// T1 later. Each INVITE must now arrive once.
+#[test]
+fn every_invite_arrives_once_over_udp() {
+    let node = Node::start("first-invite", (39000, 39099));
+    let dir = srtp_engine_tests::peers::Scratch::new("first-invite");
+    let log = dir.join("answer.sip");
+    let mut bob = Answerer::start(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        node.sock(),
+        "--seconds",
+        "60",
+        "--sip-log",
+        log.to_str().unwrap(),
+    ]);
+    let to = format!("sip:bob@127.0.0.1:{}", bob.port);
+    for _ in 0..3 {
+        let o = call(&[
+            "--listen",
+            "udp:127.0.0.1:0",
+            "--engine",
+            node.sock(),
+            "--to",
+            &to,
+            "--calls",
+            "2",
+            "--hold-ms",
+            "100",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let sip = std::fs::read_to_string(&log).unwrap();
+    let invites = sip.lines().filter(|l| l.starts_with("INVITE sip:")).count();
+    assert_eq!(
+        invites, 6,
+        "6 calls, 6 INVITEs received (no retransmission)"
+    );
+    let (code, out) = bob.terminate();
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// An INVITE without SDP (how many trunks call): the answerer offers in its 200, the caller
+/// answers in the ACK, and the media starts from that answer, with SDES and with DTLS-SRTP.
+#[test]
+fn a_delayed_offer_is_answered_in_the_ack() {
+    let node = Node::start("delayed", (39200, 39399));
+    let bob = Answerer::start(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        node.sock(),
+        "--method",
+        "dual",
+        "--seconds",
+        "60",
+    ]);
+    let to = format!("sip:bob@127.0.0.1:{}", bob.port);
+    for method in ["sdes", "dtls"] {
+        let o = call(&[
+            "--listen",
+            "udp:127.0.0.1:0",
+            "--engine",
+            node.sock(),
+            "--to",
+            &to,
+            "--method",
+            method,
+            "--delayed-offer",
+            "--hold-ms",
+            "1500",
+        ]);
+        let out = text(&o);
+        assert!(o.status.success(), "{method}: {out}");
+        assert!(figure(&out, "packets in") > 20, "{method}: {out}");
+        assert!(figure(&out, " out ") > 20, "{method}: {out}");
+        assert_eq!(figure(&out, "auth failures"), 0, "{method}: {out}");
+        if method == "dtls" {
+            // Bob offered actpass; as the answerer in the ACK we are the DTLS client.
+            assert!(out.contains("DTLS-SRTP established"), "{out}");
+            assert!(out.contains("SRTP keyed by DTLS as client"), "{out}");
+        } else {
+            assert!(out.contains("SRTP keyed by SDES"), "{out}");
+        }
+    }
+    assert!(node.wait_streams(0, Duration::from_secs(3)));
+}
+
+/// SIGTERM to `answer` mid-call: a BYE for every call, answered; no engine stream left; exit
+/// code 0. The callers see their calls ended by the peer.
+#[test]
+fn sigterm_ends_every_call_with_bye() {
+    let theirs = Node::start("sigterm-callers", (39400, 39599));
+    let ours = Node::start("sigterm-answerer", (39600, 39799));
+    let mut bob = Answerer::start(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        ours.sock(),
+        "--seconds",
+        "60",
+    ]);
+    let to = format!("sip:bob@127.0.0.1:{}", bob.port);
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            call_spawn(&[
+                "--listen",
+                "udp:127.0.0.1:0",
+                "--engine",
+                theirs.sock(),
+                "--to",
+                &to,
+                "--hold-ms",
+                "30000",
+            ])
+        })
+        .collect();
+    assert!(
+        bob.wait_count(|l| l.starts_with("answered"), 2, Duration::from_secs(5)),
+        "{}",
+        bob.output()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ours.streams(), 2);
+    let (code, out) = bob.terminate();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.matches("by our stop, BYE answered 200").count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("stopped: 2 BYE and 0 CANCEL sent"), "{out}");
+    assert!(ours.wait_streams(0, Duration::from_secs(2)), "streams left");
+    for c in callers {
+        let o = c.wait_with_output().unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(t.contains("ended by the peer"), "{t}");
+    }
+    assert!(theirs.wait_streams(0, Duration::from_secs(2)));
+}
+
+/// The engine `answer` talks to restarts: the next call reconnects to it (and the answerer
+/// says so) instead of refusing every call with 500 for ever.
+#[test]
+fn a_restarted_engine_is_reconnected() {
+    let theirs = Node::start("restart-caller", (39800, 39899));
+    let ours = Node::start("restart-answerer", (39900, 39949));
+    let mut bob = Answerer::start(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        ours.sock(),
+        "--seconds",
+        "60",
+    ]);
+    let to = format!("sip:bob@127.0.0.1:{}", bob.port);
+    let args = [
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        theirs.sock(),
+        "--to",
+        &to,
+        "--hold-ms",
+        "600",
+    ];
+    let o = call(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let path = ours.stop();
+    let ours = Node::at(&path, (39950, 39999));
+    let o = call(&args);
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "after the restart: {out}\n{}",
+        bob.output()
+    );
+    assert!(figure(&out, "packets in") > 10, "{out}");
+    let line = bob
+        .wait_line(|l| l.contains("reconnected"), Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("{}", bob.output()));
+    assert!(line.contains("1 time"), "{line}");
+    assert!(ours.wait_streams(0, Duration::from_secs(2)));
+    let (code, out) = bob.terminate();
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// A BYE nobody answers (the answerer is gone) is a failure: the caller says so and exits 1.
+#[test]
+fn an_unanswered_bye_is_a_failure() {
+    let node = Node::start("lost-bye", (39100, 39199));
+    let bob = Answerer::start(&["--listen", "udp:127.0.0.1:0", "--seconds", "60"]);
+    let to = format!("sip:bob@127.0.0.1:{}", bob.port);
+    let caller = call_spawn(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        node.sock(),
+        "--to",
+        &to,
+        "--hold-ms",
+        "1000",
+        "--t1-ms",
+        "20",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(bob); // SIGKILL: no BYE, no answer to ours.
+    let o = caller.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("BYE FAILED: no answer (transaction timeout after 1.28s)"),
+        "{out}"
+    );
+    assert!(out.contains("0 of 1 call(s) completed"), "{out}");
+}
