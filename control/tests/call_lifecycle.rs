@@ -19,7 +19,7 @@ fn every_invite_arrives_once_over_udp() {
     let node = Node::start("first-invite", (39000, 39099));
     let dir = srtp_engine_tests::peers::Scratch::new("first-invite");
     let log = dir.join("answer.sip");
-    let mut bob = Answerer::start(&[
+    let bob = Answerer::start(&[
         "--listen",
         "udp:127.0.0.1:0",
         "--engine",
