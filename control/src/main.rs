@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use srtp_control::media::{DtlsEvent, DtlsOutcome, EngineMedia, MediaEngine, SignalingOnly};
+use srtp_control::media::{DtlsOutcome, EngineEvent, EngineMedia, MediaEngine, SignalingOnly};
 use srtp_control::register::endpoint::{Event as RegEvent, RegistrarSpec};
 use srtp_control::scenario::{Progress, Scenario};
 use srtp_control::sdp::{Codec, KeyMethod, SrtpPolicy};
@@ -225,7 +225,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, 
 struct Setup {
     cfg: UaConfig,
     media: Box<dyn MediaEngine>,
-    dtls: Option<tokio::sync::mpsc::UnboundedReceiver<DtlsEvent>>,
+    dtls: Option<tokio::sync::mpsc::UnboundedReceiver<EngineEvent>>,
 }
 
 fn config(ep: &Endpoint) -> Result<Setup, String> {
@@ -291,7 +291,7 @@ fn config(ep: &Endpoint) -> Result<Setup, String> {
     let (media, dtls): (Box<dyn MediaEngine>, _) = match &ep.engine {
         Some(sock) => (
             Box::new(EngineMedia::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?),
-            Some(srtp_control::media::dtls_events(sock)),
+            Some(srtp_control::media::engine_events(sock)),
         ),
         None => (Box::new(SignalingOnly::new(listen.ip(), None)), None),
     };
@@ -656,6 +656,10 @@ async fn answer(ep: &Endpoint, seconds: u64, hangup_after: Duration) -> Result<b
                     ok = false;
                 }
             }
+            UasEvent::Engine { up: false } => {
+                println!("engine: its control socket went away; calls with media are ended")
+            }
+            UasEvent::Engine { up: true } => println!("engine: answering again"),
         }
     }
     let summary = ua.shutdown(Duration::from_secs(10)).await;

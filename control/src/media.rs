@@ -509,15 +509,28 @@ impl DtlsEvent {
     }
 }
 
-/// Subscribes to an engine's DTLS events on a connection of their own, from a thread that
-/// reconnects while the engine restarts. Events come out of the returned channel; the thread
-/// ends when the channel is dropped.
-pub fn dtls_events(path: &Path) -> tokio::sync::mpsc::UnboundedReceiver<DtlsEvent> {
+/// What the engine watcher reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EngineEvent {
+    /// A DTLS outcome.
+    Dtls(DtlsEvent),
+    /// The engine's control socket went away (the engine stopped or crashed): every stream of
+    /// it is gone.
+    Lost,
+    /// An engine answers on the control socket again.
+    Back,
+}
+
+/// Watches an engine on a connection of its own, from a thread: its DTLS events, and when it
+/// goes away and comes back (the thread reconnects while the engine restarts). Events come
+/// out of the returned channel; the thread ends when the channel is dropped.
+pub fn engine_events(path: &Path) -> tokio::sync::mpsc::UnboundedReceiver<EngineEvent> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let path = path.to_owned();
     let spawned = std::thread::Builder::new()
         .name("engine-events".into())
         .spawn(move || {
+            let mut was_up = true;
             while !tx.is_closed() {
                 let client = CtlClient::connect(&path).and_then(|mut c| {
                     c.request(
@@ -527,14 +540,22 @@ pub fn dtls_events(path: &Path) -> tokio::sync::mpsc::UnboundedReceiver<DtlsEven
                     Ok(c)
                 });
                 let Ok(mut c) = client else {
+                    if was_up && tx.send(EngineEvent::Lost).is_err() {
+                        return;
+                    }
+                    was_up = false;
                     std::thread::sleep(std::time::Duration::from_millis(200));
                     continue;
                 };
+                if !was_up && tx.send(EngineEvent::Back).is_err() {
+                    return;
+                }
+                was_up = true;
                 loop {
                     match c.next_event(std::time::Duration::from_millis(500)) {
                         Ok(Some(v)) => {
                             if let Some(e) = DtlsEvent::from_event(&v)
-                                && tx.send(e).is_err()
+                                && tx.send(EngineEvent::Dtls(e)).is_err()
                             {
                                 return;
                             }
@@ -547,7 +568,7 @@ pub fn dtls_events(path: &Path) -> tokio::sync::mpsc::UnboundedReceiver<DtlsEven
             }
         });
     if let Err(e) = spawned {
-        tracing::warn!("no DTLS events from the engine: {e}");
+        tracing::warn!("no events from the engine: {e}");
     }
     rx
 }

@@ -155,8 +155,9 @@ fn sigterm_ends_every_call_with_bye() {
     assert!(theirs.wait_streams(0, Duration::from_secs(2)));
 }
 
-/// The engine `answer` talks to restarts: the next call reconnects to it (and the answerer
-/// says so) instead of refusing every call with 500 for ever.
+/// The engine `answer` talks to goes away under a live call and comes back: the live call is
+/// ended by name with a BYE (its stream is gone), and the next call reconnects to the new
+/// engine (the answerer says so) instead of being refused with 500 for ever.
 #[test]
 fn a_restarted_engine_is_reconnected() {
     let theirs = Node::start("restart-caller", (39800, 39899));
@@ -170,21 +171,43 @@ fn a_restarted_engine_is_reconnected() {
         "60",
     ]);
     let to = format!("sip:bob@127.0.0.1:{}", bob.port);
-    let args = [
-        "--listen",
-        "udp:127.0.0.1:0",
-        "--engine",
-        theirs.sock(),
-        "--to",
-        &to,
-        "--hold-ms",
-        "600",
-    ];
-    let o = call(&args);
-    assert!(o.status.success(), "{}", text(&o));
+    let args = |hold: &'static str| {
+        vec![
+            "--listen".to_owned(),
+            "udp:127.0.0.1:0".into(),
+            "--engine".into(),
+            theirs.sock().into(),
+            "--to".into(),
+            to.clone(),
+            "--hold-ms".into(),
+            hold.into(),
+        ]
+    };
+    let live = {
+        let a = args("20000");
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        call_spawn(&a)
+    };
+    bob.wait_line(|l| l.starts_with("answered"), Duration::from_secs(5))
+        .expect("answered");
+    // Media flows both ways for a moment before the engine goes.
+    std::thread::sleep(Duration::from_millis(500));
     let path = ours.stop();
+    let ended = bob
+        .wait_line(|l| l.starts_with("ended "), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the live call was not ended: {}", bob.output()));
+    assert!(
+        ended.contains("the media engine went away") && ended.contains("BYE answered 200"),
+        "{ended}"
+    );
+    let o = live.wait_with_output().unwrap();
+    assert!(text(&o).contains("ended by the peer"), "{}", text(&o));
     let ours = Node::at(&path, (39950, 39999));
-    let o = call(&args);
+    bob.wait_line(|l| l.contains("answering again"), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", bob.output()));
+    let a = args("600");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = call(&a);
     let out = text(&o);
     assert!(
         o.status.success(),
@@ -198,7 +221,9 @@ fn a_restarted_engine_is_reconnected() {
     assert!(line.contains("1 time"), "{line}");
     assert!(ours.wait_streams(0, Duration::from_secs(2)));
     let (code, out) = bob.terminate();
-    assert_eq!(code, Some(0), "{out}");
+    // The call the engine took with it counts as a failure.
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("2 call(s) answered, 1 failure(s)"), "{out}");
 }
 
 /// A BYE nobody answers (the answerer is gone) is a failure: the caller says so and exits 1.

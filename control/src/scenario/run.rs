@@ -741,7 +741,10 @@ async fn answerer_events(mut rx: mpsc::UnboundedReceiver<UasEvent>, shared: Shar
             UasEvent::Failed { error, .. } => {
                 *s.refused.entry(error.cause()).or_default() += 1;
             }
-            UasEvent::Updated { .. } | UasEvent::Dtls { .. } | UasEvent::Registration(_) => {}
+            UasEvent::Updated { .. }
+            | UasEvent::Dtls { .. }
+            | UasEvent::Registration(_)
+            | UasEvent::Engine { .. } => {}
             UasEvent::Ended { stats, .. } => {
                 if let Some(stream) = stats["id"].as_u64()
                     && let Some(Dtls::Established(ms)) = s.dtls_seen.remove(&stream)

@@ -837,6 +837,34 @@ impl UaCore {
         self.check_idle();
     }
 
+    /// The media engine went away: every stream went with it. Calls that had one are ended
+    /// by name (BYE; set-up ones fail), rather than left up with no media.
+    pub fn handle_engine_lost(&mut self, now: Instant) {
+        self.by_stream.clear();
+        let ids: Vec<String> = self.calls.keys().cloned().collect();
+        for id in ids {
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            if call.alloc.take().is_none() {
+                continue;
+            }
+            let why = "the media engine went away: this call's stream is gone".to_owned();
+            match call.phase {
+                Phase::Confirmed => self.end_call(now, &id, EndedBy::Failure(why)),
+                Phase::Ending => {}
+                Phase::Accepted | Phase::Completing => {
+                    call.hangup_wanted = Some(EndedBy::Failure(why));
+                }
+                Phase::Preparing | Phase::Calling | Phase::Answering => {
+                    call.cancel = true;
+                    self.fail_call(&id, CallError::Media(MediaError::EngineRestarted));
+                }
+            }
+        }
+        self.check_idle();
+    }
+
     /// An engine event: a DTLS outcome updates its call's verdict.
     pub fn handle_dtls(&mut self, _now: Instant, e: DtlsEvent) {
         if e.rtcp {

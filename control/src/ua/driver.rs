@@ -19,7 +19,7 @@ use super::core::{
     UaCore, UaEvent,
 };
 use super::{CallError, CallInfo, Ended, UaConfig, UasEvent};
-use crate::media::{DtlsEvent, DtlsOutcome, MediaEngine, MediaError};
+use crate::media::{DtlsOutcome, EngineEvent, MediaEngine, MediaError};
 use crate::sdp::Verdict;
 use crate::sip::message::Message;
 use crate::sip::token;
@@ -95,12 +95,13 @@ impl UserAgent {
         UserAgent::start_with_events(cfg, media, None).await
     }
 
-    /// [`UserAgent::start`] with the engine's DTLS events (see [`crate::media::dtls_events`]),
-    /// which update the verdict of the call they belong to.
+    /// [`UserAgent::start`] with the engine watcher's events (see
+    /// [`crate::media::engine_events`]): DTLS outcomes update the verdict of the call they
+    /// belong to, and an engine that goes away ends the calls whose streams went with it.
     pub async fn start_with_events(
         cfg: UaConfig,
         media: Box<dyn MediaEngine>,
-        dtls: Option<mpsc::UnboundedReceiver<DtlsEvent>>,
+        dtls: Option<mpsc::UnboundedReceiver<EngineEvent>>,
     ) -> Result<(UserAgent, mpsc::UnboundedReceiver<UasEvent>), TransportError> {
         let (transport, events) =
             SipTransport::bind(cfg.protocol, cfg.listen, &cfg.tls, cfg.log.clone()).await?;
@@ -351,7 +352,7 @@ impl Driver {
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
         mut events: mpsc::UnboundedReceiver<TransportEvent>,
         mut media: mpsc::UnboundedReceiver<MediaReply>,
-        mut dtls: Option<mpsc::UnboundedReceiver<DtlsEvent>>,
+        mut dtls: Option<mpsc::UnboundedReceiver<EngineEvent>>,
     ) {
         let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<ConnectResult>();
         loop {
@@ -382,7 +383,14 @@ impl Driver {
                 },
                 Some((id, r)) = media.recv() => self.core.handle_media(Instant::now(), id, r),
                 d = dtls_next => match d {
-                    Some(d) => self.core.handle_dtls(Instant::now(), d),
+                    Some(EngineEvent::Dtls(d)) => self.core.handle_dtls(Instant::now(), d),
+                    Some(EngineEvent::Lost) => {
+                        let _ = self.uas.send(UasEvent::Engine { up: false });
+                        self.core.handle_engine_lost(Instant::now());
+                    }
+                    Some(EngineEvent::Back) => {
+                        let _ = self.uas.send(UasEvent::Engine { up: true });
+                    }
                     None => dtls = None,
                 },
                 Some((addr, r)) = conn_rx.recv() => self.connected(addr, r),

@@ -255,4 +255,10 @@ pub enum UasEvent {
     },
     /// Registration progress (with `UaConfig::register`).
     Registration(crate::register::endpoint::Event),
+    /// The media engine went away (its streams with it: the calls that had them are ended)
+    /// or came back.
+    Engine {
+        /// It answers again.
+        up: bool,
+    },
 }
