@@ -1,6 +1,7 @@
 //! The engine: starts the pinned workers and routes requests to the worker that owns a stream
 //! (stream ids are sharded across workers: worker = id mod workers).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,8 @@ pub enum StartError {
 
 struct WorkerHandle {
     tx: Sender<Command>,
+    /// The worker's doorbell address (see [`Worker::with_doorbell`]).
+    bell: Option<SocketAddr>,
     thread: Mutex<Option<JoinHandle<()>>>,
     snapshot: Arc<Mutex<WorkerSnapshot>>,
 }
@@ -95,6 +98,8 @@ struct WorkerHandle {
 /// A running engine.
 pub struct Engine {
     workers: Vec<WorkerHandle>,
+    /// Rings the workers' doorbells.
+    ringer: Option<std::net::UdpSocket>,
     next_id: AtomicU64,
     backend: BackendKind,
     fallback_reason: Option<String>,
@@ -234,10 +239,18 @@ impl Engine {
                         }));
                         return;
                     }
+                    // The doorbell: a datagram to it wakes the worker for a queued command.
+                    let bell = std::net::UdpSocket::bind("127.0.0.1:0")
+                        .and_then(|b| b.set_nonblocking(true).map(|()| b))
+                        .ok();
+                    let bell_addr = bell.as_ref().and_then(|b| b.local_addr().ok());
                     let io = match crate::io::open(kind, fallback, io_cfg) {
                         Ok((io, fell_back)) => {
-                            let _ =
-                                ready_tx.send(Ok((io.kind(), fell_back.map(|e| e.to_string()))));
+                            let _ = ready_tx.send(Ok((
+                                io.kind(),
+                                fell_back.map(|e| e.to_string()),
+                                bell_addr,
+                            )));
                             io
                         }
                         Err(e) => {
@@ -248,7 +261,11 @@ impl Engine {
                             return;
                         }
                     };
-                    Worker::new(cfg, io, rx, snap, core, seed).run();
+                    let worker = Worker::new(cfg, io, rx, snap, core, seed);
+                    match bell {
+                        Some(b) => worker.with_doorbell(b).run(),
+                        None => worker.run(),
+                    }
                 })
                 .map_err(|e| StartError::Backend {
                     worker: index,
@@ -257,16 +274,18 @@ impl Engine {
             let ready = ready_rx.recv().unwrap_or_else(|_| {
                 Err(StartError::Invalid(format!("worker {index} died at start")))
             });
-            match ready {
-                Ok((kind, reason)) => {
+            let bell = match ready {
+                Ok((kind, reason, bell)) => {
                     backend = kind;
                     if reason.is_some() {
                         fallback_reason = reason;
                     }
+                    bell
                 }
                 Err(e) => {
                     let engine = Engine {
                         workers,
+                        ringer: None,
                         next_id: AtomicU64::new(1),
                         backend,
                         fallback_reason,
@@ -278,9 +297,10 @@ impl Engine {
                     let _ = thread.join();
                     return Err(e);
                 }
-            }
+            };
             workers.push(WorkerHandle {
                 tx,
+                bell,
                 thread: Mutex::new(Some(thread)),
                 snapshot,
             });
@@ -291,8 +311,12 @@ impl Engine {
             }
             None => tracing::info!(backend = backend.name(), workers = n, "engine started"),
         }
+        let ringer = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|r| r.set_nonblocking(true).map(|()| r))
+            .ok();
         Ok(Engine {
             workers,
+            ringer,
             next_id: AtomicU64::new(1),
             backend,
             fallback_reason,
@@ -333,9 +357,18 @@ impl Engine {
         &self.workers[(id % self.workers.len() as u64) as usize]
     }
 
+    /// Wakes a worker for the command just queued (a lost ring costs at most one wait).
+    fn ring(&self, w: &WorkerHandle) {
+        if let (Some(r), Some(b)) = (&self.ringer, w.bell) {
+            let _ = r.send_to(&[1], b);
+        }
+    }
+
     fn request<T>(&self, id: u64, make: impl FnOnce(Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = channel();
-        self.worker_of(id).tx.send(make(tx)).ok()?;
+        let w = self.worker_of(id);
+        w.tx.send(make(tx)).ok()?;
+        self.ring(w);
         rx.recv().ok()
     }
 
@@ -361,6 +394,9 @@ impl Engine {
                 (sent, rx)
             })
             .collect();
+        for w in &self.workers {
+            self.ring(w);
+        }
         pending
             .into_iter()
             .map(|(sent, rx)| {
@@ -415,7 +451,9 @@ impl Engine {
             .iter()
             .filter_map(|w| {
                 let (tx, rx) = channel();
-                w.tx.send(Command::List(tx)).ok().map(|_| rx)
+                let sent = w.tx.send(Command::List(tx)).ok().map(|_| rx);
+                self.ring(w);
+                sent
             })
             .collect();
         rxs.into_iter()
@@ -441,6 +479,7 @@ impl Engine {
     fn stop(&self) {
         for w in &self.workers {
             let _ = w.tx.send(Command::Shutdown);
+            self.ring(w);
         }
         for w in &self.workers {
             let thread = w.thread.lock().ok().and_then(|mut t| t.take());
