@@ -295,6 +295,8 @@ pub struct Worker {
     dtls_out: Vec<u8>,
     /// DTLS sessions held at most since the last heap trim.
     dtls_sessions_peak: u64,
+    /// Doorbell datagrams received (wake-ups for commands; left out of the I/O figures).
+    rings: u64,
 }
 
 fn suite_index(s: Option<Suite>) -> usize {
@@ -402,6 +404,7 @@ impl Worker {
             dtls_in: vec![0; crate::io::BUF_SIZE],
             dtls_out: vec![0; crate::io::BUF_SIZE],
             dtls_sessions_peak: 0,
+            rings: 0,
             cfg,
         }
     }
@@ -487,7 +490,12 @@ impl Worker {
             index: self.cfg.index,
             backend: self.io.kind().name(),
             core: self.core,
-            io: self.io.stats(),
+            io: {
+                // The doorbell's rings are the worker's own wake-ups, not traffic.
+                let mut io = self.io.stats();
+                io.rx_packets = io.rx_packets.saturating_sub(self.rings);
+                io
+            },
             counters: self.counters,
             streams_by_mode: by_mode,
             busy_ratio: busy,
@@ -1337,7 +1345,10 @@ impl Worker {
                 self.counters.other_drops += 1;
                 return;
             }
-            Owner::Doorbell => return,
+            Owner::Doorbell => {
+                self.rings += 1;
+                return;
+            }
         };
         let Some(stream) = self.streams.get_mut(slot as usize).and_then(Option::as_mut) else {
             self.counters.other_drops += 1;
