@@ -146,3 +146,56 @@ fn calls_through_kamailio_hang_up_from_either_end_over_udp_tcp_and_tls() {
         );
     }
 }
+
+/// A load run through Kamailio: the answerer agents register (`[answerer] register`), the
+/// callers call the address of record through the proxy (`sip.proxy`); every call is set up,
+/// carries media and is hung up with its BYE answered.
+#[test]
+fn a_load_run_reaches_registered_answerers_through_kamailio() {
+    let dir = Scratch::new("kamailio-run");
+    pki(&dir.join("pki"));
+    let lab = LabPki::in_dir(&dir.join("pki"));
+    let kamailio = Kamailio::start(&dir, 5172, &lab, Some("secret"), None);
+    let scenario = dir.join("run.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"name = "through Kamailio"
+role = "both"
+[engine]
+workers = 1
+pin = false
+port_min = 41500
+port_max = 41999
+[sip]
+target = "sip:answer@127.0.0.1"
+proxy = "{proxy}"
+auth = "answer:secret"
+agents = 2
+[load]
+calls = 20
+rate = 10.0
+hold_s = 1.0
+[thresholds]
+min_mos = 1.0
+[answerer]
+register = "{proxy}"
+"#,
+            proxy = kamailio.sip
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new(common::BIN)
+        .args(["run", "--progress", "off"])
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", kamailio.daemon.log());
+    assert!(out.contains("result            PASS"), "{out}");
+    assert!(out.contains("set up            20 (100.00%)"), "{out}");
+    assert!(out.contains("(0 of "), "no packet lost: {out}");
+    // Both agents registered the same address of record, so Kamailio forks each INVITE to
+    // both: the second answer is acknowledged and ended at once, or cancelled.
+    assert!(out.contains("auth failures 0"), "{out}");
+}

@@ -310,11 +310,32 @@ pub struct Faults {
 }
 
 /// `[answerer]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnswererSection {
+    /// Register every answerer agent with this registrar (ip:port, over `sip.transport`), so
+    /// that callers reach it through a proxy by its address of record (`user@domain`).
+    pub register: Option<SocketAddr>,
+    /// The user part the answerers register (and answer as).
+    pub user: String,
+    /// The domain of the address of record; default: the registrar's IP address.
+    pub domain: Option<String>,
+    /// Registration lifetime asked for, seconds.
+    pub expires: u32,
     /// Deliberate faults.
     pub faults: Faults,
+}
+
+impl Default for AnswererSection {
+    fn default() -> Self {
+        AnswererSection {
+            register: None,
+            user: "answer".into(),
+            domain: None,
+            expires: 300,
+            faults: Faults::default(),
+        }
+    }
 }
 
 /// A load run.

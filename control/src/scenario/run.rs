@@ -805,6 +805,22 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             let mut cfg = agent_config(s, protocol, k, method, &tls.answerer, true)?;
             let listen = cfg.listen;
             cfg.challenge = credentials(&s.sip.challenge);
+            if let Some(addr) = s.answerer.register {
+                cfg.user = s.answerer.user.clone();
+                cfg.credentials = credentials(&s.sip.auth);
+                cfg.register = Some(crate::ua::RegisterConfig {
+                    registrars: vec![crate::register::endpoint::RegistrarSpec {
+                        name: addr.to_string(),
+                        addr,
+                        domain: s
+                            .answerer
+                            .domain
+                            .clone()
+                            .unwrap_or_else(|| addr.ip().to_string()),
+                    }],
+                    expires: s.answerer.expires,
+                });
+            }
             let mut media = link.media()?;
             if s.media.mode == MediaMode::Echo {
                 media = media.answering_with("echo");

@@ -402,7 +402,9 @@ impl UaCore {
             self.event(UaEvent::Uas(UasEvent::Refused {
                 call_id: call_id.clone(),
                 code: 487,
-                reason: "cancelled by the caller".into(),
+                reason:
+                    "cancelled (by the caller, or by a forking proxy once another branch answered)"
+                        .into(),
             }));
             self.drop_call(&call_id);
         }
