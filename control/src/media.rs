@@ -140,6 +140,9 @@ pub fn engine_update(n: &Negotiated, prev: Option<&Negotiated>, mode: Option<&st
     {
         u["mode"] = m.into();
     }
+    if prev.is_some_and(|p| p.codec != n.codec) {
+        u["codec"] = json!({"name": n.codec.engine_name, "payload_type": n.codec.pt});
+    }
     u
 }
 

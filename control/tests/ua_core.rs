@@ -745,3 +745,63 @@ fn a_restarted_engine_ends_the_calls_it_lost() {
     assert!(matches!(e.bye, Some(Ok(()))), "the BYE still goes: {e:?}");
     assert!(e.stats.is_null(), "no stats from a stream that is gone");
 }
+
+/// UPDATE (RFC 3311) with an offer inside a confirmed dialog: applied to the stream like a
+/// re-INVITE and answered in its 200; without a body it is a refresh answered 200 with no SDP.
+#[test]
+fn update_with_an_offer_reaches_the_stream() {
+    let mut net = Net::new(|_| {}, vec![]);
+    let id = net.call(BOB, false);
+    assert!(net.connected(&id));
+    let d = net.alice.dialog(&id).expect("alice's dialog").clone();
+    let update = |cseq: u32, sdp: Option<String>, net: &mut Net| {
+        let mut m = Message::request(
+            Method::Update,
+            Uri::parse("sip:alice@127.0.0.1:5001").unwrap(),
+        );
+        m.push(
+            "Via",
+            format!(
+                "SIP/2.0/UDP {BOB};branch=z9hG4bK{}",
+                srtp_control::sip::token()
+            ),
+        )
+        .push("Max-Forwards", "70")
+        .push("From", d.remote_uri.to_string())
+        .push("To", d.local_uri.to_string())
+        .push("Call-ID", id.clone())
+        .push("CSeq", format!("{cseq} UPDATE"));
+        if let Some(b) = sdp {
+            m.set_body("application/sdp", b.into_bytes());
+        }
+        let now = net.now;
+        net.alice.handle_message(now, m, Flow::Udp(addr(BOB)));
+        net.settle();
+    };
+    let before = net.engine.ops.len();
+    update(9, None, &mut net);
+    assert!(
+        net.to_bob.last().unwrap().starts_with("200 OK (UPDATE)"),
+        "{:?}",
+        net.to_bob
+    );
+    assert_eq!(net.engine.ops.len(), before, "a refresh changes nothing");
+    // A new codec (PCMA) and new keys, inactive.
+    let sdp = "v=0\r\no=- 1 9 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\nm=audio 30004 RTP/SAVP 8\r\na=rtpmap:8 PCMA/8000\r\na=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=inactive\r\n";
+    update(10, Some(sdp.into()), &mut net);
+    let last = net.engine.ops.last().unwrap().clone();
+    assert!(last.starts_with("alice apply 1"), "{last}");
+    assert!(
+        last.contains("\"codec\"") && last.contains("\"crypto\""),
+        "{last}"
+    );
+    assert!(
+        last.ends_with("mode=recv"),
+        "inactive: we send nothing: {last}"
+    );
+    assert!(
+        net.to_bob.last().unwrap().starts_with("200 OK (UPDATE)"),
+        "{:?}",
+        net.to_bob
+    );
+}

@@ -806,3 +806,53 @@ fn updates_keep_the_codec_rate() {
     assert!((40..=60).contains(&sent), "{sent} packets in 1 s");
     assert_eq!(e.snapshot().workers[0].timers, 1);
 }
+
+/// A re-offer that picks another codec reaches the stream: the payload type and the pace
+/// change, the SSRC and the sequence numbers go on (RFC 3550 5.1).
+#[test]
+fn a_codec_change_keeps_the_rtp_stream() {
+    use srtp_engine::worker::stream::StreamUpdate;
+    let e = engine(BackendKind::IoUring);
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut spec = StreamSpec::new(
+        Mode::Send,
+        leg(Some(sink.local_addr().unwrap()), Crypto::None, Crypto::None),
+    );
+    spec.rtcp_interval_ms = 0;
+    let s = e.create_stream(spec).unwrap();
+    let mut buf = [0u8; 1500];
+    let next = |buf: &mut [u8]| {
+        let n = sink.recv(buf).expect("a packet");
+        let h = srtp_engine::proto::rtp::RtpHeader::parse(&buf[..n]).unwrap();
+        (h.payload_type, h.ssrc, h.seq, n)
+    };
+    let (pt, ssrc, _, len) = next(&mut buf);
+    assert_eq!((pt, len), (0, 172), "PCMU, 20 ms");
+    let mut g722 = CodecProfile::default_for(Codec::G722);
+    g722.ptime_ms = 40;
+    e.update_stream(
+        s.id,
+        StreamUpdate {
+            codec: Some(g722),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Packets already queued may still be PCMU; then G.722 at 40 ms (320 bytes of payload).
+    let mut last_seq = None;
+    let mut switched = None;
+    for _ in 0..20 {
+        let (pt, s2, seq, len) = next(&mut buf);
+        assert_eq!(s2, ssrc, "the same SSRC");
+        if let Some(l) = last_seq {
+            assert_eq!(seq, u16::wrapping_add(l, 1), "no gap in sequence");
+        }
+        last_seq = Some(seq);
+        if pt == 9 {
+            switched = Some(len);
+            break;
+        }
+    }
+    assert_eq!(switched, Some(12 + 320), "G.722 at 40 ms");
+}

@@ -657,6 +657,9 @@ pub struct UpdateRequest {
     /// New peer RTCP address, for a leg with its own RTCP port (`a=rtcp`, RFC 3605).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_rtcp: Option<String>,
+    /// Another codec (name, payload type, ...), as in `create`: a re-offer changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<CodecRequest>,
 }
 
 impl UpdateRequest {
@@ -683,6 +686,9 @@ impl UpdateRequest {
         }
         if self.rtcp_mux == Some(true) {
             u.rtcp_mux = Some(self.leg);
+        }
+        if let Some(c) = self.codec {
+            u.codec = Some(c.into_profile()?);
         }
         u.paused = self.paused;
         u.mode = self.mode;

@@ -255,6 +255,15 @@ impl RtpSource {
         self.ssrc
     }
 
+    /// Switches to another codec profile mid-stream (a re-offer picked another codec): the
+    /// SSRC, sequence numbers and timestamps go on (RFC 3550 5.1: the payload type may change
+    /// within a stream), the pace is the new codec's from the next packet on.
+    pub fn set_profile(&mut self, profile: CodecProfile) {
+        self.profile = profile;
+        self.period_ns = profile.period_ns();
+        self.frame_left = 0;
+    }
+
     /// The codec profile.
     pub fn profile(&self) -> &CodecProfile {
         &self.profile

@@ -1083,6 +1083,12 @@ impl Worker {
                 }
             }
         }
+        if let Some(c) = u.codec {
+            stream.codec = c;
+            if let Some(src) = stream.source.as_mut() {
+                src.set_profile(c);
+            }
+        }
         if let Some(p) = u.paused {
             stream.paused = p;
         }

@@ -269,6 +269,8 @@ pub struct StreamUpdate {
     pub rtcp_mux: Option<usize>,
     /// New peer RTCP address for a leg with its own RTCP port (index, address).
     pub remote_rtcp: Option<(usize, SocketAddr)>,
+    /// Another codec (a re-offer picked it): the stream keeps its SSRC and sequence.
+    pub codec: Option<CodecProfile>,
 }
 
 /// Per-leg counters and quality.
