@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use srtp_control::media::{DtlsOutcome, EngineEvent, EngineMedia, MediaEngine, SignalingOnly};
-use srtp_control::register::endpoint::{Event as RegEvent, RegistrarSpec};
+use srtp_control::register::address::RegistrarAddress;
+use srtp_control::register::endpoint::Event as RegEvent;
 use srtp_control::scenario::{Progress, Scenario};
 use srtp_control::sdp::{Codec, KeyMethod, SrtpPolicy};
 use srtp_control::sip::log::MessageLog;
@@ -199,12 +200,12 @@ struct Endpoint {
     /// Write every SIP message sent and received to this file (SDES keys redacted).
     #[arg(long)]
     sip_log: Option<PathBuf>,
-    /// Register with this registrar (ip:port, over --listen's transport) while running, so
+    /// Register with this registrar (host:port, over --listen's transport) while running, so
     /// that calls to our address of record reach us; --auth answers its challenges.
     #[arg(long)]
-    register: Option<SocketAddr>,
+    register: Option<String>,
     /// The domain of our address of record (sip:<user>@<domain>) when registering (default:
-    /// the registrar's IP address).
+    /// the registrar's host).
     #[arg(long)]
     domain: Option<String>,
     /// Registration lifetime asked for, seconds.
@@ -278,13 +279,17 @@ fn config(ep: &Endpoint) -> Result<Setup, String> {
     if let Some(p) = &ep.sip_log {
         cfg.log = MessageLog::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
-    if let Some(addr) = ep.register {
+    if let Some(address) = &ep.register {
+        let spec = RegistrarAddress {
+            name: address,
+            address,
+            domain: ep.domain.as_deref(),
+            ..RegistrarAddress::default()
+        }
+        .spec(protocol)
+        .map_err(|e| format!("--register: {e}"))?;
         cfg.register = Some(RegisterConfig {
-            registrars: vec![RegistrarSpec {
-                name: addr.to_string(),
-                addr,
-                domain: ep.domain.clone().unwrap_or_else(|| addr.ip().to_string()),
-            }],
+            registrars: vec![spec],
             expires: ep.expires,
         });
     }

@@ -117,10 +117,15 @@ impl Net {
 
 fn specs(n: usize) -> Vec<RegistrarSpec> {
     (0..n)
-        .map(|i| RegistrarSpec {
-            name: ["primary", "backup", "third"][i].into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 5060 + i as u16)),
-            domain: "lab.test".into(),
+        .map(|i| {
+            let mut r = RegistrarSpec::at(
+                ["primary", "backup", "third"][i],
+                "127.0.0.1",
+                SocketAddr::from(([127, 0, 0, 1], 5060 + i as u16)),
+                Protocol::Udp,
+            );
+            r.domain = srtp_control::sip::uri::Uri::new(None, "lab.test", None);
+            r
         })
         .collect()
 }

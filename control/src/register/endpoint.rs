@@ -39,16 +39,61 @@ use crate::sip::transport::Protocol;
 use crate::sip::uri::{NameAddr, Uri};
 use crate::sip::{token, via_header};
 
-/// A registrar to register with.
+/// A registrar to register with: the four things a phone is configured with are kept apart
+/// (the domain of its address of record, the registrar's address, the name its TLS
+/// certificate must carry, and an outbound proxy in [`Policy::outbound`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrarSpec {
     /// A name for reports (`primary`, `backup`, a host name).
     pub name: String,
-    /// Where to send.
+    /// The registrar's address.
     pub addr: SocketAddr,
-    /// The domain: the Request-URI is `sip:<domain>` and the address of record
-    /// `sip:<user>@<domain>`.
-    pub domain: String,
+    /// The domain of our address of record: From and To are `sip:<user>@<domain>` (a host,
+    /// with a port only when one was given).
+    pub domain: Uri,
+    /// The Request-URI of REGISTER, and of the OPTIONS probes and keepalives: the registrar
+    /// itself with its port, so that it takes them as its own (a proxy on port 5070 relays a
+    /// request for `sip:127.0.0.1`, which means port 5060, elsewhere).
+    pub request_uri: Uri,
+    /// The name its TLS certificate must carry.
+    pub tls_name: String,
+}
+
+impl RegistrarSpec {
+    /// A registrar at `addr`, known as `host` (a name, or the address's IP), with the
+    /// defaults: the domain is `host`, the Request-URI `sip:<host>:<port>` (no port when it is
+    /// the transport's default), the TLS name `host`.
+    pub fn at(name: &str, host: &str, addr: SocketAddr, protocol: Protocol) -> RegistrarSpec {
+        let default_port = if protocol == Protocol::Tls { 5061 } else { 5060 };
+        let port = (addr.port() != default_port).then_some(addr.port());
+        let mut request_uri = Uri::new(None, host, port);
+        if protocol != Protocol::Udp {
+            request_uri.set_param("transport", Some(&protocol.via().to_ascii_lowercase()));
+        }
+        RegistrarSpec {
+            name: name.to_owned(),
+            addr,
+            domain: Uri::new(None, host, None),
+            request_uri,
+            tls_name: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        }
+    }
+
+    /// The address of record of `user` (or of the domain alone).
+    pub fn aor(&self, user: Option<&str>) -> Uri {
+        Uri::new(user, &self.domain.host, self.domain.port)
+    }
+}
+
+/// A proxy every request goes through (RFC 3261 8.1.2: a pre-loaded Route with `lr`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundProxy {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The Route our requests carry: `sip:<host>:<port>;lr`.
+    pub route: Uri,
+    /// The name its TLS certificate must carry.
+    pub tls_name: String,
 }
 
 /// How quickly a registrar that stops answering is declared lost.
@@ -95,6 +140,10 @@ pub struct Policy {
     pub probe_interval: Duration,
     /// After every registrar failed (or a registrar refused us), wait this long to start over.
     pub retry_after: Duration,
+    /// A proxy every request goes through, whatever the registrar.
+    pub outbound: Option<OutboundProxy>,
+    /// RFC 5626 outbound: Contacts carry `+sip.instance` (a URN per endpoint) and `reg-id`.
+    pub instance_id: bool,
 }
 
 impl Policy {
@@ -117,6 +166,20 @@ impl Policy {
             failures: 2,
             probe_interval: Duration::from_secs(30),
             retry_after: Duration::from_secs(30),
+            outbound: None,
+            instance_id: false,
+        }
+    }
+
+    /// Where requests for `registrar` go, and the TLS name to verify there: the outbound
+    /// proxy when there is one, else the registrar.
+    pub fn next_hop(&self, registrar: usize) -> (SocketAddr, &str) {
+        match &self.outbound {
+            Some(o) => (o.addr, &o.tls_name),
+            None => {
+                let r = &self.registrars[registrar];
+                (r.addr, &r.tls_name)
+            }
         }
     }
 
@@ -373,6 +436,8 @@ pub struct Endpoint {
     /// Random per endpoint: Call-IDs are `<base>-r<registrar>` (REGISTER, one per registrar as
     /// RFC 3261 10.2.4 asks) and `<base>-o` (OPTIONS).
     base: String,
+    /// The RFC 5626 instance id (a UUID), when the policy asks for one.
+    instance: String,
     from_tag: String,
     cseq: u32,
     requested: u32,
@@ -392,6 +457,22 @@ pub struct Endpoint {
     phase_frac: f64,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
+}
+
+/// A random (version 4) UUID, for `+sip.instance` (RFC 5626 4.1, RFC 4122).
+fn uuid() -> String {
+    let t = format!("{}{}", token(), token());
+    let b = t.as_bytes();
+    let s = |a: usize, z: usize| std::str::from_utf8(&b[a..z]).unwrap_or("0");
+    format!(
+        "{}-{}-4{}-{}{}-{}",
+        s(0, 8),
+        s(8, 12),
+        s(13, 16),
+        ["8", "9", "a", "b"][usize::from(b[16] % 4)],
+        s(17, 20),
+        s(20, 32)
+    )
 }
 
 /// The earliest time at or after `after` that sits at `frac` of a `period` counted from
@@ -425,6 +506,7 @@ impl Endpoint {
             policy,
             id,
             base: token(),
+            instance: uuid(),
             from_tag: token(),
             cseq: 0,
             phase: Phase::Idle { start },
@@ -646,19 +728,23 @@ impl Endpoint {
     }
 
     fn request(&mut self, method: Method, registrar: usize, call_id: String) -> Message {
-        let domain = self.policy.registrars[registrar].domain.clone();
-        let mut from = NameAddr::new(Uri::new(Some(&self.id.user), &domain, None));
+        let spec = &self.policy.registrars[registrar];
+        let mut from = NameAddr::new(spec.aor(Some(&self.id.user)));
         from.set_param("tag", Some(&self.from_tag));
         let to = if method == Method::Register {
-            NameAddr::new(Uri::new(Some(&self.id.user), &domain, None))
+            NameAddr::new(spec.aor(Some(&self.id.user)))
         } else {
-            NameAddr::new(Uri::new(None, &domain, None))
+            NameAddr::new(spec.request_uri.clone())
         };
+        let uri = spec.request_uri.clone();
         let cseq = self.next_cseq();
-        let mut m = Message::request(method.clone(), Uri::new(None, &domain, None));
+        let mut m = Message::request(method.clone(), uri);
         m.push("Via", via_header(self.policy.protocol, self.policy.local))
-            .push("Max-Forwards", "70")
-            .push("From", from.to_string())
+            .push("Max-Forwards", "70");
+        if let Some(o) = &self.policy.outbound {
+            m.push("Route", format!("<{}>", o.route));
+        }
+        m.push("From", from.to_string())
             .push("To", to.to_string())
             .push("Call-ID", call_id)
             .push("CSeq", format!("{cseq} {}", method.as_str()));
@@ -668,7 +754,17 @@ impl Endpoint {
     fn register_request(&mut self, registrar: usize, expires: u32) -> Message {
         let call_id = format!("{}-r{registrar}", self.base);
         let mut m = self.request(Method::Register, registrar, call_id);
-        m.push("Contact", format!("<{}>", self.contact_uri()))
+        let mut contact = format!("<{}>", self.contact_uri());
+        if self.policy.instance_id {
+            // RFC 5626 4.1: one instance URN per device, a reg-id per flow (per registrar).
+            contact.push_str(&format!(
+                ";+sip.instance=\"<urn:uuid:{}>\";reg-id={}",
+                self.instance,
+                registrar + 1
+            ));
+            m.push("Supported", "outbound, path");
+        }
+        m.push("Contact", contact)
             .push("Expires", expires.to_string())
             .push(
                 "User-Agent",
@@ -678,7 +774,7 @@ impl Endpoint {
             && let Some((ch, nc)) = &mut self.challenges[registrar]
         {
             *nc += 1;
-            let uri = format!("sip:{}", self.policy.registrars[registrar].domain);
+            let uri = self.policy.registrars[registrar].request_uri.to_string();
             let v = ch.respond(user, pass, "REGISTER", &uri, &token(), *nc);
             m.push("Authorization", v);
         }
@@ -1221,10 +1317,15 @@ mod tests {
 
     fn policy(n: usize) -> Arc<Policy> {
         let regs = (0..n)
-            .map(|i| RegistrarSpec {
-                name: format!("r{i}"),
-                addr: format!("127.0.0.1:{}", 5060 + i).parse().unwrap(),
-                domain: "example.test".into(),
+            .map(|i| {
+                let mut r = RegistrarSpec::at(
+                    &format!("r{i}"),
+                    "127.0.0.1",
+                    format!("127.0.0.1:{}", 5060 + i).parse().unwrap(),
+                    Protocol::Udp,
+                );
+                r.domain = Uri::new(None, "example.test", None);
+                r
             })
             .collect();
         let mut p = Policy::new(regs, Protocol::Udp, "127.0.0.1:5070".parse().unwrap());

@@ -2,12 +2,14 @@
 //! authentication, RFC 3261 retransmission backoff, RFC 5626 CRLF and OPTIONS keepalives, and
 //! failover across an ordered list of registrars with fallback to the primary.
 //!
+//! - [`address`]: a registrar's address, domain, Request-URI and TLS name from configuration;
 //! - [`endpoint`]: one endpoint's registration, a sans-IO state machine (time is an input);
 //! - [`fleet`]: thousands of endpoints on one timer heap, with their counters and timings;
 //! - [`registrar`]: a small sans-IO registrar for tests and labs, and [`server`] to put it on
 //!   a real transport;
 //! - [`run`]: `srtp-control register`: a fleet over real sockets, its metrics and report.
 
+pub mod address;
 pub mod endpoint;
 pub mod fleet;
 pub mod registrar;

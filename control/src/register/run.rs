@@ -16,7 +16,8 @@ use srtp_engine::metrics::{Exposition, Kind, Metric, MetricsServer};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-use super::endpoint::{Detection, Identity, Payload, Policy, RegistrarSpec};
+use super::address::{RegistrarAddress, outbound_proxy};
+use super::endpoint::{Detection, Identity, Payload, Policy};
 use super::fleet::{Fleet, FleetSnapshot, FleetStats};
 use crate::scenario::config::{ScenarioError, invalid, read_text};
 use crate::sip::log::MessageLog;
@@ -56,6 +57,8 @@ pub struct SipSection {
     pub t1_ms: u64,
     /// TLS server verification: `system`, `skip` or a CA file.
     pub tls_verify: String,
+    /// Send every request through this proxy (`host:port`), whatever the registrar.
+    pub outbound_proxy: Option<String>,
 }
 
 /// One `[[registrars]]` entry.
@@ -65,11 +68,18 @@ pub struct RegistrarSection {
     /// A name for the report (default: `registrar<N>`).
     #[serde(default)]
     pub name: String,
-    /// Where to send.
-    pub address: SocketAddr,
-    /// The SIP domain (default: the address's IP).
+    /// `host:port` (a name, an IPv4 address, or an IPv6 address in brackets).
+    pub address: String,
+    /// The domain of the address of record, `host` or `host:port` (default: the host).
     #[serde(default)]
-    pub domain: String,
+    pub domain: Option<String>,
+    /// The Request-URI of REGISTER and of OPTIONS probes and keepalives (default:
+    /// `sip:<host>:<port>`, the registrar itself).
+    #[serde(default)]
+    pub request_uri: Option<String>,
+    /// The name its TLS certificate must carry (default: the host).
+    #[serde(default)]
+    pub tls_name: Option<String>,
 }
 
 /// `[endpoints]`
@@ -149,6 +159,7 @@ impl Default for SipSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             t1_ms: 500,
             tls_verify: "system".into(),
+            outbound_proxy: None,
         }
     }
 }
@@ -249,21 +260,31 @@ impl FleetConfig {
             .registrars
             .iter()
             .enumerate()
-            .map(|(i, r)| RegistrarSpec {
-                name: if r.name.is_empty() {
+            .map(|(i, r)| {
+                let name = if r.name.is_empty() {
                     format!("registrar{i}")
                 } else {
                     r.name.clone()
-                },
-                addr: r.address,
-                domain: if r.domain.is_empty() {
-                    r.address.ip().to_string()
-                } else {
-                    r.domain.clone()
-                },
+                };
+                RegistrarAddress {
+                    name: &name,
+                    address: &r.address,
+                    domain: r.domain.as_deref(),
+                    request_uri: r.request_uri.as_deref(),
+                    tls_name: r.tls_name.as_deref(),
+                }
+                .spec(protocol)
+                .map_err(|e| invalid("registrars", e))
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         let mut p = Policy::new(registrars, protocol, local);
+        p.outbound = self
+            .sip
+            .outbound_proxy
+            .as_deref()
+            .map(|o| outbound_proxy(o, protocol))
+            .transpose()
+            .map_err(|e| invalid("sip.outbound_proxy", e))?;
         p.expires = self.registration.expires;
         if p.expires == 0 {
             return Err(invalid("registration.expires", "must be above 0"));
@@ -687,8 +708,12 @@ pub async fn run(
     let policy = cfg.policy(transport.local_addr())?;
     let budget = policy.detection_budget();
     let names: Vec<String> = policy.registrars.iter().map(|r| r.name.clone()).collect();
-    let addrs: Vec<SocketAddr> = policy.registrars.iter().map(|r| r.addr).collect();
-    let domains: Vec<String> = policy.registrars.iter().map(|r| r.domain.clone()).collect();
+    let hops: Vec<(SocketAddr, String)> = (0..policy.registrars.len())
+        .map(|r| {
+            let (a, n) = policy.next_hop(r);
+            (a, n.to_owned())
+        })
+        .collect();
     let ids = cfg.identities()?;
     let n = ids.len();
     let rate = cfg.endpoints.rate;
@@ -728,7 +753,7 @@ pub async fn run(
             let key = (i, t.registrar);
             if !protocol.reliable() {
                 if let Payload::Sip(m) = &t.payload {
-                    let _ = transport.send(&Flow::Udp(addrs[t.registrar]), m);
+                    let _ = transport.send(&Flow::Udp(hops[t.registrar].0), m);
                 }
                 continue;
             }
@@ -750,7 +775,7 @@ pub async fn run(
                 None => {
                     flows.insert(key, FlowState::Connecting(vec![t.payload]));
                     let (tr, tx) = (transport.clone(), conn_tx.clone());
-                    let (addr, name) = (addrs[t.registrar], domains[t.registrar].clone());
+                    let (addr, name) = hops[t.registrar].clone();
                     tokio::spawn(async move {
                         let r = tr.connect(addr, &name).await;
                         let _ = tx.send((key, r));

@@ -313,9 +313,10 @@ pub struct Faults {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnswererSection {
-    /// Register every answerer agent with this registrar (ip:port, over `sip.transport`), so
-    /// that callers reach it through a proxy by its address of record (`user@domain`).
-    pub register: Option<SocketAddr>,
+    /// Register every answerer agent with this registrar (`host:port`, over
+    /// `sip.transport`), so that callers reach it through a proxy by its address of record
+    /// (`user@domain`).
+    pub register: Option<String>,
     /// The user part the answerers register (and answer as).
     pub user: String,
     /// The domain of the address of record; default: the registrar's IP address.

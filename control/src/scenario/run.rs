@@ -805,19 +805,22 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             let mut cfg = agent_config(s, protocol, k, method, &tls.answerer, true)?;
             let listen = cfg.listen;
             cfg.challenge = credentials(&s.sip.challenge);
-            if let Some(addr) = s.answerer.register {
+            if let Some(address) = &s.answerer.register {
+                let spec = crate::register::address::RegistrarAddress {
+                    name: address,
+                    address,
+                    domain: s.answerer.domain.as_deref(),
+                    ..Default::default()
+                }
+                .spec(protocol)
+                .map_err(|why| ScenarioError::Invalid {
+                    key: "answerer.register",
+                    why,
+                })?;
                 cfg.user = s.answerer.user.clone();
                 cfg.credentials = credentials(&s.sip.auth);
                 cfg.register = Some(crate::ua::RegisterConfig {
-                    registrars: vec![crate::register::endpoint::RegistrarSpec {
-                        name: addr.to_string(),
-                        addr,
-                        domain: s
-                            .answerer
-                            .domain
-                            .clone()
-                            .unwrap_or_else(|| addr.ip().to_string()),
-                    }],
+                    registrars: vec![spec],
                     expires: s.answerer.expires,
                 });
             }

@@ -1261,7 +1261,7 @@ impl UaCore {
                 .call_id()
                 .is_ok_and(|c| c.starts_with(r.endpoint.call_id_base()))
         {
-            if let Some(i) = r.policy.registrars.iter().position(|s| s.addr == addr) {
+            if let Some(i) = (0..r.policy.registrars.len()).find(|&i| r.policy.next_hop(i).0 == addr) {
                 tracing::warn!("registrar {}: {error}", r.policy.registrars[i].name);
                 r.endpoint.handle_flow_failed(now, i);
             }
@@ -1307,16 +1307,11 @@ impl UaCore {
         };
         let mut out = Vec::new();
         while let Some(t) = r.endpoint.poll_transmit() {
-            let spec = &r.policy.registrars[t.registrar];
+            let (addr, name) = r.policy.next_hop(t.registrar);
             let to = Destination::Hop {
                 flow: None,
-                addr: spec.addr,
-                server_name: spec
-                    .domain
-                    .split(':')
-                    .next()
-                    .unwrap_or(&spec.domain)
-                    .to_owned(),
+                addr,
+                server_name: name.to_owned(),
             };
             out.push(Transmit {
                 to,
