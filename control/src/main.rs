@@ -861,7 +861,8 @@ async fn register(
     metrics: Option<SocketAddr>,
     progress: &str,
 ) -> Result<bool, String> {
-    use srtp_control::register::run::{FleetConfig, Progress, RunControl, run};
+    use srtp_control::register::config::FleetConfig;
+    use srtp_control::register::run::{Progress, RunControl, run};
     let mut cfg = FleetConfig::load(&fleet).map_err(|e| e.to_string())?;
     if let Some(d) = duration {
         cfg.run.duration_s = d;

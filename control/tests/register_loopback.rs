@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use srtp_control::register::RegistrarConfig;
-use srtp_control::register::run::{FleetConfig, Progress, RegisterReport, RunControl, run};
+use srtp_control::register::config::FleetConfig;
+use srtp_control::register::report::RegisterReport;
+use srtp_control::register::run::{Progress, RunControl, run};
 use srtp_control::register::server::RegistrarServer;
 use srtp_control::sip::tls::TlsSettings;
 use srtp_control::sip::transport::Protocol;

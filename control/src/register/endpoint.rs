@@ -324,14 +324,21 @@ pub enum Event {
         failures: u32,
     },
     /// Registered with another registrar after losing one; `recover` runs from the loss to
-    /// the new registration.
+    /// the new registration, `outage` from the outage seen (the first failed probe) to it.
     FailedOver {
         /// The registrar lost.
         from: usize,
         /// The registrar now used.
         to: usize,
-        /// Time to re-register.
+        /// Time to re-register after the loss was declared.
         recover: Duration,
+        /// Time from the first failed probe to the registration elsewhere.
+        outage: Duration,
+    },
+    /// A higher-priority registrar answered a probe of ours (it is back).
+    ProbeAnswered {
+        /// The registrar that answered.
+        registrar: usize,
     },
     /// A higher-priority registrar answered a probe and we moved back to it; `took` runs
     /// from the probe's answer to the registration there.
@@ -449,8 +456,9 @@ pub struct Endpoint {
     probe_at: Option<Instant>,
     failures: u32,
     first_failure: Option<Instant>,
-    /// The registrar lost and when, until the next registration (for `FailedOver`).
-    lost: Option<(usize, Instant)>,
+    /// The registrar lost, when, and when its outage was first seen (the first failed probe
+    /// was sent), until the next registration (for `FailedOver`).
+    lost: Option<(usize, Instant, Instant)>,
     challenges: Vec<Option<(Challenge, u32)>>,
     /// The fleet's epoch and this endpoint's phase in [0, 1), to spread periodic work.
     epoch: Instant,
@@ -1107,13 +1115,14 @@ impl Endpoint {
                     granted,
                     took: now - since,
                 });
-                if let Some((from, lost_at)) = self.lost.take()
+                if let Some((from, lost_at, seen)) = self.lost.take()
                     && from != r
                 {
                     self.events.push_back(Event::FailedOver {
                         from,
                         to: r,
                         recover: now - lost_at,
+                        outage: now - seen,
                     });
                 }
             }
@@ -1261,6 +1270,7 @@ impl Endpoint {
         {
             return;
         }
+        self.events.push_back(Event::ProbeAnswered { registrar: r });
         // The best registrar that answered wins: drop the probes of worse ones.
         self.txs
             .retain(|t| t.purpose != Purpose::Probe || t.registrar < r);
@@ -1299,7 +1309,7 @@ impl Endpoint {
         });
         self.txs
             .retain(|t| t.registrar != at && t.purpose != Purpose::Probe);
-        self.lost = Some((at, now));
+        self.lost = Some((at, now, first));
         let n = self.policy.registrars.len();
         self.register(now, (at + 1) % n, now, 1);
     }

@@ -66,18 +66,36 @@ pub struct FleetStats {
     pub options_retransmits: BTreeMap<u64, u64>,
     /// Time to register (ms), every new registration.
     pub register_ms: Vec<u64>,
-    /// Time to detect a lost registrar (ms).
+    /// Time to detect a lost registrar (ms): from the first failed probe to the declaration.
     pub detect_ms: Vec<u64>,
-    /// Time from a loss to the registration elsewhere (ms).
+    /// Failover, as a lab quotes it (ms): from the outage seen (the endpoint's first failed
+    /// probe) to registered on the next registrar.
     pub failover_ms: Vec<u64>,
-    /// Time from a probe's answer to the registration back (ms).
+    /// From the loss declared to registered on the next registrar (ms).
+    pub recover_ms: Vec<u64>,
+    /// Fallback, as a lab quotes it (ms): from the registrar's return (the first of the
+    /// fleet's probes it answered) to registered there again with `Expires: 0` sent to the
+    /// backup left.
     pub fallback_ms: Vec<u64>,
+    /// From the endpoint's own probe's answer to registered back (ms).
+    pub fallback_probe_ms: Vec<u64>,
+    /// Connection, TLS and authentication errors by cause, with the first one's words.
+    pub errors: BTreeMap<String, ErrorCount>,
     /// Refresh intervals seen (ms -> count): how regular refreshes are.
     pub refresh_intervals: BTreeMap<u64, u64>,
     /// Successful refreshes per second since the epoch.
     pub refreshes_per_second: Vec<u32>,
     /// Losses, failovers and fallbacks one by one (the first 100,000).
     pub transitions: Vec<Transition>,
+}
+
+/// How often one cause of error happened, and what the first said.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorCount {
+    /// Times seen.
+    pub count: u64,
+    /// The first one, in words (registrar and what went wrong).
+    pub first: String,
 }
 
 /// Registered endpoints per registrar at one moment.
@@ -104,11 +122,16 @@ pub struct Fleet {
     rate: f64,
     /// Stopping: when it began and how many endpoints are stopped so far (at `rate`).
     stopping: Option<(Instant, usize)>,
+    /// Per registrar: lost by some endpoint since it last answered, and when the first probe
+    /// of the fleet found it back (the registrar's return, as near as probes can tell).
+    down: Vec<bool>,
+    back_at: Vec<Option<Instant>>,
 }
 
 impl Fleet {
     /// Endpoints for these identities, registering at `rate` per second from `epoch`.
     pub fn new(policy: Policy, ids: Vec<Identity>, epoch: Instant, rate: f64) -> Fleet {
+        let n_registrars = policy.registrars.len();
         let policy = Arc::new(policy);
         let n = ids.len().max(1);
         let rate = if rate > 0.0 { rate } else { f64::INFINITY };
@@ -137,6 +160,8 @@ impl Fleet {
             garbage: 0,
             rate,
             stopping: None,
+            down: vec![false; n_registrars],
+            back_at: vec![None; n_registrars],
         };
         for i in 0..f.endpoints.len() {
             f.rearm(i);
@@ -167,6 +192,17 @@ impl Fleet {
     /// The counters and timings so far.
     pub fn stats(&self) -> &FleetStats {
         &self.stats
+    }
+
+    /// Counts an error of `cause` (`tls_name_mismatch`, `connect_failed`, ...); returns
+    /// whether it is the first of its cause (then say it).
+    pub fn record_error(&mut self, cause: &str, words: impl FnOnce() -> String) -> bool {
+        let e = self.stats.errors.entry(cause.to_owned()).or_default();
+        e.count += 1;
+        if e.count == 1 {
+            e.first = words();
+        }
+        e.count == 1
     }
 
     /// Responses that matched no endpoint (or were requests: we serve none).
@@ -360,21 +396,56 @@ impl Fleet {
                 s.losses += 1;
                 s.detect_ms.push(ms(detect));
                 transition("lost", registrar, registrar, ms(detect));
+                self.down[registrar] = true;
+                self.back_at[registrar] = None;
             }
-            Event::FailedOver { from, to, recover } => {
+            Event::FailedOver {
+                from,
+                to,
+                recover,
+                outage,
+            } => {
                 s.failovers += 1;
-                s.failover_ms.push(ms(recover));
-                transition("failover", from, to, ms(recover));
+                s.failover_ms.push(ms(outage));
+                s.recover_ms.push(ms(recover));
+                transition("failover", from, to, ms(outage));
+            }
+            Event::ProbeAnswered { registrar } => {
+                if self.down[registrar] && self.back_at[registrar].is_none() {
+                    self.back_at[registrar] = Some(now);
+                }
             }
             Event::FellBack { from, to, took } => {
                 s.fallbacks += 1;
-                s.fallback_ms.push(ms(took));
-                transition("fallback", from, to, ms(took));
+                let back = self.back_at[to].map_or(took, |b| now.saturating_duration_since(b));
+                s.fallback_ms.push(ms(back));
+                s.fallback_probe_ms.push(ms(took));
+                transition("fallback", from, to, ms(back));
             }
             Event::Unregistered { .. } => s.unregistrations += 1,
-            Event::Rejected { code, reason, .. } => {
+            Event::Rejected {
+                registrar,
+                code,
+                reason,
+            } => {
                 *s.rejections.entry(code).or_default() += 1;
                 tracing::debug!(user = self.endpoints[i].user(), code, %reason, "registration refused");
+                let cause = match (code, reason.as_str()) {
+                    (_, "credentials refused") => "credentials_refused".to_owned(),
+                    (0, _) => "challenge_unanswerable".to_owned(),
+                    (c, _) => format!("refused_{c}"),
+                };
+                let user = self.endpoints[i].user().to_owned();
+                let name = self.policy.registrars[registrar].name.clone();
+                let e = s.errors.entry(cause).or_default();
+                e.count += 1;
+                if e.count == 1 {
+                    e.first = if code == 0 {
+                        format!("registrar {name}: {reason} (endpoint {user})")
+                    } else {
+                        format!("registrar {name} refused {user}: {code} {reason}")
+                    };
+                }
             }
             Event::Exhausted => s.exhausted += 1,
             Event::Retransmitted {

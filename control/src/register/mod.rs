@@ -7,12 +7,15 @@
 //! - [`fleet`]: thousands of endpoints on one timer heap, with their counters and timings;
 //! - [`registrar`]: a small sans-IO registrar for tests and labs, and [`server`] to put it on
 //!   a real transport;
-//! - [`run`]: `srtp-control register`: a fleet over real sockets, its metrics and report.
+//! - [`config`]: the fleet file; [`report`]: the summary, `report.json` and metrics;
+//! - [`run`]: `srtp-control register`: a fleet over real sockets.
 
 pub mod address;
+pub mod config;
 pub mod endpoint;
 pub mod fleet;
 pub mod registrar;
+pub mod report;
 pub mod run;
 pub mod server;
 
