@@ -897,7 +897,7 @@ async fn register(
         .write(&cfg.run.report_dir)
         .map_err(|e| format!("{}: {e}", cfg.run.report_dir.display()))?;
     println!("report: {}", path.display());
-    Ok(report.end.unregistered == 0)
+    Ok(report.pass)
 }
 
 async fn registrar(

@@ -72,6 +72,9 @@ impl Daemon {
     pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Daemon {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
+        // A group of its own: Kamailio forks workers that hold its sockets, and a registrar
+        // killed for a test must take them all with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
@@ -101,10 +104,14 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Sends a signal (`TERM`, `KILL`, ...) to it.
+    /// Sends a signal (`TERM`, `KILL`, ...) to it and the processes it started.
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
-            .args([format!("-{sig}"), self.child.id().to_string()])
+            .args([
+                format!("-{sig}"),
+                "--".into(),
+                format!("-{}", self.child.id()),
+            ])
             .status();
     }
 }
@@ -119,7 +126,7 @@ impl Drop for Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
+        self.signal("KILL");
         let _ = self.child.wait();
     }
 }
@@ -209,7 +216,9 @@ impl Kamailio {
         rtpengine: Option<SocketAddr>,
     ) -> Kamailio {
         need("kamailio", "kamailio");
-        let tls_cfg = dir.join("kamailio-tls.cfg");
+        let run = dir.join(&format!("kamailio-{port}"));
+        std::fs::create_dir_all(&run).expect("run directory");
+        let tls_cfg = run.join("tls.cfg");
         std::fs::write(
             &tls_cfg,
             format!(
@@ -228,9 +237,9 @@ impl Kamailio {
         cmd.arg("-f")
             .arg(repo_root().join("configs/peers/kamailio.cfg"))
             .args(["-DD", "-E", "-m", "48", "-M", "8", "-Y"])
-            .arg(&dir.0)
+            .arg(&run)
             .arg("-w")
-            .arg(&dir.0)
+            .arg(&run)
             .args(["-A", &format!("UDP_LISTEN=udp:{sip}")])
             .args(["-A", &format!("TCP_LISTEN=tcp:{sip}")])
             .args(["-A", &format!("TLS_LISTEN=tls:{tls}")])
@@ -246,7 +255,7 @@ impl Kamailio {
                 &format!("RTPENGINE_SOCK=\"udp:{ng}\""),
             ]);
         }
-        let daemon = Daemon::spawn("kamailio", cmd, dir.join("kamailio.log"));
+        let daemon = Daemon::spawn("kamailio", cmd, run.join("kamailio.log"));
         let k = Kamailio { daemon, sip, tls };
         assert!(
             wait_sip_udp(sip, Duration::from_secs(10)) && wait_tcp(tls, Duration::from_secs(5)),

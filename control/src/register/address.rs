@@ -25,10 +25,17 @@ pub struct RegistrarAddress<'a> {
 }
 
 /// Splits and resolves `host:port`: the host as written (brackets removed) and the address.
-pub fn resolve(what: &str, address: &str, protocol: Protocol) -> Result<(String, SocketAddr), String> {
-    let (host, port) =
-        split_host_port(address).map_err(|e| format!("{what} {address:?}: {e}"))?;
-    let port = port.unwrap_or(if protocol == Protocol::Tls { 5061 } else { 5060 });
+pub fn resolve(
+    what: &str,
+    address: &str,
+    protocol: Protocol,
+) -> Result<(String, SocketAddr), String> {
+    let (host, port) = split_host_port(address).map_err(|e| format!("{what} {address:?}: {e}"))?;
+    let port = port.unwrap_or(if protocol == Protocol::Tls {
+        5061
+    } else {
+        5060
+    });
     let addr = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
         Err(_) => (host.as_str(), port)
@@ -109,10 +116,17 @@ mod tests {
         assert_eq!(r.addr, "[::1]:5071".parse().unwrap());
         assert_eq!(r.tls_name, "::1");
         let r = spec("127.0.0.1:5060", Some("lab.test"), Protocol::Udp);
-        assert_eq!(r.request_uri.to_string(), "sip:127.0.0.1", "default port left out");
+        assert_eq!(
+            r.request_uri.to_string(),
+            "sip:127.0.0.1",
+            "default port left out"
+        );
         assert_eq!(r.aor(None).to_string(), "sip:lab.test");
         let r = spec("localhost:5071", None, Protocol::Tls);
-        assert_eq!(r.tls_name, "localhost", "the name as configured, not its address");
+        assert_eq!(
+            r.tls_name, "localhost",
+            "the name as configured, not its address"
+        );
         assert!(r.addr.ip().is_loopback());
         let o = outbound_proxy("[::1]:5080", Protocol::Tcp).unwrap();
         assert_eq!(o.route.to_string(), "sip:[::1]:5080;transport=tcp;lr");

@@ -32,6 +32,39 @@ pub struct FleetConfig {
     pub failover: FailoverSection,
     /// How long, and where the report goes.
     pub run: RunSection,
+    /// Pass/fail: the exit code is 1 when one fails.
+    pub thresholds: RegisterThresholds,
+}
+
+/// `[thresholds]`: what must hold for exit code 0. Unset limits are not judged.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegisterThresholds {
+    /// Endpoints registered when the run ends, percent.
+    pub registered_at_end_percent: f64,
+    /// Failovers at most.
+    pub max_failovers: Option<u64>,
+    /// Every loss detected within the detection budget printed at the start.
+    pub detection_within_budget: bool,
+    /// Every failover (outage seen to registered on the next registrar) within this, ms.
+    pub max_failover_ms: Option<u64>,
+    /// Every fallback (the registrar back to registered there again) within this, ms.
+    pub max_fallback_ms: Option<u64>,
+    /// Connection, TLS and authentication errors at most.
+    pub max_errors: Option<u64>,
+}
+
+impl Default for RegisterThresholds {
+    fn default() -> Self {
+        RegisterThresholds {
+            registered_at_end_percent: 100.0,
+            max_failovers: None,
+            detection_within_budget: true,
+            max_failover_ms: None,
+            max_fallback_ms: None,
+            max_errors: None,
+        }
+    }
 }
 
 /// `[sip]`
@@ -308,6 +341,13 @@ impl FleetConfig {
         p.retry_after = secs("failover.retry_after_s", self.failover.retry_after_s)?
             .ok_or_else(|| invalid("failover.retry_after_s", "must be above 0"))?;
         secs("run.duration_s", self.run.duration_s)?;
+        let pct = self.thresholds.registered_at_end_percent;
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(invalid(
+                "thresholds.registered_at_end_percent",
+                "must be 0 to 100",
+            ));
+        }
         if !(self.endpoints.rate.is_finite() && self.endpoints.rate > 0.0) {
             return Err(invalid("endpoints.rate", "must be above 0"));
         }

@@ -64,7 +64,11 @@ impl RegistrarSpec {
     /// defaults: the domain is `host`, the Request-URI `sip:<host>:<port>` (no port when it is
     /// the transport's default), the TLS name `host`.
     pub fn at(name: &str, host: &str, addr: SocketAddr, protocol: Protocol) -> RegistrarSpec {
-        let default_port = if protocol == Protocol::Tls { 5061 } else { 5060 };
+        let default_port = if protocol == Protocol::Tls {
+            5061
+        } else {
+            5060
+        };
         let port = (addr.port() != default_port).then_some(addr.port());
         let mut request_uri = Uri::new(None, host, port);
         if protocol != Protocol::Udp {
@@ -75,7 +79,10 @@ impl RegistrarSpec {
             addr,
             domain: Uri::new(None, host, None),
             request_uri,
-            tls_name: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            tls_name: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
         }
     }
 

@@ -41,6 +41,154 @@ pub struct RegisterReport {
     pub garbage: u64,
     /// Per-second samples.
     pub samples: Vec<Sample>,
+    /// Timings as a lab quotes them: min, median, p99 and max, ms.
+    pub timings: Timings,
+    /// Every threshold, judged.
+    pub thresholds: Vec<Judged>,
+    /// Whether every threshold held.
+    pub pass: bool,
+}
+
+/// min, median, p99 and max of a set of durations (ms).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Spread {
+    /// How many.
+    pub count: usize,
+    /// Smallest.
+    pub min: u64,
+    /// Median.
+    pub median: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Spread {
+    /// The spread of `v`; `None` when empty.
+    pub fn of(v: &[u64]) -> Option<Spread> {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        (!v.is_empty()).then(|| Spread {
+            count: v.len(),
+            min: v[0],
+            median: at(0.5),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+        })
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "min {} / median {} / p99 {} / max {} ms ({})",
+            self.min, self.median, self.p99, self.max, self.count
+        )
+    }
+}
+
+/// The timings of a run.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Timings {
+    /// New registrations (first, after failover or waiting).
+    pub register: Option<Spread>,
+    /// Detection: the first failed probe to the loss declared.
+    pub detect: Option<Spread>,
+    /// Failover: the outage seen (first failed probe) to registered on the next registrar.
+    pub failover: Option<Spread>,
+    /// Fallback: the registrar back (the first probe it answered) to registered there again
+    /// with `Expires: 0` sent to the backup.
+    pub fallback: Option<Spread>,
+}
+
+impl Timings {
+    /// From the fleet's figures.
+    pub fn of(s: &FleetStats) -> Timings {
+        Timings {
+            register: Spread::of(&s.register_ms),
+            detect: Spread::of(&s.detect_ms),
+            failover: Spread::of(&s.failover_ms),
+            fallback: Spread::of(&s.fallback_ms),
+        }
+    }
+}
+
+/// One threshold, judged.
+#[derive(Clone, Debug, Serialize)]
+pub struct Judged {
+    /// What is judged.
+    pub name: &'static str,
+    /// What was measured.
+    pub value: String,
+    /// The limit.
+    pub limit: String,
+    /// Whether it held.
+    pub pass: bool,
+}
+
+/// Judges a run's figures against the fleet file's thresholds.
+pub fn judge(
+    t: &super::config::RegisterThresholds,
+    endpoints: usize,
+    end: &FleetSnapshot,
+    budget_ms: Option<u64>,
+    s: &FleetStats,
+) -> Vec<Judged> {
+    let mut out = Vec::new();
+    let registered: usize = end.registered.iter().sum();
+    let pct = 100.0 * registered as f64 / endpoints.max(1) as f64;
+    out.push(Judged {
+        name: "registered at the end",
+        value: format!("{pct:.2}% ({registered} of {endpoints})"),
+        limit: format!(">= {}%", t.registered_at_end_percent),
+        pass: pct + 1e-9 >= t.registered_at_end_percent,
+    });
+    if let Some(m) = t.max_failovers {
+        out.push(Judged {
+            name: "failovers",
+            value: s.failovers.to_string(),
+            limit: format!("<= {m}"),
+            pass: s.failovers <= m,
+        });
+    }
+    if t.detection_within_budget
+        && let Some(b) = budget_ms
+    {
+        let worst = s.detect_ms.iter().max().copied().unwrap_or(0);
+        out.push(Judged {
+            name: "detection within the budget",
+            value: format!("worst {worst} ms"),
+            limit: format!("<= {b} ms"),
+            pass: worst <= b,
+        });
+    }
+    for (name, limit, v) in [
+        ("failover time", t.max_failover_ms, &s.failover_ms),
+        ("fallback time", t.max_fallback_ms, &s.fallback_ms),
+    ] {
+        if let Some(m) = limit {
+            let worst = v.iter().max().copied().unwrap_or(0);
+            out.push(Judged {
+                name,
+                value: format!("worst {worst} ms ({} times)", v.len()),
+                limit: format!("<= {m} ms"),
+                pass: worst <= m,
+            });
+        }
+    }
+    if let Some(m) = t.max_errors {
+        let n: u64 = s.errors.values().map(|e| e.count).sum();
+        out.push(Judged {
+            name: "connection, TLS and authentication errors",
+            value: n.to_string(),
+            limit: format!("<= {m}"),
+            pass: n <= m,
+        });
+    }
+    out
 }
 
 fn median(v: &[u64]) -> Option<u64> {
@@ -71,10 +219,7 @@ impl RegisterReport {
         if let Some(m) = self.min_registered_after_ramp {
             let _ = writeln!(o, "  fewest registered in any second after the ramp: {m}");
         }
-        let dist = |v: &[u64]| match (v.iter().min(), median(v), v.iter().max()) {
-            (Some(a), Some(m), Some(b)) => format!("min {a} / median {m} / max {b} ms"),
-            _ => "-".into(),
-        };
+        let dist = |v: &Option<Spread>| v.map_or("-".to_owned(), |s| s.to_string());
         let _ = writeln!(
             o,
             "  registrations {}  refreshes {}  refresh failures {}  lapsed {}  rejected {}",
@@ -84,7 +229,8 @@ impl RegisterReport {
             s.expirations,
             s.rejections.values().sum::<u64>()
         );
-        let _ = writeln!(o, "  time to register: {}", dist(&s.register_ms));
+        let t = &self.timings;
+        let _ = writeln!(o, "  time to register: {}", dist(&t.register));
         let _ = writeln!(
             o,
             "  keepalive failures {}  registrars lost {}  failovers {}  fallbacks {}  unregistered {}",
@@ -93,9 +239,21 @@ impl RegisterReport {
         if let Some(b) = self.detection_budget_ms {
             let _ = writeln!(o, "  detection budget {b} ms");
         }
-        let _ = writeln!(o, "  time to detect: {}", dist(&s.detect_ms));
-        let _ = writeln!(o, "  time to fail over: {}", dist(&s.failover_ms));
-        let _ = writeln!(o, "  time to fall back: {}", dist(&s.fallback_ms));
+        let _ = writeln!(
+            o,
+            "  time to detect (first failed probe to loss): {}",
+            dist(&t.detect)
+        );
+        let _ = writeln!(
+            o,
+            "  time to fail over (outage seen to registered on the next): {}",
+            dist(&t.failover)
+        );
+        let _ = writeln!(
+            o,
+            "  time to fall back (registrar back to registered there, Expires: 0 to the backup): {}",
+            dist(&t.fallback)
+        );
         if !s.register_retransmits.is_empty() {
             let _ = writeln!(
                 o,
@@ -103,6 +261,24 @@ impl RegisterReport {
                 s.register_retransmits
             );
         }
+        if !s.errors.is_empty() {
+            let _ = writeln!(o, "errors by cause:");
+            for (cause, e) in &s.errors {
+                let _ = writeln!(o, "  {cause:<28} {:>7}  first: {}", e.count, e.first);
+            }
+        }
+        let _ = writeln!(o, "thresholds:");
+        for j in &self.thresholds {
+            let _ = writeln!(
+                o,
+                "  {}  {:<44} {} (limit {})",
+                if j.pass { "pass" } else { "FAIL" },
+                j.name,
+                j.value,
+                j.limit
+            );
+        }
+        let _ = writeln!(o, "result: {}", if self.pass { "PASS" } else { "FAIL" });
         o
     }
 

@@ -16,13 +16,11 @@ use tokio::sync::mpsc;
 use super::config::{FleetConfig, secs};
 use super::endpoint::Payload;
 use super::fleet::{Fleet, FleetStats};
-use super::report::{RegisterReport, Sample, render_metrics};
+use super::report::{RegisterReport, Sample, Timings, judge, render_metrics};
 use crate::scenario::config::{ScenarioError, invalid};
 use crate::sip::log::MessageLog;
 use crate::sip::tls::{TlsSettings, Verify};
 use crate::sip::transport::{Flow, Protocol, SipTransport, TransportError, TransportEvent};
-
-
 
 /// Why a run could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -143,9 +141,11 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut garbage = 0u64;
+    let mut said = std::collections::BTreeSet::new();
     let mut stopping: Option<Instant> = None;
     let mut last_snapshot = fleet.snapshot(start);
     loop {
+        say_new_errors(fleet.stats(), &mut said);
         // Carry out what the fleet asks.
         while let Some((i, t)) = fleet.poll_transmit() {
             let key = (i, t.registrar);
@@ -217,8 +217,11 @@ pub async fn run(
                             fleet.handle_pong(now, i, r);
                         }
                     }
-                    TransportEvent::Closed { flow: Flow::Stream { id, .. }, .. } => {
+                    TransportEvent::Closed { flow: Flow::Stream { id, .. }, error } => {
                         if let Some((i, r)) = by_flow.remove(&id) {
+                            if let Some(e) = &error {
+                                transport_error(&mut fleet, &names, r, e);
+                            }
                             flows.remove(&(i, r));
                             fleet.handle_flow_failed(now, i, r);
                         }
@@ -246,6 +249,7 @@ pub async fn run(
                     }
                     Err(e) => {
                         tracing::debug!(endpoint = key.0, registrar = key.1, "connect failed: {e}");
+                        transport_error(&mut fleet, &names, key.1, &e);
                         flows.remove(&key);
                         fleet.handle_flow_failed(now, key.0, key.1);
                     }
@@ -275,13 +279,20 @@ pub async fn run(
                         .map(|(n, c)| format!("{n} {c}"))
                         .collect();
                     let s = fleet.stats();
+                    let errors: Vec<String> =
+                        s.errors.iter().map(|(c, e)| format!("{c} {}", e.count)).collect();
                     eprintln!(
-                        "[{t_s:>5.0} s] registered: {}, none {} | refreshes {} failovers {} fallbacks {}",
+                        "[{t_s:>5.0} s] registered: {}, none {} | refreshes {} failovers {} fallbacks {}{}",
                         per.join(", "),
                         sample.snapshot.unregistered,
                         s.refreshes,
                         s.failovers,
-                        s.fallbacks
+                        s.fallbacks,
+                        if errors.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" | errors: {}", errors.join(", "))
+                        }
                     );
                 }
                 on_sample(&sample, fleet.stats());
@@ -299,44 +310,49 @@ pub async fn run(
             }
         }
     }
+    let stats = fleet.stats().clone();
+    let budget_ms = budget.map(|b| b.as_millis() as u64);
+    let thresholds = judge(&cfg.thresholds, n, &last_snapshot, budget_ms, &stats);
     Ok(RegisterReport {
         endpoints: n,
         transport: protocol.via(),
         registrars: names,
-        detection_budget_ms: budget.map(|b| b.as_millis() as u64),
+        detection_budget_ms: budget_ms,
         duration_s: start.elapsed().as_secs_f64(),
         end: last_snapshot,
         min_registered_after_ramp: min_after_ramp,
-        stats: fleet.stats().clone(),
+        timings: Timings::of(&stats),
+        pass: thresholds.iter().all(|j| j.pass),
+        thresholds,
+        stats,
         garbage: garbage + fleet.garbage(),
         samples,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A transport failure's cause and words (TLS failures keep their own: expired, unknown
+/// authority, name mismatch with the names, client certificate rejected).
+fn transport_cause(e: &TransportError) -> &'static str {
+    match e {
+        TransportError::Tls(t) => t.cause(),
+        TransportError::Io { .. } => "connect_failed",
+        TransportError::TlsConfig(_) => "tls_config",
+        TransportError::Closed(_) => "connection_closed",
+    }
+}
 
-    #[test]
-    fn a_qualify_options_is_answered_and_other_requests_refused() {
-        use crate::sip::{Message, Method, Uri};
-        let req = |m: Method| {
-            let mut r = Message::request(m.clone(), Uri::new(Some("phone1"), "127.0.0.1", None));
-            r.push("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKq")
-                .push("From", "<sip:registrar@lab.test>;tag=r")
-                .push("To", "<sip:phone1@127.0.0.1>")
-                .push("Call-ID", "q1")
-                .push("CSeq", format!("1 {}", m.as_str()));
-            r
-        };
-        assert_eq!(
-            answer_request(&req(Method::Options)).unwrap().code(),
-            Some(200)
-        );
-        assert_eq!(
-            answer_request(&req(Method::Invite)).unwrap().code(),
-            Some(405)
-        );
-        assert!(answer_request(&req(Method::Ack)).is_none());
+/// Counts a transport failure with registrar `r` (said once per cause, by `say_new_errors`).
+fn transport_error(fleet: &mut Fleet, names: &[String], r: usize, e: &TransportError) {
+    fleet.record_error(transport_cause(e), || {
+        format!("registrar {}: {e}", names[r])
+    });
+}
+
+/// Says each cause of error the first time it is counted (rejections come from the fleet).
+fn say_new_errors(stats: &FleetStats, said: &mut std::collections::BTreeSet<String>) {
+    for (cause, e) in &stats.errors {
+        if said.insert(cause.clone()) {
+            eprintln!("error ({cause}): {}", e.first);
+        }
     }
 }

@@ -1261,7 +1261,9 @@ impl UaCore {
                 .call_id()
                 .is_ok_and(|c| c.starts_with(r.endpoint.call_id_base()))
         {
-            if let Some(i) = (0..r.policy.registrars.len()).find(|&i| r.policy.next_hop(i).0 == addr) {
+            if let Some(i) =
+                (0..r.policy.registrars.len()).find(|&i| r.policy.next_hop(i).0 == addr)
+            {
                 tracing::warn!("registrar {}: {error}", r.policy.registrars[i].name);
                 r.endpoint.handle_flow_failed(now, i);
             }
