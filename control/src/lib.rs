@@ -12,6 +12,7 @@
 //! - [`ua`]: a user agent that places and answers calls over one transport;
 //! - [`scenario`]: load runs (`srtp-control run`, `srtp-control demo`) and their reports.
 
+mod charts;
 pub mod media;
 pub mod pki;
 pub mod register;

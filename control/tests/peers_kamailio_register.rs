@@ -243,4 +243,7 @@ fn a_tls_registrar_with_another_name_is_named_and_fails_the_run() {
     assert!(out.contains("127.0.0.1"), "the name we wanted: {out}");
     let report = std::fs::read_to_string(dir.join("report/report.json")).unwrap();
     assert!(report.contains("\"tls_name_mismatch\""), "{report}");
+    let page = std::fs::read_to_string(dir.join("report/report.html")).unwrap();
+    assert!(page.contains(r#"id="result">FAIL"#), "{page}");
+    assert!(page.contains("tls_name_mismatch"), "{page}");
 }

@@ -134,6 +134,8 @@ pub struct RegistrationSection {
     pub refresh_before_s: f64,
     /// Spread refreshes evenly over the refresh interval.
     pub spread_refreshes: bool,
+    /// RFC 5626: Contacts carry `+sip.instance` (a URN per endpoint) and `reg-id`.
+    pub instance_id: bool,
 }
 
 /// `[keepalive]`
@@ -206,6 +208,7 @@ impl Default for RegistrationSection {
             expires: 3600,
             refresh_before_s: 5.0,
             spread_refreshes: true,
+            instance_id: false,
         }
     }
 }
@@ -317,6 +320,7 @@ impl FleetConfig {
         )?
         .unwrap_or_default();
         p.spread_refreshes = self.registration.spread_refreshes;
+        p.instance_id = self.registration.instance_id;
         p.timers = TimerValues {
             t1: Duration::from_millis(self.sip.t1_ms),
             ..TimerValues::default()

@@ -1415,6 +1415,36 @@ mod tests {
         assert_eq!(e.registered_with(t1), Some(0));
     }
 
+    /// RFC 5626: with instance ids, the Contact carries `+sip.instance` (a version 4 UUID URN)
+    /// and a `reg-id` per registrar; the Request-URI and To are the registrar and the address of
+    /// record.
+    #[test]
+    fn instance_ids_and_addressing_in_the_register() {
+        let t0 = Instant::now();
+        let mut p = (*policy(2)).clone();
+        p.instance_id = true;
+        let mut e = endpoint(Arc::new(p), t0);
+        e.handle_timeout(t0);
+        let (_, reg) = sent(&mut e).pop().unwrap();
+        let contact = reg.header("Contact").unwrap();
+        let uuid = contact
+            .split("urn:uuid:")
+            .nth(1)
+            .and_then(|r| r.split('>').next())
+            .unwrap();
+        assert_eq!(uuid.len(), 36, "{contact}");
+        assert_eq!(uuid.as_bytes()[14], b'4', "version 4: {uuid}");
+        assert!(contact.ends_with(";reg-id=1"), "{contact}");
+        assert_eq!(reg.header("Supported"), Some("outbound, path"));
+        match &reg.start {
+            crate::sip::StartLine::Request { uri, .. } => {
+                assert_eq!(uri.to_string(), "sip:127.0.0.1", "the registrar on port 5060")
+            }
+            _ => unreachable!(),
+        }
+        assert!(reg.to().unwrap().uri.to_string().ends_with("@example.test"));
+    }
+
     #[test]
     fn udp_retransmissions_back_off_from_t1_to_t2() {
         let t0 = Instant::now();

@@ -8,12 +8,14 @@
 //! - [`registrar`]: a small sans-IO registrar for tests and labs, and [`server`] to put it on
 //!   a real transport;
 //! - [`config`]: the fleet file; [`report`]: the summary, `report.json` and metrics;
+//!   [`html`]: `report.html`;
 //! - [`run`]: `srtp-control register`: a fleet over real sockets.
 
 pub mod address;
 pub mod config;
 pub mod endpoint;
 pub mod fleet;
+pub mod html;
 pub mod registrar;
 pub mod report;
 pub mod run;

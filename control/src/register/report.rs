@@ -282,12 +282,13 @@ impl RegisterReport {
         o
     }
 
-    /// Writes `report.json` into `dir`.
+    /// Writes `report.json` and `report.html` into `dir`; returns the JSON's path.
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("report.json");
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(&path, text)?;
+        std::fs::write(dir.join("report.html"), super::html::render(self))?;
         Ok(path)
     }
 }

@@ -227,12 +227,7 @@ impl Distribution {
         let n = v.len();
         let q = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
         let max = v[n - 1];
-        let width = if max > 0.0 { max / 20.0 } else { 1.0 };
-        let mut histogram: Vec<(f64, u64)> = (1..=20).map(|k| (width * k as f64, 0)).collect();
-        for x in &v {
-            let k = ((x / width) as usize).min(19);
-            histogram[k].1 += 1;
-        }
+        let histogram = crate::charts::bins(&v);
         Distribution {
             count: n,
             min: v[0],
