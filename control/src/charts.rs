@@ -199,7 +199,11 @@ mod tests {
         );
         let svg = line_chart("t", &[0.0, 1.0, 2.0], &[("a", vec![1.0, 2.0, 3.0])]);
         assert!(svg.contains("<polyline") && svg.ends_with("</svg>"));
-        let h = histogram("h", &Distribution::of(&[1.0, 2.0, 2.0, 9.0]).histogram, "ms");
+        let h = histogram(
+            "h",
+            &Distribution::of(&[1.0, 2.0, 2.0, 9.0]).histogram,
+            "ms",
+        );
         assert_eq!(h.matches("<rect").count(), 20);
     }
 }

@@ -220,3 +220,59 @@ fn tcp_endpoints_detect_a_silent_registrar_by_crlf_keepalive() {
         "two lost pongs each"
     );
 }
+
+/// `port_per_endpoint`: every endpoint registers from a UDP port of its own (an SBC that keys
+/// on the source address sees one phone per endpoint), and its Contact and Via name that port.
+#[test]
+fn a_socket_per_endpoint_gives_each_its_own_source_port() {
+    let registrar = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    registrar
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let at = registrar.local_addr().unwrap();
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = registrar.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(req) = srtp_control::sip::Message::parse(&buf[..n]) else {
+                    continue;
+                };
+                let contact = req.contact().map(|c| c.uri.port).unwrap_or_default();
+                seen.lock().unwrap().push((from.port(), contact));
+                let mut ok = srtp_control::sip::Message::response_to(&req, 200, "OK", Some("r"));
+                ok.push("Expires", "60");
+                let _ = registrar.send_to(&ok.to_bytes(), from);
+            }
+        })
+    };
+    let cfg = FleetConfig::parse(&format!(
+        "[sip]\nport_per_endpoint = true\n[[registrars]]\naddress = \"{at}\"\n\
+         [endpoints]\ncount = 20\nrate = 100.0\n[run]\nduration_s = 1.5\n"
+    ))
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt
+        .block_on(run(&cfg, Progress::Off, RunControl::default(), |_, _| {}))
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+    assert!(report.pass, "{}", report.summary());
+    let seen = seen.lock().unwrap();
+    let mut ports: Vec<u16> = seen.iter().map(|s| s.0).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 20, "20 endpoints, 20 source ports: {seen:?}");
+    assert!(
+        seen.iter().all(|(from, contact)| Some(*from) == *contact),
+        "each Contact names its own port: {seen:?}"
+    );
+}

@@ -81,6 +81,8 @@ pub struct SipSection {
     pub tls_verify: String,
     /// Send every request through this proxy (`host:port`), whatever the registrar.
     pub outbound_proxy: Option<String>,
+    /// UDP: a socket (a source port) per endpoint instead of one for the fleet.
+    pub port_per_endpoint: bool,
 }
 
 /// One `[[registrars]]` entry.
@@ -184,6 +186,7 @@ impl Default for SipSection {
             t1_ms: 500,
             tls_verify: "system".into(),
             outbound_proxy: None,
+            port_per_endpoint: false,
         }
     }
 }
@@ -325,6 +328,12 @@ impl FleetConfig {
             t1: Duration::from_millis(self.sip.t1_ms),
             ..TimerValues::default()
         };
+        if self.sip.port_per_endpoint && protocol.reliable() {
+            return Err(invalid(
+                "sip.port_per_endpoint",
+                "is for udp: over tcp and tls every endpoint has connections of its own",
+            ));
+        }
         p.crlf_keepalive = secs("keepalive.crlf_s", self.keepalive.crlf_s)?;
         if p.crlf_keepalive.is_some() && !protocol.reliable() {
             return Err(invalid(

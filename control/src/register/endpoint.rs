@@ -452,6 +452,8 @@ pub struct Endpoint {
     base: String,
     /// The RFC 5626 instance id (a UUID), when the policy asks for one.
     instance: String,
+    /// Our own address, when this endpoint has a socket of its own (else the policy's).
+    local: Option<SocketAddr>,
     from_tag: String,
     cseq: u32,
     requested: u32,
@@ -522,6 +524,7 @@ impl Endpoint {
             id,
             base: token(),
             instance: uuid(),
+            local: None,
             from_tag: token(),
             cseq: 0,
             phase: Phase::Idle { start },
@@ -538,6 +541,16 @@ impl Endpoint {
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Gives this endpoint an address of its own (its own UDP socket: an SBC that keys on the
+    /// source address sees one phone per endpoint).
+    pub fn set_local(&mut self, local: SocketAddr) {
+        self.local = Some(local);
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.local.unwrap_or(self.policy.local)
     }
 
     /// The user part.
@@ -731,7 +744,7 @@ impl Endpoint {
     }
 
     fn contact_uri(&self) -> Uri {
-        let a = self.policy.local;
+        let a = self.local();
         let mut u = Uri::new(Some(&self.id.user), &a.ip().to_string(), Some(a.port()));
         if self.policy.protocol != Protocol::Udp {
             u.set_param(
@@ -754,7 +767,7 @@ impl Endpoint {
         let uri = spec.request_uri.clone();
         let cseq = self.next_cseq();
         let mut m = Message::request(method.clone(), uri);
-        m.push("Via", via_header(self.policy.protocol, self.policy.local))
+        m.push("Via", via_header(self.policy.protocol, self.local()))
             .push("Max-Forwards", "70");
         if let Some(o) = &self.policy.outbound {
             m.push("Route", format!("<{}>", o.route));
@@ -1438,7 +1451,11 @@ mod tests {
         assert_eq!(reg.header("Supported"), Some("outbound, path"));
         match &reg.start {
             crate::sip::StartLine::Request { uri, .. } => {
-                assert_eq!(uri.to_string(), "sip:127.0.0.1", "the registrar on port 5060")
+                assert_eq!(
+                    uri.to_string(),
+                    "sip:127.0.0.1",
+                    "the registrar on port 5060"
+                )
             }
             _ => unreachable!(),
         }

@@ -184,6 +184,11 @@ impl Fleet {
         self.endpoints.is_empty()
     }
 
+    /// Gives endpoint `i` an address of its own (see [`Endpoint::set_local`]).
+    pub fn set_local(&mut self, i: usize, local: std::net::SocketAddr) {
+        self.endpoints[i].set_local(local);
+    }
+
     /// The user of endpoint `i`.
     pub fn user(&self, i: usize) -> &str {
         self.endpoints[i].user()

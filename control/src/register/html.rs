@@ -188,7 +188,10 @@ mod tests {
         assert!(page.contains(r#"id="result">PASS"#), "{page}");
         assert!(page.contains("endpoints registered, per registrar"));
         assert!(page.contains("<polyline"), "a line per registrar");
-        assert!(page.contains("min 200 / median 3500 / p99 3500 / max 3500 ms (2)"), "{page}");
+        assert!(
+            page.contains("min 200 / median 3500 / p99 3500 / max 3500 ms (2)"),
+            "{page}"
+        );
         assert!(page.contains("tls_name_mismatch"));
         assert!(page.contains("&lt;a&gt;"), "escaped");
     }

@@ -102,6 +102,28 @@ pub async fn run(
     let (transport, mut events) =
         SipTransport::bind(protocol, cfg.sip.listen, &tls, MessageLog::off()).await?;
     let policy = cfg.policy(transport.local_addr())?;
+    let ids = cfg.identities()?;
+    // A UDP socket per endpoint, when asked: an SBC that keys on the source address sees one
+    // phone per endpoint. Their events share the first transport's channel.
+    let mut own: Vec<SipTransport> = Vec::new();
+    let mut by_port: HashMap<u16, usize> = HashMap::new();
+    if cfg.sip.port_per_endpoint {
+        let tx = transport.events_sender();
+        let ip = cfg.sip.listen.ip();
+        for i in 0..ids.len() {
+            let t = SipTransport::bind_into(
+                protocol,
+                SocketAddr::new(ip, 0),
+                &tls,
+                MessageLog::off(),
+                tx.clone(),
+            )
+            .await?;
+            by_port.insert(t.local_addr().port(), i);
+            own.push(t);
+        }
+    }
+    let sender = |i: usize| own.get(i).unwrap_or(&transport);
     let budget = policy.detection_budget();
     let names: Vec<String> = policy.registrars.iter().map(|r| r.name.clone()).collect();
     let hops: Vec<(SocketAddr, String)> = (0..policy.registrars.len())
@@ -110,11 +132,13 @@ pub async fn run(
             (a, n.to_owned())
         })
         .collect();
-    let ids = cfg.identities()?;
     let n = ids.len();
     let rate = cfg.endpoints.rate;
     let start = Instant::now();
     let mut fleet = Fleet::new(policy, ids, start, rate);
+    for (i, t) in own.iter().enumerate() {
+        fleet.set_local(i, t.local_addr());
+    }
     let ramp = Duration::from_secs_f64(n as f64 / rate) + Duration::from_secs(2);
     let scrape: Arc<Mutex<String>> = Arc::default();
     let _metrics = match cfg.run.metrics {
@@ -151,7 +175,7 @@ pub async fn run(
             let key = (i, t.registrar);
             if !protocol.reliable() {
                 if let Payload::Sip(m) = &t.payload {
-                    let _ = transport.send(&Flow::Udp(hops[t.registrar].0), m);
+                    let _ = sender(i).send(&Flow::Udp(hops[t.registrar].0), m);
                 }
                 continue;
             }
@@ -206,9 +230,17 @@ pub async fn run(
                 match ev {
                     TransportEvent::Message { msg, flow } if msg.is_request() => {
                         // Registrars "qualify" contacts with OPTIONS: a phone answers 200, or
-                        // it is marked unreachable. Other requests are not ours to take.
+                        // it is marked unreachable. Other requests are not ours to take. The
+                        // answer leaves from the socket the request was for (our Contact).
                         if let Some(resp) = answer_request(&msg) {
-                            let _ = transport.send(&flow, &resp);
+                            let i = match &msg.start {
+                                crate::sip::StartLine::Request { uri, .. } => uri
+                                    .port
+                                    .and_then(|p| by_port.get(&p).copied())
+                                    .unwrap_or(usize::MAX),
+                                crate::sip::StartLine::Response { .. } => usize::MAX,
+                            };
+                            let _ = sender(i).send(&flow, &resp);
                         }
                     }
                     TransportEvent::Message { msg, .. } => fleet.handle_message(now, *msg),

@@ -178,6 +178,19 @@ impl SipTransport {
         log: MessageLog,
     ) -> Result<(SipTransport, mpsc::UnboundedReceiver<TransportEvent>), TransportError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let t = SipTransport::bind_into(protocol, addr, tls, log, tx).await?;
+        Ok((t, rx))
+    }
+
+    /// [`SipTransport::bind`] with its events going into `tx` (several transports can share
+    /// one channel: a fleet with a socket per endpoint).
+    pub async fn bind_into(
+        protocol: Protocol,
+        addr: SocketAddr,
+        tls: &TlsSettings,
+        log: MessageLog,
+        tx: mpsc::UnboundedSender<TransportEvent>,
+    ) -> Result<SipTransport, TransportError> {
         let io_err = |what, e: std::io::Error| TransportError::Io {
             protocol: protocol.via(),
             what,
@@ -233,7 +246,12 @@ impl SipTransport {
                 tokio::spawn(async move { t2.accept_loop(l, acceptor).await });
             }
         }
-        Ok((t, rx))
+        Ok(t)
+    }
+
+    /// The channel this transport's events go into (for [`SipTransport::bind_into`]).
+    pub fn events_sender(&self) -> mpsc::UnboundedSender<TransportEvent> {
+        self.events.clone()
     }
 
     /// The protocol.
