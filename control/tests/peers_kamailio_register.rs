@@ -1,5 +1,6 @@
 //! Registration fleets against Kamailio 5.6 (Debian) as primary and backup registrars, with
-//! digest authentication, on non-default ports, over UDP, TCP and TLS (the name checked
+//! digest authentication, on non-default ports, over UDP (STUN keepalives, a port per
+//! endpoint, RFC 5626 instance ids), TCP and TLS (OPTIONS keepalives; the name checked
 //! against the lab CA), the three fleets at once:
 //! - 60 s without an outage: no failover (keepalives are addressed to the registrar itself,
 //!   which answers them; they used to go to `sip:127.0.0.1`, which Kamailio on another port
@@ -34,12 +35,20 @@ const RUN_FOR: Duration = Duration::from_secs(98);
 const BUDGET_MS: u64 = 9_000;
 const PROBE_S: u64 = 10;
 
+/// The UDP fleet keeps alive with STUN (RFC 5626 4.4.2), from a port per endpoint, with RFC
+/// 5626 instance ids; TCP and TLS with OPTIONS addressed to the registrar.
 fn fleet(transport: &str, primary: &str, backup: &str, ca: &str) -> FleetConfig {
+    let (keepalive, sip, registration) = if transport == "udp" {
+        ("stun_s", "port_per_endpoint = true", "instance_id = true")
+    } else {
+        ("options_s", "", "")
+    };
     FleetConfig::parse(&format!(
         r#"
 [sip]
 transport = "{transport}"
 tls_verify = "{ca}"
+{sip}
 [[registrars]]
 name = "primary"
 address = "{primary}"
@@ -53,8 +62,9 @@ password = "secret"
 rate = 200.0
 [registration]
 expires = 300
+{registration}
 [keepalive]
-options_s = 5.0
+{keepalive} = 5.0
 timeout_s = 2.0
 [failover]
 detection = "fast"

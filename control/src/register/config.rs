@@ -148,6 +148,8 @@ pub struct KeepaliveSection {
     pub crlf_s: f64,
     /// OPTIONS ping interval, seconds (0: off).
     pub options_s: f64,
+    /// STUN keepalive interval over UDP, seconds (RFC 5626 4.4.2; 0: off).
+    pub stun_s: f64,
     /// How long a ping may wait for its answer, seconds.
     pub timeout_s: f64,
 }
@@ -221,6 +223,7 @@ impl Default for KeepaliveSection {
         KeepaliveSection {
             crlf_s: 0.0,
             options_s: 0.0,
+            stun_s: 0.0,
             timeout_s: 10.0,
         }
     }
@@ -342,6 +345,13 @@ impl FleetConfig {
             ));
         }
         p.options_keepalive = secs("keepalive.options_s", self.keepalive.options_s)?;
+        p.stun_keepalive = secs("keepalive.stun_s", self.keepalive.stun_s)?;
+        if p.stun_keepalive.is_some() && protocol.reliable() {
+            return Err(invalid(
+                "keepalive.stun_s",
+                "STUN keepalives are for udp; use keepalive.crlf_s over tcp and tls",
+            ));
+        }
         p.keepalive_timeout = secs("keepalive.timeout_s", self.keepalive.timeout_s)?
             .ok_or_else(|| invalid("keepalive.timeout_s", "must be above 0"))?;
         p.detection = self.failover.detection;

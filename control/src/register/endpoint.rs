@@ -137,6 +137,8 @@ pub struct Policy {
     pub crlf_keepalive: Option<Duration>,
     /// OPTIONS ping interval on any transport; `None`: no OPTIONS keepalive.
     pub options_keepalive: Option<Duration>,
+    /// STUN keepalive interval over UDP (RFC 5626 4.4.2); `None`: none.
+    pub stun_keepalive: Option<Duration>,
     /// How long a keepalive may wait for its pong or response (10 s, RFC 5626 4.4.1).
     pub keepalive_timeout: Duration,
     /// Failure detection mode.
@@ -168,6 +170,7 @@ impl Policy {
             timers: TimerValues::default(),
             crlf_keepalive: None,
             options_keepalive: None,
+            stun_keepalive: None,
             keepalive_timeout: Duration::from_secs(10),
             detection: Detection::Fast,
             failures: 2,
@@ -190,11 +193,18 @@ impl Policy {
         }
     }
 
-    /// The keepalive in use: CRLF on reliable transports when configured, else OPTIONS.
+    /// The keepalive in use: CRLF on reliable transports and STUN over UDP when configured,
+    /// else OPTIONS.
     pub fn keepalive(&self) -> Option<(KeepaliveKind, Duration)> {
-        match (self.crlf_keepalive, self.options_keepalive) {
-            (Some(k), _) if self.protocol.reliable() => Some((KeepaliveKind::Crlf, k)),
-            (_, Some(k)) => Some((KeepaliveKind::Options, k)),
+        let reliable = self.protocol.reliable();
+        match (
+            self.crlf_keepalive,
+            self.stun_keepalive,
+            self.options_keepalive,
+        ) {
+            (Some(k), _, _) if reliable => Some((KeepaliveKind::Crlf, k)),
+            (_, Some(k), _) if !reliable => Some((KeepaliveKind::Stun, k)),
+            (_, _, Some(k)) => Some((KeepaliveKind::Options, k)),
             _ => None,
         }
     }
@@ -219,6 +229,8 @@ impl Policy {
 pub enum KeepaliveKind {
     /// RFC 5626 double-CRLF ping, single-CRLF pong.
     Crlf,
+    /// RFC 5626 4.4.2: a STUN Binding request over UDP, answered by the registrar.
+    Stun,
     /// An OPTIONS request; any response proves the registrar alive.
     Options,
 }
@@ -256,6 +268,8 @@ pub enum Payload {
     Sip(Message),
     /// An RFC 5626 CRLF ping (`\r\n\r\n`) on the connection to the registrar.
     Ping,
+    /// A STUN Binding request with this transaction id (RFC 5626 4.4.2).
+    Stun(crate::sip::stun::TransactionId),
 }
 
 /// Why a request to a registrar failed.
@@ -459,8 +473,13 @@ pub struct Endpoint {
     requested: u32,
     phase: Phase,
     txs: Vec<Tx>,
-    /// A CRLF ping in flight: registrar, when sent, deadline.
+    /// A CRLF or STUN ping in flight: registrar, when sent, deadline.
     ping: Option<(usize, Instant, Instant)>,
+    /// The STUN transaction id of the ping in flight.
+    stun_id: Option<crate::sip::stun::TransactionId>,
+    /// This endpoint's number in its fleet: the first bytes of its STUN transaction ids, by
+    /// which the fleet routes the answers.
+    index: u32,
     keepalive_at: Option<Instant>,
     probe_at: Option<Instant>,
     failures: u32,
@@ -525,6 +544,8 @@ impl Endpoint {
             base: token(),
             instance: uuid(),
             local: None,
+            stun_id: None,
+            index: 0,
             from_tag: token(),
             cseq: 0,
             phase: Phase::Idle { start },
@@ -540,6 +561,21 @@ impl Endpoint {
             phase_frac: phase.clamp(0.0, 0.999_999),
             out: VecDeque::new(),
             events: VecDeque::new(),
+        }
+    }
+
+    /// Sets this endpoint's number in its fleet (the first 4 bytes of its STUN ids).
+    pub fn set_index(&mut self, index: u32) {
+        self.index = index;
+    }
+
+    /// A STUN Binding success arrived with transaction id `id`.
+    pub fn handle_stun(&mut self, now: Instant, id: &crate::sip::stun::TransactionId) {
+        if self.stun_id.as_ref() == Some(id) {
+            self.stun_id = None;
+            if let Some((r, _, _)) = self.ping {
+                self.handle_pong(now, r);
+            }
         }
     }
 
@@ -1245,6 +1281,18 @@ impl Endpoint {
                 self.out.push_back(Transmit {
                     registrar: at,
                     payload: Payload::Ping,
+                });
+            }
+            KeepaliveKind::Stun => {
+                let mut id = [0u8; 12];
+                id[..4].copy_from_slice(&self.index.to_be_bytes());
+                id[4..]
+                    .copy_from_slice(&u64::from_str_radix(&token(), 16).unwrap_or(0).to_be_bytes());
+                self.stun_id = Some(id);
+                self.ping = Some((at, now, now + self.policy.keepalive_timeout));
+                self.out.push_back(Transmit {
+                    registrar: at,
+                    payload: Payload::Stun(id),
                 });
             }
             KeepaliveKind::Options => {

@@ -143,6 +143,10 @@ impl Fleet {
                 Endpoint::new(policy.clone(), id, start, epoch, i as f64 / n as f64)
             })
             .collect();
+        let mut endpoints = endpoints;
+        for (i, e) in endpoints.iter_mut().enumerate() {
+            e.set_index(i as u32);
+        }
         let routes = endpoints
             .iter()
             .enumerate()
@@ -309,6 +313,16 @@ impl Fleet {
     pub fn handle_pong(&mut self, now: Instant, i: usize, registrar: usize) {
         if let Some(e) = self.endpoints.get_mut(i) {
             e.handle_pong(now, registrar);
+            self.after(i, now);
+        }
+    }
+
+    /// A STUN Binding success came: routed to its endpoint by the first 4 bytes of its
+    /// transaction id (the endpoint's number).
+    pub fn handle_stun(&mut self, now: Instant, id: &crate::sip::stun::TransactionId) {
+        let i = u32::from_be_bytes([id[0], id[1], id[2], id[3]]) as usize;
+        if let Some(e) = self.endpoints.get_mut(i) {
+            e.handle_stun(now, id);
             self.after(i, now);
         }
     }

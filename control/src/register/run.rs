@@ -176,6 +176,8 @@ pub async fn run(
             if !protocol.reliable() {
                 if let Payload::Sip(m) = &t.payload {
                     let _ = sender(i).send(&Flow::Udp(hops[t.registrar].0), m);
+                } else if let Payload::Stun(id) = &t.payload {
+                    let _ = sender(i).send_stun(&Flow::Udp(hops[t.registrar].0), id);
                 }
                 continue;
             }
@@ -184,6 +186,7 @@ pub async fn run(
                     let r = match &t.payload {
                         Payload::Sip(m) => transport.send(flow, m),
                         Payload::Ping => transport.send_ping(flow),
+                        Payload::Stun(id) => transport.send_stun(flow, id),
                     };
                     if r.is_err() {
                         if let Flow::Stream { id, .. } = flow {
@@ -259,6 +262,7 @@ pub async fn run(
                         }
                     }
                     TransportEvent::Garbage { .. } => garbage += 1,
+                    TransportEvent::StunAnswer { id, .. } => fleet.handle_stun(now, &id),
                     TransportEvent::Pong { .. } | TransportEvent::Closed { .. } => {}
                 }
             }
@@ -271,6 +275,7 @@ pub async fn run(
                                 let _ = match &p {
                                     Payload::Sip(m) => transport.send(&flow, m),
                                     Payload::Ping => transport.send_ping(&flow),
+                                    Payload::Stun(id) => transport.send_stun(&flow, id),
                                 };
                             }
                         }

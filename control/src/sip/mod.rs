@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod log;
 pub mod message;
+pub mod stun;
 pub mod tls;
 pub mod transaction;
 pub mod transport;

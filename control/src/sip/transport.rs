@@ -102,6 +102,13 @@ pub enum TransportEvent {
         /// The connection.
         flow: Flow,
     },
+    /// A STUN Binding success came over UDP: the answer to an RFC 5626 4.4.2 keepalive.
+    StunAnswer {
+        /// Where from.
+        flow: Flow,
+        /// Its transaction id.
+        id: super::stun::TransactionId,
+    },
     /// A datagram or stream bytes that are not SIP (counted, logged, dropped).
     Garbage {
         /// Where from.
@@ -277,6 +284,20 @@ impl SipTransport {
             if bytes.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
+            if let Some((kind, id)) = super::stun::parse(bytes) {
+                if kind == super::stun::BINDING_SUCCESS
+                    && self
+                        .events
+                        .send(TransportEvent::StunAnswer {
+                            flow: Flow::Udp(peer),
+                            id,
+                        })
+                        .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             self.log
                 .record(Direction::Received, "UDP", self.local, peer, bytes);
             let ev = match Message::parse(bytes) {
@@ -304,7 +325,7 @@ impl SipTransport {
                 match acceptor {
                     Some(a) => match a.accept(tcp).await {
                         Ok(s) => {
-                            t.register(s, peer);
+                            t.register(s, peer, false);
                         }
                         Err(e) => {
                             let f = TlsFailure::from_io(&e, false, "");
@@ -315,7 +336,7 @@ impl SipTransport {
                         tracing::warn!(%peer, "TLS connection refused: no certificate configured for this listener");
                     }
                     None => {
-                        t.register(tcp, peer);
+                        t.register(tcp, peer, false);
                     }
                 }
             });
@@ -323,7 +344,7 @@ impl SipTransport {
     }
 
     /// Registers a connection and starts its reader and writer tasks.
-    fn register<S>(&self, stream: S, peer: SocketAddr) -> Flow
+    fn register<S>(&self, stream: S, peer: SocketAddr, outgoing: bool) -> Flow
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -344,15 +365,22 @@ impl SipTransport {
             let _ = wr.shutdown().await;
         });
         let t = self.clone();
+        let opened = std::time::Instant::now();
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 16384];
             let mut got_message = false;
             let error = loop {
                 match rd.read(&mut chunk).await {
-                    // A TLS peer that hangs up before saying anything at all usually did not
-                    // like our client certificate (TLS 1.3 tells us after our Finished).
-                    Ok(0) if !got_message && t.protocol == Protocol::Tls => {
+                    // A TLS server that hangs up at once, before saying anything at all, usually
+                    // did not like our client certificate (TLS 1.3 tells us after our
+                    // Finished). Later, or from a client, a close is only a close.
+                    Ok(0)
+                        if !got_message
+                            && t.protocol == Protocol::Tls
+                            && outgoing
+                            && opened.elapsed() < std::time::Duration::from_secs(2) =>
+                    {
                         break Some(TransportError::Tls(TlsFailure::ClosedAfterHandshake));
                     }
                     Ok(0) => break None,
@@ -433,7 +461,7 @@ impl SipTransport {
                     .await
                     .map_err(|e| io_err("connect to", e))?;
                 let _ = s.set_nodelay(true);
-                Ok(self.register(s, peer))
+                Ok(self.register(s, peer, true))
             }
             Protocol::Tls => {
                 let (cfg, trust, sent) = self.tls_client.clone().ok_or(
@@ -453,7 +481,7 @@ impl SipTransport {
                     .connect(name, s)
                     .await
                     .map_err(|e| TransportError::Tls(TlsFailure::from_io(&e, sent, &trust)))?;
-                Ok(self.register(tls, peer))
+                Ok(self.register(tls, peer, true))
             }
         }
     }
@@ -509,6 +537,21 @@ impl SipTransport {
                     Err(TransportError::Closed(flow.peer()))
                 }
             }
+        }
+    }
+
+    /// Sends a STUN Binding request (an RFC 5626 4.4.2 keepalive) over UDP.
+    pub fn send_stun(
+        &self,
+        flow: &Flow,
+        id: &super::stun::TransactionId,
+    ) -> Result<(), TransportError> {
+        match (flow, &self.udp) {
+            (Flow::Udp(peer), Some(s)) => {
+                let _ = s.send_to(&super::stun::binding_request(id), *peer);
+                Ok(())
+            }
+            _ => Err(TransportError::Closed(flow.peer())),
         }
     }
 

@@ -60,6 +60,8 @@ pub enum Payload {
     Sip(Message),
     /// An RFC 5626 CRLF ping (registration keepalive).
     Ping,
+    /// A STUN Binding request over UDP (registration keepalive).
+    Stun(crate::sip::stun::TransactionId),
 }
 
 /// A message for the transport.
@@ -1298,6 +1300,14 @@ impl UaCore {
         }
     }
 
+    /// A STUN Binding success arrived (a registration keepalive's answer).
+    pub fn handle_stun(&mut self, now: Instant, id: &crate::sip::stun::TransactionId) {
+        if let Some(r) = &mut self.registration {
+            r.endpoint.handle_stun(now, id);
+            self.drain_registration();
+        }
+    }
+
     /// Something that is not SIP arrived.
     pub fn handle_garbage(&mut self) {
         self.counters.garbage += 1;
@@ -1320,6 +1330,7 @@ impl UaCore {
                 payload: match t.payload {
                     endpoint::Payload::Sip(m) => Payload::Sip(m),
                     endpoint::Payload::Ping => Payload::Ping,
+                    endpoint::Payload::Stun(id) => Payload::Stun(id),
                 },
             });
         }

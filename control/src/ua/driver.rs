@@ -568,6 +568,7 @@ impl Driver {
                 self.core.handle_closed(now, flow, error);
             }
             TransportEvent::Pong { flow } => self.core.handle_pong(now, flow),
+            TransportEvent::StunAnswer { id, .. } => self.core.handle_stun(now, &id),
             TransportEvent::Garbage { peer, error } => {
                 tracing::debug!(%peer, "dropped a message that is not SIP: {error}");
                 self.core.handle_garbage();
@@ -579,6 +580,7 @@ impl Driver {
         match p {
             Payload::Sip(m) => self.transport.send(flow, m),
             Payload::Ping => self.transport.send_ping(flow),
+            Payload::Stun(id) => self.transport.send_stun(flow, id),
         }
     }
 
