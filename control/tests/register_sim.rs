@@ -76,7 +76,9 @@ impl Net {
         while let Some((_, t)) = self.fleet.poll_transmit() {
             match t.payload {
                 Payload::Sip(m) => self.send(Hop::ToRegistrar(t.registrar, m.to_bytes())),
-                Payload::Ping => unreachable!("UDP endpoints send no CRLF pings"),
+                Payload::Ping | Payload::Stun(_) => {
+                    unreachable!("these endpoints keep alive with OPTIONS only")
+                }
             }
         }
     }
