@@ -1,6 +1,6 @@
 //! A SIP user agent: places calls (UAC) and answers them (UAS) over one transport, with
 //! offer/answer, dialogs through proxies, digest authentication, optional registration, and
-//! media through [`MediaEngine`].
+//! media through [`crate::media::MediaEngine`].
 //!
 //! The parts, each with one job:
 //! - [`dialog`]: RFC 3261 section 12: route sets, remote targets, CSeq, requests in a dialog;
