@@ -535,6 +535,8 @@ pub trait DtlsSession: Send {
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a>;
     /// Whether the handshake has finished (established or failed).
     fn is_finished(&self) -> bool;
+    /// Datagrams dropped as malformed (RFC 6347 4.1.2.7: discarded, the handshake goes on).
+    fn dropped(&self) -> u64;
 }
 
 /// What every session of an engine shares: its identity and the DTLS configuration.
@@ -607,6 +609,8 @@ impl DtlsContext {
             peer_cert_ok: None,
             keys: None,
             connected: false,
+            dropped: 0,
+            heard: false,
             state: match failed {
                 Some(f) => State::Failing(f),
                 None => State::Handshaking,
@@ -637,6 +641,33 @@ struct DimplSession {
     /// dimpl said Connected in this poll cycle.
     connected: bool,
     state: State,
+    /// Malformed datagrams discarded.
+    dropped: u64,
+    /// The peer's first flight has come (a ClientHello to a server; a ServerHello or
+    /// HelloVerifyRequest to a client).
+    heard: bool,
+}
+
+/// Whether a datagram opens the peer's first flight: a handshake record of epoch 0 whose
+/// message is a ClientHello (to a server) or a ServerHello or HelloVerifyRequest (to a
+/// client). RFC 6347 4.1 record header (13 bytes), then the handshake header (12).
+fn opens_first_flight(datagram: &[u8], role: DtlsRole) -> bool {
+    const HANDSHAKE: u8 = 22;
+    if datagram.len() < 13 + 12 || datagram[0] != HANDSHAKE || datagram[3..5] != [0, 0] {
+        return false;
+    }
+    let record_len = usize::from(u16::from_be_bytes([datagram[11], datagram[12]]));
+    let h = &datagram[13..];
+    let msg = h[0];
+    let len = u32::from_be_bytes([0, h[1], h[2], h[3]]);
+    let offset = u32::from_be_bytes([0, h[6], h[7], h[8]]);
+    // The smallest body: version, random and empty lengths (RFC 6347 4.2.1, 4.3.2).
+    let least = match (role, msg) {
+        (DtlsRole::Server, 1) | (DtlsRole::Client, 2) => 38,
+        (DtlsRole::Client, 3) => 3,
+        _ => return false,
+    };
+    record_len >= 12 && 13 + record_len <= datagram.len() && offset == 0 && len >= least
 }
 
 /// An unprotected fatal alert record (epoch 0), sent when we abort a handshake ourselves, so
@@ -738,10 +769,27 @@ impl DtlsSession for DimplSession {
     }
 
     fn handle_packet(&mut self, datagram: &[u8]) {
+        // Before the peer's first flight, nothing else is fed to dimpl: a forged handshake
+        // message of epoch 0 (say, a "Certificate" with message_seq 0) would take the first
+        // message's sequence number, the real ClientHello would then be ignored as a
+        // duplicate, and one datagram from anyone who can reach the port would stall the
+        // handshake until its deadline.
+        if !self.heard {
+            if !opens_first_flight(datagram, self.role) {
+                self.dropped += 1;
+                return;
+            }
+            self.heard = true;
+        }
         if matches!(self.state, State::Handshaking | State::Established)
             && let Err(e) = self.dtls.handle_packet(datagram)
         {
-            self.fail(DtlsFailure::from_dimpl(&e));
+            match DtlsFailure::from_dimpl(&e) {
+                // RFC 6347 4.1.2.7: invalid records are silently discarded; anyone who can
+                // reach the port could otherwise end a handshake with one datagram.
+                DtlsFailure::Malformed => self.dropped += 1,
+                f => self.fail(f),
+            }
         }
     }
 
@@ -819,6 +867,10 @@ impl DtlsSession for DimplSession {
 
     fn is_finished(&self) -> bool {
         !matches!(self.state, State::Handshaking)
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped
     }
 }
 
@@ -1037,27 +1089,71 @@ mod tests {
         panic!("no timeout");
     }
 
+    /// RFC 6347 4.1.2.7: invalid records are silently discarded. Garbage from anyone who can
+    /// reach the port must not end a handshake in progress: each junk datagram leaves the
+    /// session handshaking, counted as dropped, and the handshake then completes.
     #[test]
     fn garbage_is_survived() {
-        let a = ctx();
+        let (a, b) = (ctx(), ctx());
         let now = Instant::now();
-        let mut s = a.session(
-            DtlsRole::Server,
-            Fingerprint::of(HashAlg::Sha256, b"x"),
-            now,
-        );
+        let mut server = a.session(DtlsRole::Server, b.identity().fingerprint().clone(), now);
+        let mut client = b.session(DtlsRole::Client, a.identity().fingerprint().clone(), now);
         let mut buf = [0u8; 2048];
-        for junk in [
-            &[][..],
+        // Truncated and malformed records, application data before the handshake, a record
+        // of a later epoch, handshake messages that are not a ClientHello (the last, a
+        // "Certificate" with message_seq 0, stalled dimpl's handshake for good: the real
+        // ClientHello was then taken for a duplicate). A well-formed fatal alert from the
+        // peer during the handshake is not junk: it ends the handshake, and the failure names
+        // it.
+        let junk: [&[u8]; 9] = [
+            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4],
+            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 14, 11, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 9, 9],
+            &[],
             &[0x16],
             &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff],
             &[0x17; 40],
             &[0x15, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 2, 2, 40],
-        ] {
-            s.handle_packet(junk);
-            while let DtlsOutput::Packet(_) = s.poll_output(&mut buf) {}
+            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 7, 0, 3, 1, 2, 3],
+        ];
+        for (n, j) in junk.iter().enumerate() {
+            server.handle_packet(j);
+            loop {
+                match server.poll_output(&mut buf) {
+                    DtlsOutput::Timeout(_) => break,
+                    DtlsOutput::Failed(f) => panic!("junk {n} ended the handshake: {f}"),
+                    DtlsOutput::Packet(_) | DtlsOutput::Established(_) => {}
+                }
+            }
+            assert!(!server.is_finished(), "junk {n}");
+            assert_eq!(server.dropped(), n as u64 + 1, "junk {n} counted");
         }
-        assert!(!s.is_finished() || matches!(s.poll_output(&mut buf), DtlsOutput::Timeout(_)));
+        // The real handshake still goes through.
+        let (mut sk, mut ck) = (None, None);
+        let mut drain = |from: &mut Box<dyn DtlsSession>, keys: &mut Option<DtlsKeys>| {
+            let mut out = Vec::new();
+            loop {
+                match from.poll_output(&mut buf) {
+                    DtlsOutput::Packet(p) => out.push(p.to_vec()),
+                    DtlsOutput::Established(k) => *keys = Some(k),
+                    DtlsOutput::Failed(f) => panic!("{f}"),
+                    DtlsOutput::Timeout(_) => break,
+                }
+            }
+            out
+        };
+        for _ in 0..20 {
+            for p in drain(&mut client, &mut ck) {
+                server.handle_packet(&p);
+            }
+            for p in drain(&mut server, &mut sk) {
+                client.handle_packet(&p);
+            }
+            if sk.is_some() && ck.is_some() {
+                break;
+            }
+        }
+        assert!(sk.is_some() && ck.is_some(), "the handshake completes after the junk");
     }
 
     #[test]
