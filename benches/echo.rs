@@ -3,8 +3,10 @@
 //!
 //! Layout (2 cores): the echo engine's single worker is pinned to core 0; a load generator
 //! thread, pinned to core 1, sends 172-byte RTP packets (160-byte payload; 182 bytes with the
-//! AES_CM_128_HMAC_SHA1_80 tag) round robin over the streams at a set rate from 100 sockets, and
-//! counts what comes back. The generator always uses io_uring so only the echo side changes.
+//! AES_CM_128_HMAC_SHA1_80 tag) round robin over the streams at a set rate from 100 sockets,
+//! with `sendmmsg` (64 packets a call), whatever the echo side's backend, so only the echo side
+//! changes. It never reads the echoes (its small receive buffers let the kernel drop them):
+//! loss is what the generator sent minus what the echo worker received and sent back.
 //!
 //! For each configuration the offered rate climbs a ladder of 10,000 pkt/s rungs, then 2,000
 //! pkt/s rungs between the last one that held and the first that did not; each rung runs 2 s

@@ -11,7 +11,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion};
 use libsrtp2_ref::{Direction, Key, MAX_TRAILER, Session};
@@ -198,17 +198,24 @@ fn gcm_alg(suite: Suite) -> Option<&'static ring::aead::Algorithm> {
     }
 }
 
-/// Criterion's median estimate for one benchmark, in ns, if it ran.
-fn median_ns(dir: &std::path::Path, group: &str, id: &str) -> Option<f64> {
+/// Criterion's median estimate for one benchmark, in ns, if it ran in this run (criterion
+/// keeps older results on disk: a filtered run must not print them as its own).
+fn median_ns(dir: &std::path::Path, group: &str, id: &str, since: SystemTime) -> Option<f64> {
     let path = dir.join(group).join(id).join("new").join("estimates.json");
+    let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if written < since {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json["median"]["point_estimate"].as_f64()
 }
 
-fn print_table(dir: &std::path::Path) {
+fn print_table(dir: &std::path::Path, since: SystemTime) {
     println!();
-    println!("SRTP per-packet cost, median ns/packet (criterion), srtp-engine beside libsrtp2");
+    println!(
+        "SRTP per-packet cost, median ns/packet (criterion), srtp-engine beside libsrtp2, this run's measurements only"
+    );
     println!(
         "{:<26} {:>7} {:>10} {:>12} {:>10} {:>8} {:>11} {:>9}",
         "suite", "payload", "op", "srtp-engine", "libsrtp2", "speedup", "ring-alone", "overhead"
@@ -218,12 +225,12 @@ fn print_table(dir: &std::path::Path) {
             for op in ["protect", "unprotect"] {
                 let group = format!("{op}_{suite}_{payload}");
                 let (Some(ours), Some(theirs)) = (
-                    median_ns(dir, &group, "srtp-engine"),
-                    median_ns(dir, &group, "libsrtp2"),
+                    median_ns(dir, &group, "srtp-engine", since),
+                    median_ns(dir, &group, "libsrtp2", since),
                 ) else {
                     continue;
                 };
-                let ceiling = median_ns(dir, &group, "ring-alone")
+                let ceiling = median_ns(dir, &group, "ring-alone", since)
                     .map(|c| (format!("{c:.1}"), format!("{:+.1}", ours - c)))
                     .unwrap_or_default();
                 println!(
@@ -243,6 +250,7 @@ fn print_table(dir: &std::path::Path) {
 }
 
 fn main() {
+    let since = SystemTime::now();
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
@@ -255,5 +263,5 @@ fn main() {
         .configure_from_args();
     bench(&mut c);
     c.final_summary();
-    print_table(&dir);
+    print_table(&dir, since);
 }

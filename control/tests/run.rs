@@ -53,25 +53,19 @@ port_min = 40000
 port_max = 47999
 [security]
 method = "mixed"
-# 100 calls/s keeps this debug build below the host's limit. At 200/s it ran the 2 cores at
-# 100% for 13 s and, 2 times in 8, showed faults that are not what this test is about: 2-4
-# authentication failures at the answerer (since explained and fixed: a caller's stream took
-# the answerer's early SRTP for plain RTP and sent it a plain RTCP report; offerer streams
-# now wait for their keys) and DTLS calls with no media (see the notes of issue 8; reproduce
-# with rate = 200.0 and report.per_call).
 [load]
 calls = 2000
-rate = 100.0
+rate = 200.0
 max_concurrent = 1000
 hold_s = 1.0
 [thresholds]
 min_setup_success_percent = 100.0
 max_loss_percent = 0.0
 max_auth_failures = 0
-# What this test judges is that every call connects with zero loss. The MOS of a debug build
-# on a shared 2-core host follows the host's load (one CI run saw setup p50 214 ms instead of
-# 2 ms, and MOS 3.5 from jitter, with no packet lost); the demo judges MOS >= 4 in release.
-min_mos = 1.0
+# A real MOS threshold even in a debug build on 2 cores (4.40 is what a clean call scores;
+# 3.8 leaves room for a noisy host, and fails when jitter or loss take hold). CI also runs
+# the release demo (README's first command), which judges MOS >= 4.
+min_mos = 3.8
 "#,
     );
     assert_eq!(code, 0, "{text}");

@@ -186,18 +186,52 @@ async fn no_common_suite_and_dtls_negotiated_in_sdp() {
 
 #[tokio::test]
 async fn digest_authentication_md5_or_sha256() {
+    use srtp_control::sip::auth::Algorithm;
     let (p, a) = any(Protocol::Udp);
+    // Over the wire, each algorithm on its own and both (RFC 8760: SHA-256 is chosen when
+    // offered): the answerer's SIP log shows which one the caller answered with.
+    for (offered, want) in [
+        (vec![Algorithm::Sha256], "SHA-256"),
+        (vec![Algorithm::Md5], "MD5"),
+        (vec![Algorithm::Md5, Algorithm::Sha256], "SHA-256"),
+    ] {
+        let log = std::env::temp_dir().join(format!(
+            "srtp-control-digest-{}-{want}-{}.log",
+            std::process::id(),
+            offered.len()
+        ));
+        let mut bob_cfg = UaConfig::new("bob", p, a);
+        bob_cfg.challenge = Some(("lab".into(), "s3cret".into()));
+        bob_cfg.challenge_algorithms = offered.clone();
+        bob_cfg.log = srtp_control::sip::log::MessageLog::create(&log).unwrap();
+        let (bob, _) = start(bob_cfg).await;
+        let mut alice_cfg = UaConfig::new("alice", p, a);
+        alice_cfg.credentials = Some(("alice".into(), "s3cret".into()));
+        let (alice, _) = start(alice_cfg).await;
+        let (uri, peer) = target(&bob, "127.0.0.1");
+        alice
+            .call(uri.clone(), peer)
+            .await
+            .unwrap_or_else(|e| panic!("{offered:?}: {e}"));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let auth: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("Authorization:"))
+            .collect();
+        assert_eq!(auth.len(), 1, "{offered:?}: {text}");
+        assert!(
+            auth[0].contains(&format!("algorithm={want}")),
+            "{offered:?}: {}",
+            auth[0]
+        );
+        let _ = std::fs::remove_file(&log);
+        alice.stop();
+        bob.stop();
+    }
     let mut bob_cfg = UaConfig::new("bob", p, a);
     bob_cfg.challenge = Some(("lab".into(), "s3cret".into()));
     let (bob, _) = start(bob_cfg).await;
-    let mut alice_cfg = UaConfig::new("alice", p, a);
-    alice_cfg.credentials = Some(("alice".into(), "s3cret".into()));
-    let (alice, _) = start(alice_cfg).await;
     let (uri, peer) = target(&bob, "127.0.0.1");
-    alice
-        .call(uri.clone(), peer)
-        .await
-        .expect("authenticated call");
     let mut wrong = UaConfig::new("mallory", p, a);
     wrong.credentials = Some(("mallory".into(), "guess".into()));
     let (mallory, _) = start(wrong).await;

@@ -79,7 +79,7 @@ pub fn render(r: &Report) -> String {
         r.answered,
         r.refused.values().sum::<u64>(),
     );
-    o.push_str("<h2>Media</h2><table><tr><th>side</th><th>streams</th><th>sent</th><th>received</th><th>lost</th><th>loss</th><th>jitter mean / max</th><th>MOS min / mean</th><th>auth failures</th><th>dropped before the answer</th></tr>");
+    o.push_str("<h2>Media</h2><table><tr><th>side</th><th>streams</th><th>sent</th><th>received</th><th>lost</th><th>loss</th><th>jitter mean / max</th><th title='ITU-T G.107 E-model with random loss (burst ratio 1): the same loss in bursts scores lower'>MOS min / mean (E-model, random loss)</th><th>auth failures</th><th>dropped before the answer</th></tr>");
     for (who, m) in [
         ("callers receive", &r.caller_media),
         ("answerer receives", &r.answerer_media),

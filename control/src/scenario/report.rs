@@ -706,6 +706,10 @@ impl Report {
                 early_note(m.early_drops)
             );
         }
+        let _ = writeln!(
+            o,
+            "  MOS               ITU-T G.107 E-model from loss, jitter and round-trip time, with random loss (burst ratio 1): the same loss in bursts scores lower"
+        );
         if let Some((to_callers, to_answerer)) = self.undelivered_at_hangup {
             let per = |n: u64| n as f64 / self.calls.attempted.max(1) as f64;
             let _ = writeln!(

@@ -60,6 +60,9 @@ pub struct UaConfig {
     pub credentials: Option<(String, String)>,
     /// As UAS: challenge INVITEs in this realm, accepting this password for any user.
     pub challenge: Option<(String, String)>,
+    /// The digest algorithms our challenges offer, in order (RFC 8760: SHA-256 first, MD5
+    /// for older peers).
+    pub challenge_algorithms: Vec<crate::sip::auth::Algorithm>,
     /// Transaction timers.
     pub timers: TimerValues,
     /// The SIP message log.
@@ -79,6 +82,10 @@ impl UaConfig {
             security: SecurityConfig::default(),
             credentials: None,
             challenge: None,
+            challenge_algorithms: vec![
+                crate::sip::auth::Algorithm::Sha256,
+                crate::sip::auth::Algorithm::Md5,
+            ],
             timers: TimerValues::default(),
             log: MessageLog::off(),
             register: None,

@@ -15,7 +15,7 @@ use crate::sdp::{
     AnswerPlan, Direction, LocalMedia, MediaCrypto, Negotiated, NegotiationError, Offer, Session,
     Signaling, Verdict, plan_answer,
 };
-use crate::sip::auth::{Algorithm, Authorization, Challenge};
+use crate::sip::auth::{Authorization, Challenge};
 use crate::sip::message::{Message, Method};
 use crate::sip::token;
 use crate::sip::transport::Flow;
@@ -67,20 +67,18 @@ impl UaCore {
                 .is_some_and(|a| a.realm == realm && a.verify(&password, "INVITE"));
             if !ok {
                 let mut r = Message::response_to(&req, 401, "Unauthorized", Some(&token()));
-                let ch = Challenge {
-                    realm,
-                    nonce: token(),
-                    opaque: None,
-                    algorithm: Algorithm::Sha256,
-                    qop_auth: true,
-                    stale: false,
-                };
-                r.push("WWW-Authenticate", ch.to_header());
-                let md5 = Challenge {
-                    algorithm: Algorithm::Md5,
-                    ..ch
-                };
-                r.push("WWW-Authenticate", md5.to_header());
+                let nonce = token();
+                for &algorithm in &self.cfg.challenge_algorithms {
+                    let ch = Challenge {
+                        realm: realm.clone(),
+                        nonce: nonce.clone(),
+                        opaque: None,
+                        algorithm,
+                        qop_auth: true,
+                        stale: false,
+                    };
+                    r.push("WWW-Authenticate", ch.to_header());
+                }
                 self.respond(now, &key, r);
                 return;
             }

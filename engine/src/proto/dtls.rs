@@ -1106,9 +1106,17 @@ mod tests {
         // peer during the handshake is not junk: it ends the handshake, and the failure names
         // it.
         let junk: [&[u8]; 9] = [
-            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4],
-            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 14, 11, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 9, 9],
+            &[
+                0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            &[
+                0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0,
+                4, 1, 2, 3, 4,
+            ],
+            &[
+                0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 14, 11, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,
+                2, 9, 9,
+            ],
             &[],
             &[0x16],
             &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff],
@@ -1153,7 +1161,10 @@ mod tests {
                 break;
             }
         }
-        assert!(sk.is_some() && ck.is_some(), "the handshake completes after the junk");
+        assert!(
+            sk.is_some() && ck.is_some(),
+            "the handshake completes after the junk"
+        );
     }
 
     #[test]
