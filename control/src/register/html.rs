@@ -3,6 +3,7 @@
 //! fallback times as histograms, and the errors by cause.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use super::report::{RegisterReport, Spread};
 use crate::charts::{STYLE, bins, esc, histogram, line_chart};
@@ -123,6 +124,18 @@ pub fn render(r: &RegisterReport) -> String {
     }
     o.push_str("</body></html>\n");
     o
+}
+
+impl RegisterReport {
+    /// Writes `report.json` and `report.html` into `dir`; returns the JSON's path.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("report.json");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&path, text)?;
+        std::fs::write(dir.join("report.html"), render(self))?;
+        Ok(path)
+    }
 }
 
 #[cfg(test)]

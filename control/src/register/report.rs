@@ -1,8 +1,6 @@
 //! What a registration run reports: the terminal summary, `report.json`, and the
 //! Prometheus metrics it serves while it runs.
 
-use std::path::{Path, PathBuf};
-
 use serde::Serialize;
 use srtp_engine::metrics::{Exposition, Kind, Metric};
 
@@ -280,16 +278,6 @@ impl RegisterReport {
         }
         let _ = writeln!(o, "result: {}", if self.pass { "PASS" } else { "FAIL" });
         o
-    }
-
-    /// Writes `report.json` and `report.html` into `dir`; returns the JSON's path.
-    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("report.json");
-        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&path, text)?;
-        std::fs::write(dir.join("report.html"), super::html::render(self))?;
-        Ok(path)
     }
 }
 

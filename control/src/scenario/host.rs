@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::report::Sample;
+use super::sample::Sample;
 
 /// Cumulative CPU time of the whole machine in clock ticks, from `/proc/stat`'s `cpu` line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

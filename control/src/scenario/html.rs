@@ -2,6 +2,7 @@
 //! check the page), readable offline and printable.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use super::report::{Distribution, Report};
 use crate::charts::{STYLE, esc, line_chart};
@@ -146,7 +147,7 @@ pub fn render(r: &Report) -> String {
     }
     let ts = &r.timeline;
     let xs: Vec<f64> = ts.iter().map(|s| s.t_s).collect();
-    let per_s = |f: &dyn Fn(&super::report::Sample) -> u64| -> Vec<f64> {
+    let per_s = |f: &dyn Fn(&super::sample::Sample) -> u64| -> Vec<f64> {
         let mut prev = (0u64, 0.0f64);
         ts.iter()
             .map(|s| {
@@ -241,4 +242,35 @@ document.body.dataset.charts = String(Array.from(document.querySelectorAll('svg.
 "#,
     );
     o
+}
+
+impl Report {
+    /// Writes `report.json`, `report.html` and, if any call failed with messages,
+    /// `failed-calls.log` into `dir`; returns the paths written.
+    pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut out = Vec::new();
+        let json = dir.join("report.json");
+        std::fs::write(
+            &json,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        out.push(json);
+        let html = dir.join("report.html");
+        std::fs::write(&html, render(self))?;
+        out.push(html);
+        if !self.failed_logs.is_empty() {
+            let log = dir.join("failed-calls.log");
+            let mut text = String::new();
+            for (cid, cause, msgs) in &self.failed_logs {
+                let _ = writeln!(text, "==== call {cid}: {cause} ====\n");
+                for m in msgs {
+                    text.push_str(m);
+                }
+            }
+            std::fs::write(&log, text)?;
+            out.push(log);
+        }
+        Ok(out)
+    }
 }

@@ -9,6 +9,7 @@ pub mod host;
 pub mod html;
 pub mod report;
 pub mod run;
+pub mod sample;
 
 pub use config::Scenario;
 pub use report::Report;

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -13,6 +12,7 @@ use serde_json::Value;
 use super::causes;
 use super::config::Scenario;
 use super::host::GeneratorHealth;
+pub use super::sample::Sample;
 
 /// One call as the caller saw it.
 #[derive(Clone, Debug, Serialize)]
@@ -105,42 +105,6 @@ impl MediaFigures {
             rx_suite: leg["rx_suite"].as_str().map(str::to_owned),
         })
     }
-}
-
-/// One second of the run.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Sample {
-    /// Seconds from the start.
-    pub t_s: f64,
-    /// Calls attempted so far.
-    pub attempted: u64,
-    /// Calls set up so far.
-    pub setup_ok: u64,
-    /// Calls failed so far.
-    pub failed: u64,
-    /// Calls in progress.
-    pub active: u64,
-    /// Engine packets received per second (RTP and RTCP, both sides on this machine).
-    pub rx_pps: f64,
-    /// Engine packets sent per second.
-    pub tx_pps: f64,
-    /// Calls that ended in this second.
-    pub ended: u64,
-    /// Their loss, %.
-    pub loss_percent: f64,
-    /// Their mean jitter, ms.
-    pub jitter_ms: f64,
-    /// Their lowest MOS.
-    pub mos_min: Option<f64>,
-    /// This machine's CPU share in use (all cores, steal excluded), %; `None` without
-    /// `/proc/stat`.
-    pub cpu_percent: Option<f64>,
-    /// The hypervisor's share (steal), %.
-    pub steal_percent: Option<f64>,
-    /// The busiest engine worker's share of the second spent working (0-1), when known.
-    pub worker_busy: Option<f64>,
-    /// Datagrams the kernel dropped at the engine's sockets so far (receive buffers full).
-    pub local_drops: u64,
 }
 
 /// The engine's part.
@@ -761,35 +725,6 @@ impl Report {
             );
         }
         o
-    }
-
-    /// Writes `report.json`, `report.html` and, if any call failed with messages,
-    /// `failed-calls.log` into `dir`; returns the paths written.
-    pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir)?;
-        let mut out = Vec::new();
-        let json = dir.join("report.json");
-        std::fs::write(
-            &json,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        out.push(json);
-        let html = dir.join("report.html");
-        std::fs::write(&html, super::html::render(self))?;
-        out.push(html);
-        if !self.failed_logs.is_empty() {
-            let log = dir.join("failed-calls.log");
-            let mut text = String::new();
-            for (cid, cause, msgs) in &self.failed_logs {
-                let _ = writeln!(text, "==== call {cid}: {cause} ====\n");
-                for m in msgs {
-                    text.push_str(m);
-                }
-            }
-            std::fs::write(&log, text)?;
-            out.push(log);
-        }
-        Ok(out)
     }
 }
 

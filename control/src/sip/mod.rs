@@ -2,6 +2,7 @@
 //! per-endpoint message log.
 
 pub mod auth;
+pub mod error;
 pub mod log;
 pub mod message;
 pub mod stun;

@@ -3,7 +3,7 @@
 use core::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use super::message::ParseError;
+use super::error::ParseError;
 
 /// A SIP or SIPS URI: `sip:user@host:port;param=value;flag?header=value`.
 #[derive(Clone, Debug, PartialEq, Eq)]
