@@ -13,29 +13,40 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use serde_json::{Value, json};
 use srtp_engine::ctl::client::CtlClient;
+use srtp_engine::ctl::protocol::{CryptoRequest, LegRequest, SdesRequest, StreamRequest};
 use srtp_engine::ctl::{CtlOptions, CtlServer};
 use srtp_engine::metrics::MetricsServer;
+use srtp_engine::model::{Crypto, LegSpec, Mode, SocketModel, StreamSpec};
 use srtp_engine::proto::srtp::Suite;
 use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::stream::{Crypto, LegSpec, Mode, StreamSpec};
 
 const SUITE: Suite = Suite::AesCm128HmacSha1_80;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 fn key(k: usize) -> Vec<u8> {
     (0..30u8).map(|i| i ^ (k as u8)).collect()
 }
 
-fn request(k: usize) -> Value {
-    let sdes = |k: usize| json!({"suite": SUITE.sdp_name(), "keys": [{"key": b64(&key(k))}]});
-    json!({"mode": "echo", "rtcp_interval_ms": 0, "silence_ms": 0,
-           "legs": [{"rtcp_mux": true, "crypto": {"type": "sdes", "tx": sdes(k), "rx": sdes(k + 1)}}]})
+/// A quiet stream request (no RTCP, no silence events).
+fn quiet(mode: Mode, leg: LegRequest) -> StreamRequest {
+    let mut r = StreamRequest::new(mode, leg);
+    r.rtcp_interval_ms = Some(0);
+    r.silence_ms = Some(0);
+    r
+}
+
+fn request(k: usize) -> StreamRequest {
+    quiet(
+        Mode::Echo,
+        LegRequest {
+            rtcp_mux: true,
+            crypto: CryptoRequest::Sdes {
+                tx: SdesRequest::with_key(SUITE, &key(k)),
+                rx: SdesRequest::with_key(SUITE, &key(k + 1)),
+            },
+            ..LegRequest::default()
+        },
+    )
 }
 
 fn spec(k: usize) -> StreamSpec {
@@ -109,22 +120,13 @@ fn main() {
     let mut library_s = Vec::new();
     for _ in 0..rounds {
         // Over the socket: build the line, send it, parse the reply; then delete.
-        let reqs: Vec<Value> = (0..n).map(request).collect();
+        let reqs: Vec<StreamRequest> = (0..n).map(request).collect();
         let t = Instant::now();
-        let r = client
-            .request("create_batch", json!({"streams": reqs}))
-            .unwrap();
+        let r = client.create_batch(reqs).unwrap();
         socket_s.push(t.elapsed().as_secs_f64());
-        assert_eq!(r["created"], n, "{}", r["streams"][0]);
-        let ids: Vec<u64> = r["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_u64().unwrap())
-            .collect();
-        client
-            .request("delete_batch", json!({"streams": ids}))
-            .unwrap();
+        assert_eq!(r.created, n, "{:?}", r.streams.first());
+        let ids: Vec<u64> = r.streams.iter().map(|s| s.as_ref().unwrap().id).collect();
+        client.delete_batch(ids).unwrap();
         // The library call, same streams.
         let specs: Vec<StreamSpec> = (0..n).map(spec).collect();
         let t = Instant::now();
@@ -150,18 +152,27 @@ fn main() {
     let held = 50_000;
     let mut made = 0;
     while made < held {
-        let batch: Vec<Value> = (made..(made + 10_000).min(held))
+        let batch: Vec<StreamRequest> = (made..(made + 10_000).min(held))
             .map(|k| {
-                json!({"mode": "recv", "rtcp_interval_ms": 0, "silence_ms": 0,
-                       "legs": [{"rtcp_mux": true, "socket": "shared",
-                                 "remote": format!("127.1.{}.{}:{}", (k >> 8) & 255, k & 255, 10_000 + k / 65_536)}]})
+                quiet(
+                    Mode::Recv,
+                    LegRequest {
+                        rtcp_mux: true,
+                        socket: SocketModel::Shared,
+                        remote: Some(format!(
+                            "127.1.{}.{}:{}",
+                            (k >> 8) & 255,
+                            k & 255,
+                            10_000 + k / 65_536
+                        )),
+                        ..LegRequest::default()
+                    },
+                )
             })
             .collect();
-        let r = client
-            .request("create_batch", json!({"streams": batch}))
-            .unwrap();
-        assert_eq!(r["failed"], 0, "{}", r["streams"][0]);
-        made += r["created"].as_u64().unwrap() as usize;
+        let r = client.create_batch(batch).unwrap();
+        assert_eq!(r.failed, 0, "{:?}", r.streams.first());
+        made += r.created;
     }
     // Idle receivers (no generation, no RTCP): the scrapes compete with the workers' loop only.
     let m = MetricsServer::start(

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use srtp_engine::ctl::protocol::{CryptoRequest, EngineStats, LegRequest, StreamRequest};
+use srtp_engine::model::{Event, Mode};
+use srtp_engine::proto::dtls::DtlsRole;
 use support::{arg, child_or_list, connect, rss_kib, spawn_engine};
 
 /// Handshakes per second of dimpl alone, client and server in one thread, in memory.
@@ -81,20 +83,17 @@ fn collect(
     mut c: srtp_engine::ctl::client::CtlClient,
     want: usize,
     limit: Duration,
-) -> std::sync::mpsc::Receiver<(Instant, Value)> {
+) -> std::sync::mpsc::Receiver<(Instant, Event)> {
     let (tx, rx) = channel();
-    c.request(
-        "subscribe",
-        json!({"events": ["dtls_established", "dtls_failed"]}),
-    )
-    .unwrap();
+    c.subscribe(Some(vec!["dtls_established".into(), "dtls_failed".into()]))
+        .unwrap();
     std::thread::spawn(move || {
         let end = Instant::now() + limit;
         let mut n = 0;
         while n < want && Instant::now() < end {
             if let Ok(Some(e)) = c.next_event(Duration::from_millis(100)) {
                 n += 1;
-                if tx.send((Instant::now(), e)).is_err() {
+                if tx.send((Instant::now(), e.event)).is_err() {
                     break;
                 }
             }
@@ -133,33 +132,39 @@ fn main() {
     let mut cli_proc = spawn_engine(0, 40_000, &cli_sock, &extra);
     let mut srv = connect(&srv_sock);
     let mut cli = connect(&cli_sock);
-    let srv_fp = srv.request("hello", Value::Null).unwrap()["capabilities"]["dtls_fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let cli_fp = cli.request("hello", Value::Null).unwrap()["capabilities"]["dtls_fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let srv_fp = srv.hello().unwrap().capabilities.dtls_fingerprint;
+    let cli_fp = cli.hello().unwrap().capabilities.dtls_fingerprint;
+    // A DTLS leg of a quiet stream (no RTCP, no silence events), RTP and RTCP muxed.
+    let dtls = |role, fingerprint: &str, remote: Option<&str>| {
+        let mut r = StreamRequest::new(
+            Mode::Recv,
+            LegRequest {
+                rtcp_mux: true,
+                remote: remote.map(str::to_owned),
+                crypto: CryptoRequest::Dtls {
+                    role,
+                    fingerprint: fingerprint.to_owned(),
+                },
+                ..LegRequest::default()
+            },
+        );
+        r.silence_ms = Some(0);
+        r.rtcp_interval_ms = Some(0);
+        r
+    };
     let base = (rss_kib(srv_proc.id()).0, rss_kib(cli_proc.id()).0);
 
     // Servers: waiting for their ClientHello, no media (recv), RTP and RTCP muxed.
     let mut servers = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(2_000) {
-        let reqs: Vec<Value> = chunk
+        let reqs = chunk
             .iter()
-            .map(|_| {
-                json!({"mode": "recv", "silence_ms": 0, "rtcp_interval_ms": 0,
-                       "legs": [{"rtcp_mux": true,
-                                 "crypto": {"type": "dtls", "role": "server", "fingerprint": cli_fp}}]})
-            })
+            .map(|_| dtls(DtlsRole::Server, &cli_fp, None))
             .collect();
-        let r = srv
-            .request("create_batch", json!({"streams": reqs}))
-            .unwrap();
-        assert_eq!(r["failed"], 0, "{}", r["streams"][0]);
-        for s in r["streams"].as_array().unwrap() {
-            servers.push(s["legs"][0]["local"].as_str().unwrap().to_string());
+        let r = srv.create_batch(reqs).unwrap();
+        assert_eq!(r.failed, 0, "{:?}", r.streams.first());
+        for s in r.streams {
+            servers.push(s.unwrap().legs[0].local.to_string());
         }
     }
     let limit = Duration::from_secs(120);
@@ -174,24 +179,18 @@ fn main() {
         if let Some(w) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(w);
         }
-        let reqs: Vec<Value> = chunk
+        let reqs = chunk
             .iter()
-            .map(|remote| {
-                json!({"mode": "recv", "silence_ms": 0, "rtcp_interval_ms": 0,
-                       "legs": [{"rtcp_mux": true, "remote": remote,
-                                 "crypto": {"type": "dtls", "role": "client", "fingerprint": srv_fp}}]})
-            })
+            .map(|remote| dtls(DtlsRole::Client, &srv_fp, Some(remote)))
             .collect();
-        let r = cli
-            .request("create_batch", json!({"streams": reqs}))
-            .unwrap();
-        assert_eq!(r["failed"], 0, "{}", r["streams"][0]);
+        let r = cli.create_batch(reqs).unwrap();
+        assert_eq!(r.failed, 0, "{:?}", r.streams.first());
     }
     let created = t0.elapsed();
 
     let mut client_ms = Vec::with_capacity(n);
     let mut server_ms = Vec::with_capacity(n);
-    let mut failures: Vec<Value> = Vec::new();
+    let mut failures: Vec<Event> = Vec::new();
     let mut last = t0;
     for (rx, out) in [(&cli_events, &mut client_ms), (&srv_events, &mut server_ms)] {
         for _ in 0..n {
@@ -199,16 +198,16 @@ fn main() {
                 break;
             };
             last = last.max(at);
-            match e["event"].as_str() {
-                Some("dtls_established") => out.push(e["handshake_ms"].as_f64().unwrap()),
-                _ => failures.push(e),
+            match e {
+                Event::DtlsEstablished { handshake_ms, .. } => out.push(handshake_ms),
+                other => failures.push(other),
             }
         }
     }
     let elapsed = (last - t0).as_secs_f64();
     let peak = (rss_kib(srv_proc.id()), rss_kib(cli_proc.id()));
-    let srv_stats = srv.request("engine_stats", Value::Null).unwrap();
-    let cli_stats = cli.request("engine_stats", Value::Null).unwrap();
+    let srv_stats = srv.engine_stats().unwrap();
+    let cli_stats = cli.engine_stats().unwrap();
     // Sessions linger on the server side (no media here to release them early): linger_ms
     // after the handshake, and at least until its start plus the handshake timeout, while the
     // client may still be retrying.
@@ -216,7 +215,7 @@ fn main() {
         .max(srtp_engine::proto::dtls::DtlsOptions::default().handshake_timeout);
     std::thread::sleep(held + Duration::from_millis(1_500));
     let after = (rss_kib(srv_proc.id()).0, rss_kib(cli_proc.id()).0);
-    let srv_after = srv.request("engine_stats", Value::Null).unwrap();
+    let srv_after = srv.engine_stats().unwrap();
 
     client_ms.sort_by(f64::total_cmp);
     server_ms.sort_by(f64::total_cmp);
@@ -268,7 +267,7 @@ fn main() {
         (peak.0.1 - base.0) as f64 / n as f64,
         (peak.1.1 - base.1) as f64 / n as f64
     );
-    let sessions = |v: &Value| v["dtls"]["sessions"].clone();
+    let sessions = |v: &EngineStats| v.dtls.sessions;
     println!(
         "DTLS sessions held: server {} at completion, {} after linger; client {}",
         sessions(&srv_stats),
@@ -276,7 +275,7 @@ fn main() {
         sessions(&cli_stats)
     );
     for f in failures.iter().take(5) {
-        println!("failure: {f}");
+        println!("failure: {f:?}");
     }
     drop(srv_proc.stdin.take());
     drop(cli_proc.stdin.take());

@@ -31,11 +31,11 @@ use std::time::{Duration, Instant};
 
 use srtp_engine::io::socket::SocketOptions;
 use srtp_engine::io::{BackendKind, IoConfig};
+use srtp_engine::model::{Crypto, LegSpec, Mode, StreamSpec};
 use srtp_engine::proto::rtp::write_header;
 use srtp_engine::proto::srtp::{MasterKey, SrtpOutbound, SrtpPolicy, Suite};
 use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::stream::{Crypto, LegSpec, Mode, StreamSpec};
-use srtp_engine::worker::{MediaOptions, WorkerSnapshot};
+use srtp_engine::runtime::{MediaOptions, WorkerSnapshot};
 
 const SUITE: Suite = Suite::AesCm128HmacSha1_80;
 const GEN_SOCKETS: usize = 100;

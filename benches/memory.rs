@@ -20,10 +20,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use srtp_engine::model::{Crypto, LegSpec, Mode, SocketModel, StreamSpec};
 use srtp_engine::proto::pacer::{Codec, CodecProfile};
 use srtp_engine::proto::srtp::Suite;
 use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::stream::{Crypto, LegSpec, Mode, SocketModel, StreamSpec};
 
 const SUITE: Suite = Suite::AesCm128HmacSha1_80;
 

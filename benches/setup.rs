@@ -20,8 +20,8 @@ use srtp_control::sip::transport::Protocol;
 use srtp_control::sip::uri::Uri;
 use srtp_control::ua::{UaConfig, UserAgent};
 use srtp_engine::ctl::{CtlOptions, CtlServer};
+use srtp_engine::runtime::MediaOptions;
 use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::MediaOptions;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -18,31 +18,33 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use serde_json::{Value, json};
-use srtp_engine::worker::thread_cpu_us;
+use srtp_engine::ctl::api::StreamApi;
+use srtp_engine::ctl::protocol::{
+    CodecRequest, CryptoRequest, EngineStats, LegRequest, SdesRequest, StreamRequest, UpdateRequest,
+};
+use srtp_engine::model::Mode;
+use srtp_engine::proto::srtp::Suite;
+use srtp_engine::runtime::thread_cpu_us;
 use support::{arg, child_or_list, connect, spawn_engine};
 
-const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
+const SUITE: Suite = Suite::AesCm128HmacSha1_80;
 
-fn sdes(tx: usize, rx: usize) -> Value {
-    let key = |k: usize| -> String {
-        let bytes: Vec<u8> = (0..30u8)
+fn sdes(tx: usize, rx: usize) -> CryptoRequest {
+    let key = |k: usize| -> Vec<u8> {
+        (0..30u8)
             .map(|i| i.wrapping_mul(31) ^ (k as u8) ^ ((k >> 8) as u8))
-            .collect();
-        base64::engine::general_purpose::STANDARD.encode(bytes)
+            .collect()
     };
-    json!({"type": "sdes",
-           "tx": {"suite": SUITE, "keys": [{"key": key(tx)}]},
-           "rx": {"suite": SUITE, "keys": [{"key": key(rx)}]}})
+    CryptoRequest::Sdes {
+        tx: SdesRequest::with_key(SUITE, &key(tx)),
+        rx: SdesRequest::with_key(SUITE, &key(rx)),
+    }
 }
 
-fn cpu_s(stats: &Value) -> (f64, f64) {
-    let w = &stats["workers"][0];
-    (
-        w["cpu_user_us"].as_f64().unwrap_or(0.0) / 1e6,
-        w["cpu_sys_us"].as_f64().unwrap_or(0.0) / 1e6,
-    )
+fn cpu_s(stats: &EngineStats) -> (f64, f64) {
+    stats.workers.first().map_or((0.0, 0.0), |w| {
+        (w.cpu_user_us as f64 / 1e6, w.cpu_sys_us as f64 / 1e6)
+    })
 }
 
 fn main() {
@@ -64,40 +66,56 @@ fn main() {
     let mut echo = connect(&echo_sock);
 
     // Echo streams first (non-muxed RTCP: a port pair each), then the endpoints aimed at them.
-    let reqs: Vec<Value> = (0..n)
-        .map(
-            |k| json!({"mode": "echo", "silence_ms": 0, "legs": [{"crypto": sdes(10_000 + k, k)}]}),
-        )
+    let reqs = (0..n)
+        .map(|k| {
+            let mut r = StreamRequest::new(
+                Mode::Echo,
+                LegRequest {
+                    crypto: sdes(10_000 + k, k),
+                    ..LegRequest::default()
+                },
+            );
+            r.silence_ms = Some(0);
+            r
+        })
         .collect();
-    let echoes = echo
-        .request("create_batch", json!({"streams": reqs}))
-        .unwrap();
-    assert_eq!(echoes["failed"], 0, "{}", echoes["streams"][0]);
-    let reqs: Vec<Value> = echoes["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let echoes = echo.create_batch(reqs).unwrap();
+    assert_eq!(echoes.failed, 0, "{:?}", echoes.streams.first());
+    let reqs = echoes
+        .streams
+        .into_iter()
         .enumerate()
         .map(|(k, e)| {
-            json!({"mode": "sendrecv", "codec": {"name": "pcmu", "ptime_ms": 20}, "rtcp_interval_ms": 5000,
-                   "legs": [{"remote": e["legs"][0]["local"], "remote_rtcp": e["legs"][0]["local_rtcp"],
-                             "crypto": sdes(k, 10_000 + k)}]})
+            let leg = e.unwrap().legs.remove(0);
+            let mut r = StreamRequest::new(
+                Mode::SendRecv,
+                LegRequest {
+                    remote: Some(leg.local.to_string()),
+                    remote_rtcp: leg.local_rtcp.map(|a| a.to_string()),
+                    crypto: sdes(k, 10_000 + k),
+                    ..LegRequest::default()
+                },
+            );
+            r.codec = Some(CodecRequest {
+                name: Some("pcmu".into()),
+                ptime_ms: Some(20),
+                ..CodecRequest::default()
+            });
+            r.rtcp_interval_ms = Some(5000);
+            r
         })
         .collect();
     let t0 = Instant::now();
-    let ends = generator
-        .request("create_batch", json!({"streams": reqs}))
-        .unwrap();
-    assert_eq!(ends["failed"], 0, "{}", ends["streams"][0]);
-    let ids: Vec<u64> = ends["streams"]
-        .as_array()
-        .unwrap()
+    let ends = generator.create_batch(reqs).unwrap();
+    assert_eq!(ends.failed, 0, "{:?}", ends.streams.first());
+    let ids: Vec<u64> = ends
+        .streams
         .iter()
-        .map(|s| s["id"].as_u64().unwrap())
+        .map(|s| s.as_ref().unwrap().id)
         .collect();
     let (g0, e0) = (
-        generator.request("engine_stats", Value::Null).unwrap(),
-        echo.request("engine_stats", Value::Null).unwrap(),
+        generator.engine_stats().unwrap(),
+        echo.engine_stats().unwrap(),
     );
     println!(
         "# soak: {n} sendrecv streams (PCMU 20 ms, SRTP {SUITE}) against {n} echo streams, {seconds} s"
@@ -111,24 +129,27 @@ fn main() {
         let due = start + Duration::from_secs(second);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let now = (
-            io_counts(&generator.request("engine_stats", Value::Null).unwrap()),
-            io_counts(&echo.request("engine_stats", Value::Null).unwrap()),
+            io_counts(&generator.engine_stats().unwrap()),
+            io_counts(&echo.engine_stats().unwrap()),
         );
         timeline.push((second, delta(now.0, last.0), delta(now.1, last.1)));
         last = now;
     }
     let (g1, e1) = (
-        generator.request("engine_stats", Value::Null).unwrap(),
-        echo.request("engine_stats", Value::Null).unwrap(),
+        generator.engine_stats().unwrap(),
+        echo.engine_stats().unwrap(),
     );
     let ran = t0.elapsed().as_secs_f64();
     for id in &ids {
         generator
-            .request("update", json!({"stream": id, "paused": true}))
+            .update(UpdateRequest {
+                paused: Some(true),
+                ..UpdateRequest::of(*id)
+            })
             .unwrap();
     }
     std::thread::sleep(Duration::from_millis(500));
-    let all = generator.request("streams", json!({})).unwrap();
+    let all = generator.streams(0, None).unwrap();
     let mut sent = 0u64;
     let mut got = 0u64;
     let mut short = 0usize;
@@ -136,26 +157,23 @@ fn main() {
     let mut auth = 0u64;
     let mut worst_jitter = 0f64;
     let mut worst_mos = 5f64;
-    for s in all["streams"].as_array().unwrap() {
-        let l = &s["legs"][0];
-        let (o, i) = (
-            l["packets_out"].as_u64().unwrap(),
-            l["packets_in"].as_u64().unwrap(),
-        );
+    for s in &all.streams {
+        let l = &s.legs[0];
+        let (o, i) = (l.packets_out, l.packets_in);
         sent += o;
         got += i;
         if i != o {
             short += 1;
         }
-        lost += l["lost"].as_i64().unwrap();
-        auth += l["auth_failures"].as_u64().unwrap();
-        worst_jitter = worst_jitter.max(l["jitter_ms"].as_f64().unwrap());
-        worst_mos = worst_mos.min(l["mos"].as_f64().unwrap());
-        if l["lost"].as_i64().unwrap() != 0 || l["mos"].as_f64().unwrap() < 4.0 {
-            eprintln!("odd stream: {s}");
+        lost += l.lost;
+        auth += l.auth_failures;
+        worst_jitter = worst_jitter.max(l.jitter_ms);
+        worst_mos = worst_mos.min(l.mos);
+        if l.lost != 0 || l.mos < 4.0 {
+            eprintln!("odd stream: {s:?}");
         }
     }
-    let echo_auth = e1["auth_failures"].as_u64().unwrap_or(0);
+    let echo_auth = e1.auth_failures;
     let (gu0, gs0) = cpu_s(&g0);
     let (gu1, gs1) = cpu_s(&g1);
     let (eu0, es0) = cpu_s(&e0);
@@ -204,12 +222,12 @@ fn main() {
     }
     println!(
         "| send drops: stream counters (generator / echo) | {} / {} |",
-        g1["tx_drops"], e1["tx_drops"]
+        g1.tx_drops, e1.tx_drops
     );
     println!(
         "| worker busy ratio at the end (generator / echo) | {:.2} / {:.2} |",
-        g1["workers"][0]["busy_ratio"].as_f64().unwrap_or(0.0),
-        e1["workers"][0]["busy_ratio"].as_f64().unwrap_or(0.0)
+        g1.workers.first().map_or(0.0, |w| w.busy_ratio),
+        e1.workers.first().map_or(0.0, |w| w.busy_ratio)
     );
     if let Some(b) = &bare {
         println!(
@@ -257,13 +275,25 @@ fn main() {
 }
 
 /// A worker's I/O packet counters: received, sent, dropped by the kernel at its sockets.
-fn io_counts(stats: &Value) -> [u64; 3] {
+fn io_counts(stats: &EngineStats) -> [u64; 3] {
     ["rx_packets", "tx_packets", "kernel_drops"].map(|k| io(stats, k))
 }
 
-/// One of the first worker's I/O counters from `engine_stats`.
-fn io(stats: &Value, key: &str) -> u64 {
-    stats["workers"][0]["io"][key].as_u64().unwrap_or(0)
+/// One of the first worker's I/O counters from `engine_stats`, by its name on the wire.
+fn io(stats: &EngineStats, key: &str) -> u64 {
+    let io = stats.workers.first().map(|w| w.io).unwrap_or_default();
+    match key {
+        "rx_packets" => io.rx_packets,
+        "tx_packets" => io.tx_packets,
+        "kernel_drops" => io.kernel_drops,
+        "tx_no_buffer" => io.tx_no_buffer,
+        "tx_errors" => io.tx_errors,
+        "rx_errors" => io.rx_errors,
+        "rx_no_buffer" => io.rx_no_buffer,
+        "polls" => io.polls,
+        "syscalls" => io.syscalls,
+        _ => 0,
+    }
 }
 
 fn delta(now: [u64; 3], before: [u64; 3]) -> [u64; 3] {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use srtp_engine::ctl::client::CtlClient;
 use srtp_engine::ctl::{CtlOptions, CtlServer};
 use srtp_engine::proto::dtls::DtlsOptions;
+use srtp_engine::runtime::MediaOptions;
 use srtp_engine::runtime::{DtlsSettings, Engine, EngineOptions};
-use srtp_engine::worker::MediaOptions;
 
 /// The value after `name` in `args`, or `default`.
 pub(crate) fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {

@@ -13,6 +13,7 @@
 //! - [`scenario`]: load runs (`srtp-control run`, `srtp-control demo`) and their reports.
 
 mod charts;
+pub mod config_file;
 pub mod media;
 pub mod pki;
 pub mod register;

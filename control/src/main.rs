@@ -19,6 +19,7 @@ use srtp_control::sip::uri::Uri;
 use srtp_control::ua::{
     CallOptions, EndedBy, RegisterConfig, ShutdownSummary, UaConfig, UasEvent, UserAgent,
 };
+use srtp_engine::model::{LegStats, StreamStats};
 use srtp_engine::proto::srtp::Suite;
 
 /// SIP/SDP signaling for srtp-engine.
@@ -218,8 +219,9 @@ struct Endpoint {
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(v.to_owned()))
-        .map_err(|_| format!("bad --{what} '{v}'"))
+    use serde::de::IntoDeserializer;
+    T::deserialize(v.into_deserializer())
+        .map_err(|_: serde::de::value::Error| format!("bad --{what} '{v}'"))
 }
 
 /// What an endpoint runs with.
@@ -698,7 +700,7 @@ async fn answer(ep: &Endpoint, seconds: u64, hangup_after: Duration) -> Result<b
 /// authentication failures).
 fn end_line(
     by: &EndedBy,
-    stats: &serde_json::Value,
+    stats: &Option<StreamStats>,
     bye: Option<&Result<(), srtp_control::ua::CallError>>,
 ) -> (String, bool) {
     let mut good = true;
@@ -723,7 +725,7 @@ fn end_line(
             format!(", BYE FAILED: {e}")
         }
     };
-    let auth = stats["legs"][0]["auth_failures"].as_u64().unwrap_or(0);
+    let auth = leg0(stats).map_or(0, |l| l.auth_failures);
     if auth > 0 {
         good = false;
     }
@@ -827,7 +829,7 @@ async fn place_calls(
             Ok(end) => {
                 let (line, good) = end_line(&end.by, &end.stats, end.bye.as_ref());
                 let silent = with_engine
-                    && end.stats["legs"][0]["packets_in"].as_u64() == Some(0)
+                    && leg0(&end.stats).is_some_and(|l| l.packets_in == 0)
                     && hold >= Duration::from_millis(500);
                 if good && !silent {
                     done += 1;
@@ -943,35 +945,38 @@ async fn registrar(
     Ok(true)
 }
 
+/// The first leg of a stream's statistics.
+fn leg0(stats: &Option<StreamStats>) -> Option<&LegStats> {
+    stats.as_ref().and_then(|s| s.legs.first())
+}
+
 /// One line of media figures from the engine's stream statistics.
-fn media_line(stats: &serde_json::Value) -> String {
-    let leg = &stats["legs"][0];
-    if leg.is_null() {
+fn media_line(stats: &Option<StreamStats>) -> String {
+    let Some(l) = leg0(stats) else {
         return "no media (signaling only)".into();
-    }
-    let n = |k: &str| leg[k].as_u64().unwrap_or(0);
-    let text = |k: &str| leg[k].as_str().unwrap_or("none").to_owned();
+    };
+    let suite = |s: Option<Suite>| s.map_or("none", Suite::sdp_name);
     let mut s = format!(
         "media packets in {} out {}, RTCP in {} out {}, lost {}, auth failures {}, rx {} tx {}",
-        n("packets_in"),
-        n("packets_out"),
-        n("rtcp_in"),
-        n("rtcp_out"),
-        leg["lost"].as_i64().unwrap_or(0),
-        n("auth_failures"),
-        text("rx_suite"),
-        text("tx_suite")
+        l.packets_in,
+        l.packets_out,
+        l.rtcp_in,
+        l.rtcp_out,
+        l.lost,
+        l.auth_failures,
+        suite(l.rx_suite),
+        suite(l.tx_suite)
     );
-    if n("rtcp_unprotected") > 0 {
+    if l.rtcp_unprotected > 0 {
         s.push_str(&format!(
             ", {} RTCP packet(s) from the peer in the clear (not SRTCP: the peer breaks RFC 3711)",
-            n("rtcp_unprotected")
+            l.rtcp_unprotected
         ));
     }
-    if let Some(st) = leg["dtls"]["rtp"]["state"].as_str() {
-        s.push_str(&format!(", DTLS {st}"));
-        if let Some(suite) = leg["dtls"]["rtp"]["suite"].as_str() {
-            s.push_str(&format!(" ({suite})"));
+    if let Some(d) = &l.dtls {
+        s.push_str(&format!(", DTLS {}", d.rtp.state.name()));
+        if let Some(suite) = d.rtp.suite {
+            s.push_str(&format!(" ({})", suite.sdp_name()));
         }
     }
     s

@@ -112,12 +112,8 @@ fn baresip_calls_us_puts_us_on_hold_and_hangs_up() {
     let ours = |node: &Node| {
         let s = node.stream_stats();
         assert_eq!(s.len(), 1, "one stream: {s:?}");
-        let leg = &s[0]["legs"][0];
-        (
-            s[0]["mode"].as_str().unwrap_or("").to_owned(),
-            leg["packets_out"].as_u64().unwrap(),
-            leg["packets_in"].as_u64().unwrap(),
-        )
+        let leg = &s[0].legs[0];
+        (s[0].mode.name().to_owned(), leg.packets_out, leg.packets_in)
     };
     std::thread::sleep(Duration::from_millis(1000));
     let (mode, out0, in0) = ours(&node);

@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use srtp_control::media::{Allocation, StreamRef};
 use srtp_control::sdp::{Direction, KeyMethod};
 use srtp_control::sip::message::{Header, Message, Method, StartLine};
@@ -19,6 +18,7 @@ use srtp_control::sip::transport::{Flow, Protocol};
 use srtp_control::sip::uri::{NameAddr, Uri};
 use srtp_control::ua::core::{Command, Destination, MediaDone, MediaOp, Payload, UaCore, UaEvent};
 use srtp_control::ua::{EndedBy, UaConfig, UasEvent};
+use srtp_engine::model::{LegStats, Mode, StreamStats};
 
 const ALICE: &str = "127.0.0.1:5001";
 const BOB: &str = "127.0.0.2:5002";
@@ -148,6 +148,21 @@ struct FakeEngine {
     restarted: bool,
 }
 
+/// A stream's statistics with one leg that received `packets_in` packets.
+fn stats(id: u64, packets_in: u64) -> StreamStats {
+    StreamStats {
+        id,
+        mode: Mode::SendRecv,
+        paused: false,
+        generated: 0,
+        pacing_skips: 0,
+        legs: vec![LegStats {
+            packets_in,
+            ..LegStats::default()
+        }],
+    }
+}
+
 impl FakeEngine {
     fn answer(
         &mut self,
@@ -188,11 +203,19 @@ impl FakeEngine {
             }
             MediaOp::Apply { stream, n, prev } => {
                 let u = srtp_control::media::engine_update(
+                    stream.id,
                     &n,
                     prev.as_deref(),
                     Some(srtp_control::media::engine_mode(n.direction)),
                 );
-                let keys: Vec<&String> = u.as_object().unwrap().keys().collect();
+                // The fields the update sets, as the engine reads them.
+                let u = serde_json::to_value(&u).unwrap();
+                let keys: Vec<&String> = u
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| !matches!(k.as_str(), "stream" | "leg"))
+                    .collect();
                 self.ops.push(format!(
                     "{who} apply {} {keys:?} mode={}",
                     stream.id,
@@ -204,10 +227,10 @@ impl FakeEngine {
                 self.ops.push(format!("{who} stop {}", s.id));
                 MediaDone::Applied
             }
-            MediaOp::Stats(s) => MediaDone::Stats(json!({"id": s.id})),
+            MediaOp::Stats(s) => MediaDone::Stats(Some(stats(s.id, 0))),
             MediaOp::Close(s) => {
                 self.ops.push(format!("{who} close {}", s.id));
-                MediaDone::Stats(json!({"id": s.id, "legs": [{"packets_in": 7}]}))
+                MediaDone::Stats(Some(stats(s.id, 7)))
             }
         })
     }
@@ -422,7 +445,11 @@ fn a_direct_call_sets_up_and_hangs_up() {
     net.hangup("alice", &id);
     let e = net.alice_ended(&id).expect("alice's hangup ended");
     assert!(matches!(e.bye, Some(Ok(()))), "BYE answered 200: {e:?}");
-    assert_eq!(e.stats["legs"][0]["packets_in"], 7, "final stats come back");
+    assert_eq!(
+        e.stats.as_ref().map(|s| s.legs[0].packets_in),
+        Some(7),
+        "final stats come back"
+    );
     assert_eq!(net.bob_ended(&id), Some((EndedBy::Peer, false)));
     assert!(net.lost.is_empty(), "{:?}", net.lost);
     // The engine was asked in order: prepare, open, the answer applied, stop before BYE, close.
@@ -743,7 +770,7 @@ fn a_restarted_engine_ends_the_calls_it_lost() {
     net.hangup("alice", &id);
     let e = net.alice_ended(&id).unwrap();
     assert!(matches!(e.bye, Some(Ok(()))), "the BYE still goes: {e:?}");
-    assert!(e.stats.is_null(), "no stats from a stream that is gone");
+    assert!(e.stats.is_none(), "no stats from a stream that is gone");
 }
 
 /// UPDATE (RFC 3311) with an offer inside a confirmed dialog: applied to the stream like a

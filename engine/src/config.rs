@@ -12,10 +12,9 @@ use serde::Deserialize;
 use crate::ctl::CtlOptions;
 use crate::io::socket::SocketOptions;
 use crate::io::{BackendKind, IoConfig};
+use crate::model::WatchOptions;
 use crate::proto::dtls::DtlsOptions;
-use crate::runtime::{DtlsSettings, EngineOptions};
-use crate::worker::MediaOptions;
-use crate::worker::event::WatchOptions;
+use crate::runtime::{DtlsSettings, EngineOptions, MediaOptions};
 
 /// A config problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]

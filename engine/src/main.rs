@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
 use srtp_engine::config::Config;
 use srtp_engine::ctl::CtlServer;
-use srtp_engine::ctl::client::CtlClient;
+use srtp_engine::ctl::api::StreamApi;
+use srtp_engine::ctl::client::{ClientError, CtlClient};
+use srtp_engine::ctl::protocol::{EngineStats, StreamPage};
 use srtp_engine::io::BackendKind;
 use srtp_engine::metrics::MetricsServer;
+use srtp_engine::model::DropReason;
 use srtp_engine::proto::srtp::Suite;
 use srtp_engine::runtime::Engine;
 
@@ -122,69 +124,61 @@ enum CtlAction {
     },
 }
 
-fn print_json(v: &Value) {
+fn print_json<T: serde::Serialize>(v: &T) {
     say!(
         "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| e.to_string())
     );
 }
 
-fn num(v: &Value, path: &[&str]) -> f64 {
-    let mut cur = v;
-    for p in path {
-        cur = &cur[*p];
-    }
-    cur.as_f64().unwrap_or(0.0)
-}
-
-fn sum_map(v: &Value) -> f64 {
-    v.as_object()
-        .map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum())
-}
-
-fn print_engine_stats(v: &Value) {
+fn print_engine_stats(v: &EngineStats) {
+    let streams: u64 = v.streams.values().sum();
     say!(
-        "backend {}  uptime {:.0} s  streams {}",
-        v["backend"].as_str().unwrap_or("?"),
-        num(v, &["uptime_s"]),
-        sum_map(&v["streams"])
+        "backend {}  uptime {:.0} s  streams {streams}",
+        v.backend,
+        v.uptime_s
     );
-    if let Some(m) = v["streams"].as_object() {
-        let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        say!("  by mode: {}", parts.join(", "));
-    }
+    let parts: Vec<String> = v.streams.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    say!("  by mode: {}", parts.join(", "));
+    let sum = |m: &std::collections::BTreeMap<String, u64>| m.values().sum::<u64>();
     say!(
         "  packets in {}  out {}  bytes in {}  out {}",
-        sum_map(&v["packets_in"]),
-        sum_map(&v["packets_out"]),
-        sum_map(&v["bytes_in"]),
-        sum_map(&v["bytes_out"])
+        sum(&v.packets_in),
+        sum(&v.packets_out),
+        sum(&v.bytes_in),
+        sum(&v.bytes_out)
     );
+    let drops: Vec<String> = v
+        .drops
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{} {n}", r.name()))
+        .collect();
     say!(
-        "  drops: auth {}  replay {}  malformed {}  source {}  other {}  send {}",
-        num(v, &["auth_failures"]),
-        num(v, &["replay_drops"]),
-        num(v, &["malformed"]),
-        num(v, &["source_drops"]),
-        num(v, &["other_drops"]),
-        num(v, &["tx_drops"])
+        "  drops: {}  send {}",
+        if drops.is_empty() {
+            "none".into()
+        } else {
+            drops.join(", ")
+        },
+        v.tx_drops
     );
-    for w in v["workers"].as_array().into_iter().flatten() {
+    for w in &v.workers {
         say!(
             "  worker {} core {}: {} streams, busy {:.0}%, cpu user {:.1} s sys {:.1} s, {} syscalls, rx overflows {}",
-            w["index"],
-            w["core"],
-            w["streams"],
-            num(w, &["busy_ratio"]) * 100.0,
-            num(w, &["cpu_user_us"]) / 1e6,
-            num(w, &["cpu_sys_us"]) / 1e6,
-            w["io"]["syscalls"],
-            w["io"]["rx_no_buffer"]
+            w.index,
+            w.core.map_or("-".into(), |c| c.to_string()),
+            w.streams,
+            w.busy_ratio * 100.0,
+            w.cpu_user_us as f64 / 1e6,
+            w.cpu_sys_us as f64 / 1e6,
+            w.io.syscalls,
+            w.io.rx_no_buffer
         );
     }
 }
 
-fn print_streams(v: &Value) {
+fn print_streams(v: &StreamPage) {
     say!(
         "{:>8} {:<8} {:<22} {:<22} {:>10} {:>10} {:>7} {:>8} {:>5} {:>6}",
         "id",
@@ -198,38 +192,85 @@ fn print_streams(v: &Value) {
         "MOS",
         "auth!"
     );
-    for s in v["streams"].as_array().into_iter().flatten() {
-        for (k, l) in s["legs"].as_array().into_iter().flatten().enumerate() {
-            let id = if k == 0 {
-                s["id"].to_string()
+    let addr = |a: Option<std::net::SocketAddr>| a.map_or("-".into(), |a| a.to_string());
+    for s in &v.streams {
+        for (k, l) in s.legs.iter().enumerate() {
+            let (id, mode) = if k == 0 {
+                (s.id.to_string(), s.mode.name())
             } else {
-                String::new()
-            };
-            let mode = if k == 0 {
-                s["mode"].as_str().unwrap_or("")
-            } else {
-                ""
+                (String::new(), "")
             };
             say!(
                 "{:>8} {:<8} {:<22} {:<22} {:>10} {:>10} {:>7.2} {:>6.1}ms {:>5.2} {:>6}",
                 id,
                 mode,
-                l["local"].as_str().unwrap_or("-"),
-                l["remote"].as_str().unwrap_or("-"),
-                l["packets_in"],
-                l["packets_out"],
-                num(l, &["loss_percent"]),
-                num(l, &["jitter_ms"]),
-                num(l, &["mos"]),
-                l["auth_failures"]
+                addr(l.local),
+                addr(l.remote),
+                l.packets_in,
+                l.packets_out,
+                l.loss_percent,
+                l.jitter_ms,
+                l.mos,
+                l.auth_failures
             );
         }
     }
-    say!(
-        "{} of {} streams",
-        v["streams"].as_array().map_or(0, Vec::len),
-        v["total"]
-    );
+    say!("{} of {} streams", v.streams.len(), v.total);
+}
+
+/// Runs one `ctl` action; what it prints on success.
+fn ctl_action(client: &mut CtlClient, action: &CtlAction, json: bool) -> Result<(), ClientError> {
+    match action {
+        CtlAction::Hello => print_json(&client.hello()?),
+        CtlAction::Stats => {
+            let v = client.engine_stats()?;
+            if json {
+                print_json(&v);
+            } else {
+                print_engine_stats(&v);
+            }
+        }
+        CtlAction::Streams { limit } => {
+            let v = client.streams(0, *limit)?;
+            if json {
+                print_json(&v);
+            } else {
+                print_streams(&v);
+            }
+        }
+        CtlAction::Stream { id } => print_json(&client.stats(*id)?),
+        CtlAction::Delete { id } => print_json(&client.delete(*id)?),
+        CtlAction::Raw { request } => {
+            // The operator's line as written (its `id` replaced), through the engine's own
+            // parser: what it answers is printed whole.
+            let mut v: serde_json::Value = serde_json::from_str(request)
+                .map_err(|e| ClientError::Protocol(format!("the request is not JSON: {e}")))?;
+            let Some(o) = v.as_object_mut() else {
+                return Err(ClientError::Protocol(
+                    "the request must be a JSON object".into(),
+                ));
+            };
+            o.insert("id".into(), 1.into());
+            let reply = client.send_raw(v.to_string().as_bytes())?;
+            print_json(&reply);
+            if reply.get("ok") != Some(&serde_json::Value::Bool(true)) {
+                return Err(ClientError::Protocol(
+                    "the engine refused the request".into(),
+                ));
+            }
+        }
+        CtlAction::Events { count } => {
+            client.subscribe(None)?;
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                if let Some(e) = client.next_event(Duration::from_secs(3600))? {
+                    say!("{}", serde_json::to_string(&e).unwrap_or_default());
+                    seen += 1;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ctl(args: CtlArgs) -> ExitCode {
@@ -243,57 +284,8 @@ fn ctl(args: CtlArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match &args.action {
-        CtlAction::Hello => client.request("hello", Value::Null),
-        CtlAction::Stats => client.request("engine_stats", Value::Null),
-        CtlAction::Streams { limit } => client.request("streams", json!({"limit": limit})),
-        CtlAction::Stream { id } => client.request("stats", json!({"stream": id})),
-        CtlAction::Delete { id } => client.request("delete", json!({"stream": id})),
-        CtlAction::Raw { request } => match serde_json::from_str::<Value>(request) {
-            Ok(Value::Object(mut o)) => {
-                let cmd = o
-                    .remove("cmd")
-                    .and_then(|c| c.as_str().map(String::from))
-                    .unwrap_or_default();
-                o.remove("id");
-                client.request(&cmd, Value::Object(o))
-            }
-            _ => {
-                eprintln!("srtp-engine ctl raw: the request must be a JSON object");
-                return ExitCode::from(2);
-            }
-        },
-        CtlAction::Events { count } => {
-            if let Err(e) = client.request("subscribe", Value::Null) {
-                eprintln!("srtp-engine ctl: {e}");
-                return ExitCode::FAILURE;
-            }
-            let mut seen = 0;
-            while count.is_none_or(|c| seen < c) {
-                match client.next_event(Duration::from_secs(3600)) {
-                    Ok(Some(e)) => {
-                        say!("{e}");
-                        seen += 1;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        eprintln!("srtp-engine ctl: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
-            return ExitCode::SUCCESS;
-        }
-    };
-    match result {
-        Ok(v) => {
-            match (&args.action, args.json) {
-                (CtlAction::Stats, false) => print_engine_stats(&v),
-                (CtlAction::Streams { .. }, false) => print_streams(&v),
-                _ => print_json(&v),
-            }
-            ExitCode::SUCCESS
-        }
+    match ctl_action(&mut client, &args.action, args.json) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("srtp-engine ctl: {e}");
             ExitCode::FAILURE
@@ -441,9 +433,9 @@ fn main() -> ExitCode {
     tracing::info!(
         rx_packets = t.rx_packets.iter().sum::<u64>(),
         tx_packets = t.tx_packets.iter().sum::<u64>(),
-        auth_failures = t.auth_failures,
-        replay_drops = t.replay_drops,
-        malformed = t.malformed,
+        auth_failures = t.drops.get(DropReason::AuthFailed),
+        replay_drops = t.drops.get(DropReason::Replayed),
+        malformed = t.drops.get(DropReason::Malformed),
         streams_created = t.streams_created,
         "stopped"
     );

@@ -9,10 +9,13 @@ use std::thread::JoinHandle;
 
 use crate::io::socket::raise_nofile_limit;
 use crate::io::{BackendKind, IoConfig};
+use crate::model::{
+    Counters, Event, StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate,
+};
 use crate::proto::dtls::{DtlsContext, DtlsIdentity, DtlsOptions};
-use crate::worker::event::{self, Event};
-use crate::worker::stream::{StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
-use crate::worker::{Command, Counters, MediaOptions, Worker, WorkerConfig, WorkerSnapshot};
+use crate::worker::{Command, EVENT_CAPACITY, Worker, WorkerConfig};
+
+pub use crate::worker::{MediaOptions, WorkerSnapshot, thread_cpu_us};
 
 /// What the engine needs to start.
 #[derive(Debug, Clone)]
@@ -118,7 +121,7 @@ pub struct EngineSnapshot {
 }
 
 impl EngineSnapshot {
-    /// Active streams by mode ([`crate::worker::stream::Mode::ALL`] order), over all workers.
+    /// Active streams by mode ([`crate::model::Mode::ALL`] order), over all workers.
     pub fn streams_by_mode(&self) -> [u64; 5] {
         let mut n = [0; 5];
         for w in &self.workers {
@@ -205,7 +208,7 @@ impl Engine {
         let mut workers = Vec::with_capacity(n);
         let mut backend = opts.backend;
         let mut fallback_reason = None;
-        let (events_tx, events_rx) = sync_channel(event::CHANNEL_CAPACITY);
+        let (events_tx, events_rx) = sync_channel(EVENT_CAPACITY);
         for index in 0..n {
             let core = opts
                 .pin

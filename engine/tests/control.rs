@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use srtp_engine::ctl::client::CtlClient;
+use srtp_engine::ctl::protocol::COMMANDS;
 use srtp_engine::ctl::protocol::ErrorCode;
-use srtp_engine::ctl::{COMMANDS, CtlOptions, CtlServer};
+use srtp_engine::ctl::{CtlOptions, CtlServer};
 use srtp_engine::metrics::{METRICS, MetricsServer};
+use srtp_engine::model::Event;
 use srtp_engine::proto::rtp::write_header;
 use srtp_engine::proto::srtp::{MasterKey, SrtpOutbound, SrtpPolicy, Suite};
+use srtp_engine::runtime::MediaOptions;
 use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::MediaOptions;
-use srtp_engine::worker::event::Event;
 
 const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
 
@@ -122,13 +123,13 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// control socket; returns (echo id, endpoint id).
 fn echo_pair(a: &mut CtlClient, b: &mut CtlClient) -> (u64, u64) {
     let echo = a
-        .request(
+        .request_json(
             "create",
             json!({"mode": "echo", "legs": [{"rtcp_mux": true, "crypto": sdes(2, 1)}]}),
         )
         .unwrap();
     let end = b
-        .request(
+        .request_json(
             "create",
             json!({
                 "mode": "sendrecv",
@@ -143,10 +144,10 @@ fn echo_pair(a: &mut CtlClient, b: &mut CtlClient) -> (u64, u64) {
 
 /// Pauses the endpoint, lets the last echoes land, and checks that every packet came back.
 fn assert_all_echoed(b: &mut CtlClient, end: u64) -> u64 {
-    b.request("update", json!({"stream": end, "paused": true}))
+    b.request_json("update", json!({"stream": end, "paused": true}))
         .unwrap();
     sleep(Duration::from_millis(300));
-    let s = b.request("stats", json!({"stream": end})).unwrap();
+    let s = b.request_json("stats", json!({"stream": end})).unwrap();
     let l = &s["legs"][0];
     let out = l["packets_out"].as_u64().unwrap();
     assert!(out >= 50, "endpoint sent {out}");
@@ -167,7 +168,7 @@ fn every_command_over_the_socket() {
     let (mut ca, mut cb) = (a.client(), b.client());
     let mut replies = Vec::new();
 
-    let hello = ca.request("hello", Value::Null).unwrap();
+    let hello = ca.request_json("hello", Value::Null).unwrap();
     assert_eq!(hello["protocol"], 1);
     let caps = &hello["capabilities"];
     assert_eq!(caps["suites"].as_array().unwrap().len(), Suite::ALL.len());
@@ -189,47 +190,47 @@ fn every_command_over_the_socket() {
     sleep(Duration::from_millis(1200));
     let sent = assert_all_echoed(&mut cb, end);
 
-    let s = ca.request("stats", json!({"stream": echo})).unwrap();
+    let s = ca.request_json("stats", json!({"stream": echo})).unwrap();
     assert_eq!(s["legs"][0]["packets_in"].as_u64().unwrap(), sent);
     assert_eq!(s["legs"][0]["rx_suite"], SUITE);
     replies.push(s.to_string());
 
-    let list = ca.request("streams", json!({})).unwrap();
+    let list = ca.request_json("streams", json!({})).unwrap();
     assert_eq!(list["total"], 1);
     assert_eq!(list["streams"][0]["id"], echo);
     replies.push(list.to_string());
 
     assert!(wait_until(Duration::from_secs(2), || {
-        let st = ca.request("engine_stats", Value::Null).unwrap();
+        let st = ca.request_json("engine_stats", Value::Null).unwrap();
         st["packets_in"][SUITE].as_u64().unwrap() >= sent && st["streams"]["echo"] == 1
     }));
-    let st = ca.request("engine_stats", Value::Null).unwrap();
+    let st = ca.request_json("engine_stats", Value::Null).unwrap();
     assert_eq!(st["workers"].as_array().unwrap().len(), 2);
     assert!(st["control"]["requests"].as_u64().unwrap() >= 4);
     replies.push(st.to_string());
 
     // Update: resume, move the remote, rekey, change direction; and what cannot be done.
-    cb.request("update", json!({"stream": end, "paused": false}))
+    cb.request_json("update", json!({"stream": end, "paused": false}))
         .unwrap();
-    cb.request(
+    cb.request_json(
         "update",
         json!({"stream": end, "crypto": sdes(1, 2), "mode": "sendrecv"}),
     )
     .unwrap();
-    ca.request(
+    ca.request_json(
         "update",
         json!({"stream": echo, "remote": "127.0.0.1:9", "leg": 0}),
     )
     .unwrap();
     assert_eq!(
-        code(ca.request(
+        code(ca.request_json(
             "update",
             json!({"stream": echo, "leg": 3, "remote": "127.0.0.1:9"})
         )),
         "invalid_argument"
     );
     assert_eq!(
-        code(ca.request("update", json!({"stream": echo, "mode": "send"}))),
+        code(ca.request_json("update", json!({"stream": echo, "mode": "send"}))),
         "invalid_argument"
     );
 
@@ -239,7 +240,7 @@ fn every_command_over_the_socket() {
         "tx": {"suite": "NOPE", "keys": [{"key": b64(&key(3))}]},
         "rx": {"suite": SUITE, "keys": [{"key": b64(&key(3))}]}}}]});
     let batch = ca
-        .request(
+        .request_json(
             "create_batch",
             json!({"streams": [good.clone(), bad, good]}),
         )
@@ -259,7 +260,7 @@ fn every_command_over_the_socket() {
         .collect();
     replies.push(batch.to_string());
     let del = ca
-        .request(
+        .request_json(
             "delete_batch",
             json!({"streams": [ids[0], ids[1], 999_999]}),
         )
@@ -268,20 +269,20 @@ fn every_command_over_the_socket() {
     assert_eq!(del["results"][2]["error"]["code"], "no_such_stream");
 
     // Delete returns the final statistics; a second delete finds nothing.
-    let fin = ca.request("delete", json!({"stream": echo})).unwrap();
+    let fin = ca.request_json("delete", json!({"stream": echo})).unwrap();
     assert!(fin["legs"][0]["packets_in"].as_u64().unwrap() >= sent);
     replies.push(fin.to_string());
     assert_eq!(
-        code(ca.request("delete", json!({"stream": echo}))),
+        code(ca.request_json("delete", json!({"stream": echo}))),
         "no_such_stream"
     );
     assert_eq!(
-        code(ca.request("stats", json!({"stream": echo}))),
+        code(ca.request_json("stats", json!({"stream": echo}))),
         "no_such_stream"
     );
-    ca.request("subscribe", json!({"events": ["media_silent"]}))
+    ca.request_json("subscribe", json!({"events": ["media_silent"]}))
         .unwrap();
-    ca.request("unsubscribe", json!({})).unwrap();
+    ca.request_json("unsubscribe", json!({})).unwrap();
 
     // No reply carries key material.
     for k in [1u8, 2, 3] {
@@ -337,7 +338,7 @@ fn every_error_has_its_code_and_the_connection_stays_usable() {
             String::from_utf8_lossy(line)
         );
         assert!(!reply["error"]["message"].as_str().unwrap().is_empty());
-        assert_eq!(c.request("hello", Value::Null).unwrap()["protocol"], 1);
+        assert_eq!(c.request_json("hello", Value::Null).unwrap()["protocol"], 1);
     }
     // Key problems: unknown suite, not base64, wrong length, bad MKI; the key never echoes.
     let short = b64(&[5u8; 20]);
@@ -376,26 +377,26 @@ fn every_error_has_its_code_and_the_connection_stays_usable() {
         ),
         (json!({"suite": SUITE, "keys": 7}), "bad_request"),
     ] {
-        let r = c.request("create", sdes_with(tx));
+        let r = c.request_json("create", sdes_with(tx));
         let e = r.unwrap_err();
-        assert_eq!(e.code(), Some(want), "{e}");
+        assert_eq!(e.code().map(|c| c.as_str()), Some(want), "{e}");
         let msg = e.to_string();
         assert!(!msg.contains(&k) && !msg.contains(&short), "key in {msg}");
     }
     // A key sent where a number belongs is not repeated in the error.
     let e = c
-        .request("stats", json!({"stream": k.clone()}))
+        .request_json("stats", json!({"stream": k.clone()}))
         .unwrap_err();
-    assert_eq!(e.code(), Some("bad_request"));
+    assert_eq!(e.code().map(|c| c.as_str()), Some("bad_request"));
     assert!(!e.to_string().contains(&k), "{e}");
 
     // Four ports: two RTP/RTCP pairs, then the range is exhausted.
     for _ in 0..2 {
-        c.request("create", json!({"mode": "recv", "legs": [{}]}))
+        c.request_json("create", json!({"mode": "recv", "legs": [{}]}))
             .unwrap();
     }
     assert_eq!(
-        code(c.request("create", json!({"mode": "recv", "legs": [{}]}))),
+        code(c.request_json("create", json!({"mode": "recv", "legs": [{}]}))),
         "ports_exhausted"
     );
     // An oversized line is skipped whole; the next request is answered.
@@ -404,7 +405,7 @@ fn every_error_has_its_code_and_the_connection_stays_usable() {
     long.extend_from_slice(b"\"}");
     let r = c.send_raw(&long).unwrap();
     assert_eq!(r["error"]["code"], "line_too_long");
-    assert_eq!(c.request("hello", Value::Null).unwrap()["protocol"], 1);
+    assert_eq!(c.request_json("hello", Value::Null).unwrap()["protocol"], 1);
 
     // Connections beyond the limit are told why and closed.
     let _c2 = n.client();
@@ -414,7 +415,7 @@ fn every_error_has_its_code_and_the_connection_stays_usable() {
     c4.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c4.read_to_string(&mut text).unwrap();
     assert!(text.contains("too_many_connections"), "{text}");
-    assert_eq!(c.request("hello", Value::Null).unwrap()["protocol"], 1);
+    assert_eq!(c.request_json("hello", Value::Null).unwrap()["protocol"], 1);
 
     // Worker full and shared-port conflicts come from the workers.
     let small = node("err-full", (30_410, 30_419), |o, _| {
@@ -423,17 +424,17 @@ fn every_error_has_its_code_and_the_connection_stays_usable() {
     });
     let mut s = small.client();
     let shared = json!({"mode": "recv", "legs": [{"socket": "shared", "rtcp_mux": true, "remote": "127.0.0.1:7000"}]});
-    s.request("create", shared.clone()).unwrap();
-    assert_eq!(code(s.request("create", shared)), "worker_full");
+    s.request_json("create", shared.clone()).unwrap();
+    assert_eq!(code(s.request_json("create", shared)), "worker_full");
     let two = node("err-shared", (30_420, 30_429), |o, _| o.workers = 1);
     let mut t = two.client();
     let shared = json!({"mode": "recv", "legs": [{"socket": "shared", "rtcp_mux": true, "remote": "127.0.0.1:7000"}]});
-    t.request("create", shared.clone()).unwrap();
-    assert_eq!(code(t.request("create", shared)), "remote_taken");
+    t.request_json("create", shared.clone()).unwrap();
+    assert_eq!(code(t.request_json("create", shared)), "remote_taken");
     // Once the engine stops, creation is refused with its own code.
     two.engine.shutdown();
     assert_eq!(
-        code(t.request(
+        code(t.request_json(
             "create",
             json!({"mode": "recv", "legs": [{"rtcp_mux": true}]})
         )),
@@ -483,9 +484,9 @@ fn expect_event(c: &mut CtlClient, name: &str, limit: Duration) -> Value {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if let Some(e) = c.next_event(Duration::from_millis(100)).unwrap()
-            && e["event"] == name
+            && e.event.name() == name
         {
-            return e;
+            return serde_json::to_value(e).unwrap();
         }
     }
     panic!("no {name} event within {limit:?}");
@@ -498,17 +499,17 @@ fn events_reach_subscribers() {
     });
     let mut all = n.client();
     let mut only_auth = n.client();
-    let subscribed = all.request("subscribe", Value::Null).unwrap();
+    let subscribed = all.request_json("subscribe", Value::Null).unwrap();
     assert_eq!(
         subscribed["events"].as_array().unwrap().len(),
         Event::NAMES.len()
     );
     only_auth
-        .request("subscribe", json!({"events": ["auth_failures"]}))
+        .request_json("subscribe", json!({"events": ["auth_failures"]}))
         .unwrap();
     let mut c = n.client();
     let rx = c
-        .request(
+        .request_json(
             "create",
             json!({"mode": "recv", "silence_ms": 300, "rtcp_interval_ms": 0,
                    "legs": [{"rtcp_mux": true, "crypto": sdes(1, 1)}]}),
@@ -542,7 +543,7 @@ fn events_reach_subscribers() {
 
     // A receive key with a lifetime of 5 packets: the sixth is refused and reported.
     let limited = c
-        .request(
+        .request_json(
             "create",
             json!({"mode": "recv", "rtcp_interval_ms": 0, "legs": [{"rtcp_mux": true, "crypto": {
                 "type": "sdes",
@@ -556,13 +557,13 @@ fn events_reach_subscribers() {
     assert_eq!(e["stream"], limited["id"]);
     assert_eq!(e["direction"], "rx");
     let st = c
-        .request("stats", json!({"stream": limited["id"]}))
+        .request_json("stats", json!({"stream": limited["id"]}))
         .unwrap();
     assert_eq!(st["legs"][0]["packets_in"], 5);
 
     // The auth-only subscriber saw nothing else.
     while let Some(e) = only_auth.next_event(Duration::from_millis(300)).unwrap() {
-        assert_eq!(e["event"], "auth_failures", "{e}");
+        assert_eq!(e.event.name(), "auth_failures", "{e:?}");
     }
     // Stopping is announced.
     let ctl = n.ctl.as_ref().unwrap();
@@ -688,7 +689,10 @@ fn a_storm_of_hostile_lines_leaves_the_engine_answering_and_media_flowing() {
         "most of the storm must be refused ({ok} accepted)"
     );
     // The engine still answers and the media never stopped.
-    assert_eq!(ca.request("hello", Value::Null).unwrap()["protocol"], 1);
+    assert_eq!(
+        ca.request_json("hello", Value::Null).unwrap()["protocol"],
+        1
+    );
     sleep(Duration::from_millis(1000).saturating_sub(media_started.elapsed()));
     assert_all_echoed(&mut cb, end);
 }
@@ -704,7 +708,7 @@ fn a_batch_of_10000_streams() {
         })
         .collect();
     let r = c
-        .request("create_batch", json!({"streams": streams}))
+        .request_json("create_batch", json!({"streams": streams}))
         .unwrap();
     assert_eq!(r["failed"], 0, "{}", r["streams"][0]);
     assert_eq!(r["created"], 10_000);
@@ -722,13 +726,15 @@ fn a_batch_of_10000_streams() {
         .map(|s| s["id"].as_u64().unwrap())
         .collect();
     let page = c
-        .request("streams", json!({"offset": 9_990, "limit": 50}))
+        .request_json("streams", json!({"offset": 9_990, "limit": 50}))
         .unwrap();
     assert_eq!(page["total"], 10_000);
     assert_eq!(page["streams"].as_array().unwrap().len(), 10);
-    let d = c.request("delete_batch", json!({"streams": ids})).unwrap();
+    let d = c
+        .request_json("delete_batch", json!({"streams": ids}))
+        .unwrap();
     assert_eq!(d["deleted"], 10_000);
-    assert_eq!(c.request("streams", json!({})).unwrap()["total"], 0);
+    assert_eq!(c.request_json("streams", json!({})).unwrap()["total"], 0);
 }
 
 fn http_get(addr: SocketAddr, request: &str) -> (String, String) {

@@ -90,8 +90,11 @@ fn sigterm_stops_it_cleanly() {
         .unwrap();
     // The operator's client talks to it, and a subscriber hears it stop.
     let mut ctl = connect(&path);
-    assert_eq!(ctl.request("hello", Value::Null).unwrap()["protocol"], 1);
-    ctl.request("subscribe", Value::Null).unwrap();
+    assert_eq!(
+        ctl.request_json("hello", Value::Null).unwrap()["protocol"],
+        1
+    );
+    ctl.request_json("subscribe", Value::Null).unwrap();
     let out = Command::new(BIN)
         .args(["ctl", "--socket"])
         .arg(&path)
@@ -116,7 +119,7 @@ fn sigterm_stops_it_cleanly() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("stopped"), "{err}");
     let ev = ctl.next_event(Duration::from_secs(2)).unwrap();
-    assert_eq!(ev.unwrap()["event"], "engine_stopping");
+    assert_eq!(ev.unwrap().event.name(), "engine_stopping");
     assert!(!path.exists(), "the control socket is removed on exit");
 }
 
@@ -147,7 +150,7 @@ fn out_of_files_is_a_clear_error() {
     let mut ctl = connect(&path);
     let mut created = 0;
     let err = loop {
-        match ctl.request("create", json!({"mode": "recv", "legs": [{}]})) {
+        match ctl.request_json("create", json!({"mode": "recv", "legs": [{}]})) {
             Ok(_) => created += 1,
             Err(e) => break e,
         }
@@ -156,11 +159,18 @@ fn out_of_files_is_a_clear_error() {
             "96 descriptors cannot hold {created} socket pairs"
         );
     };
-    assert_eq!(err.code(), Some("file_limit"), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(srtp_engine::ctl::protocol::ErrorCode::FileLimit),
+        "{err}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("96") && msg.contains("shared"), "{msg}");
     assert!(created > 10, "only {created} streams before the limit");
-    assert_eq!(ctl.request("hello", Value::Null).unwrap()["protocol"], 1);
+    assert_eq!(
+        ctl.request_json("hello", Value::Null).unwrap()["protocol"],
+        1
+    );
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc_kill(child.id() as i32, 15) };
     let _ = child.wait();

@@ -7,12 +7,12 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use srtp_engine::io::BackendKind;
+use srtp_engine::model::{Crypto, LegSpec, Mode, SocketModel, StreamSpec, StreamStats};
 use srtp_engine::proto::pacer::{Codec, CodecProfile};
 use srtp_engine::proto::rtp::write_header;
 use srtp_engine::proto::srtp::Suite;
+use srtp_engine::runtime::MediaOptions;
 use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::MediaOptions;
-use srtp_engine::worker::stream::{Crypto, LegSpec, Mode, SocketModel, StreamSpec, StreamStats};
 
 const SUITE: Suite = Suite::AesCm128HmacSha1_80;
 
@@ -86,7 +86,7 @@ fn stats(e: &Engine, id: u64) -> StreamStats {
 
 /// Stops a sender's generation so its counters settle.
 fn pause(e: &Engine, id: u64) {
-    let update = srtp_engine::worker::stream::StreamUpdate {
+    let update = srtp_engine::model::StreamUpdate {
         paused: Some(true),
         ..Default::default()
     };
@@ -133,7 +133,7 @@ fn sender_to_receiver(backend: BackendKind) {
         assert_eq!(inn.bytes_in, out.bytes_out);
         assert_eq!(inn.lost, 0);
         assert_eq!(inn.auth_failures + inn.replay_drops + inn.malformed, 0);
-        assert_eq!(inn.rx_suite, Some("AES_CM_128_HMAC_SHA1_80"));
+        assert_eq!(inn.rx_suite, Some(Suite::AesCm128HmacSha1_80));
         assert!(inn.rtcp_in >= 1, "sender reports arrive");
         assert!(inn.mos > 4.3, "MOS {}", inn.mos);
     }
@@ -439,7 +439,8 @@ fn shared_port(backend: BackendKind) {
     assert!(wait_until(Duration::from_secs(2), || e
         .snapshot()
         .totals
-        .source_drops
+        .drops
+        .get(srtp_engine::model::DropReason::NoStream)
         >= 1));
 }
 
@@ -516,7 +517,7 @@ fn kernel_drops_are_counted(backend: BackendKind) {
 /// then sent it a plain RTCP report that failed authentication there). Once the answer's
 /// keys arrive, media flows both ways with no failure anywhere.
 fn offerer_before_its_answer(backend: BackendKind) {
-    use srtp_engine::worker::stream::StreamUpdate;
+    use srtp_engine::model::StreamUpdate;
     let offerer_engine = engine(backend);
     let answerer_engine = engine(backend);
     let mut spec = StreamSpec::new(
@@ -580,7 +581,7 @@ fn offerer_before_its_answer(backend: BackendKind) {
 /// the RTCP port; when it declines, RTCP stays on its own ports both ways, sent to the
 /// answer's `remote_rtcp`.
 fn offerer_follows_the_answer_on_rtcp_mux(backend: BackendKind) {
-    use srtp_engine::worker::stream::StreamUpdate;
+    use srtp_engine::model::StreamUpdate;
     let base = match backend {
         BackendKind::IoUring => 19_000,
         BackendKind::Epoll => 19_200,
@@ -780,7 +781,7 @@ fn bad_requests_are_typed_errors() {
 /// rate stays that of the codec.
 #[test]
 fn updates_keep_the_codec_rate() {
-    use srtp_engine::worker::stream::StreamUpdate;
+    use srtp_engine::model::StreamUpdate;
     let e = engine(BackendKind::IoUring);
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut spec = StreamSpec::new(
@@ -819,7 +820,7 @@ fn updates_keep_the_codec_rate() {
 /// change, the SSRC and the sequence numbers go on (RFC 3550 5.1).
 #[test]
 fn a_codec_change_keeps_the_rtp_stream() {
-    use srtp_engine::worker::stream::StreamUpdate;
+    use srtp_engine::model::StreamUpdate;
     let e = engine(BackendKind::IoUring);
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     sink.set_read_timeout(Some(Duration::from_secs(1))).unwrap();

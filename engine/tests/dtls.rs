@@ -11,13 +11,12 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use srtp_engine::io::BackendKind;
+use srtp_engine::model::{Component, DtlsSpec, DtlsState, Event};
+use srtp_engine::model::{LegSpec, Mode, StreamInfo, StreamSpec, StreamStats, StreamUpdate};
+use srtp_engine::proto::dtls::DtlsFailureReason;
 use srtp_engine::proto::dtls::{DtlsOptions, DtlsRole, Fingerprint, HashAlg};
+use srtp_engine::proto::srtp::Suite;
 use srtp_engine::runtime::{DtlsSettings, Engine, EngineOptions};
-use srtp_engine::worker::dtls::DtlsSpec;
-use srtp_engine::worker::event::Event;
-use srtp_engine::worker::stream::{
-    LegSpec, Mode, StreamInfo, StreamSpec, StreamStats, StreamUpdate,
-};
 
 fn engine_with(backend: BackendKind, options: DtlsOptions) -> Engine {
     let opts = EngineOptions {
@@ -123,7 +122,10 @@ fn pair(backend: BackendKind, mux: bool, swap: bool) {
     cleg.remote_rtcp = server_leg.local_rtcp;
     let c = client_engine.create_stream(spec(cleg)).unwrap();
     let want = if mux { 1 } else { 2 };
-    for (name, rx, role) in [("server", &sev, "server"), ("client", &cev, "client")] {
+    for (name, rx, role) in [
+        ("server", &sev, DtlsRole::Server),
+        ("client", &cev, DtlsRole::Client),
+    ] {
         let ev = dtls_events(rx, want, Duration::from_secs(10));
         assert_eq!(ev.len(), want, "{name}: {ev:?}");
         let mut components = Vec::new();
@@ -138,7 +140,7 @@ fn pair(backend: BackendKind, mux: bool, swap: bool) {
                 } => {
                     assert_eq!(r, role);
                     // dimpl's server picks AES-256-GCM from dimpl's client offer.
-                    assert_eq!(suite, "AEAD_AES_256_GCM");
+                    assert_eq!(suite, Suite::AeadAes256Gcm);
                     assert!(
                         handshake_ms > 0.0 && handshake_ms < 5000.0,
                         "{handshake_ms}"
@@ -148,11 +150,11 @@ fn pair(backend: BackendKind, mux: bool, swap: bool) {
                 other => panic!("{name}: {other:?}"),
             }
         }
-        components.sort();
-        let expect: Vec<&str> = if mux {
-            vec!["rtp"]
+        components.sort_by_key(|c| c.name());
+        let expect = if mux {
+            vec![Component::Rtp]
         } else {
-            vec!["rtcp", "rtp"]
+            vec![Component::Rtcp, Component::Rtp]
         };
         assert_eq!(components, expect);
     }
@@ -164,12 +166,12 @@ fn pair(backend: BackendKind, mux: bool, swap: bool) {
         assert!(l.packets_in > 30, "{l:?}");
         assert!(l.rtcp_in >= 1, "{l:?}");
         assert_eq!(l.auth_failures, 0);
-        assert_eq!(l.rx_suite, Some("AEAD_AES_256_GCM"));
+        assert_eq!(l.rx_suite, Some(Suite::AeadAes256Gcm));
         let d = l.dtls.as_ref().unwrap();
-        assert_eq!(d.rtp.state, "established");
+        assert_eq!(d.rtp.state, DtlsState::Established);
         assert_eq!(
             d.rtcp.as_ref().map(|r| r.state),
-            (!mux).then_some("established")
+            (!mux).then_some(DtlsState::Established)
         );
     }
     let snap = server_engine.snapshot();
@@ -212,8 +214,8 @@ fn fingerprint_mismatch_fails_with_that_reason_and_no_media_passes() {
         matches!(
             ev.as_slice(),
             [Event::DtlsFailed {
-                reason: "fingerprint_mismatch",
-                role: "client",
+                reason: DtlsFailureReason::FingerprintMismatch,
+                role: DtlsRole::Client,
                 ..
             }]
         ),
@@ -225,10 +227,10 @@ fn fingerprint_mismatch_fails_with_that_reason_and_no_media_passes() {
         matches!(
             ev.as_slice(),
             [Event::DtlsFailed {
-                reason: "peer_alert",
-                alert: Some("bad_certificate"),
+                reason: DtlsFailureReason::PeerAlert,
+                alert: Some(a),
                 ..
-            }]
+            }] if a == "bad_certificate"
         ),
         "{ev:?}"
     );
@@ -237,7 +239,7 @@ fn fingerprint_mismatch_fails_with_that_reason_and_no_media_passes() {
         let l = &stats(e, id).legs[0];
         assert_eq!(l.packets_in, 0);
         assert_eq!(l.packets_out, 0, "nothing is sent without keys");
-        assert_eq!(l.dtls.as_ref().unwrap().rtp.state, "failed");
+        assert_eq!(l.dtls.as_ref().unwrap().rtp.state, DtlsState::Failed);
     }
     let t = b.snapshot().totals.dtls;
     assert_eq!(t.failed[1], 1, "fingerprint_mismatch counted");
@@ -275,7 +277,7 @@ fn silent_peer_times_out_with_that_reason() {
             matches!(
                 g,
                 Event::DtlsFailed {
-                    reason: "timeout",
+                    reason: DtlsFailureReason::Timeout,
                     ..
                 }
             ),

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::address::{RegistrarAddress, outbound_proxy};
 use super::endpoint::{Detection, Identity, Policy};
-use crate::scenario::config::{ScenarioError, invalid, read_text};
+use crate::config_file::{ConfigError as ScenarioError, invalid, read_text};
 use crate::sip::transaction::TimerValues;
 use crate::sip::transport::Protocol;
 

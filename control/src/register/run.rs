@@ -17,7 +17,7 @@ use super::config::{FleetConfig, secs};
 use super::endpoint::Payload;
 use super::fleet::{Fleet, FleetStats};
 use super::report::{RegisterReport, Sample, Timings, judge, render_metrics};
-use crate::scenario::config::{ScenarioError, invalid};
+use crate::config_file::{ConfigError as ScenarioError, invalid};
 use crate::sip::log::MessageLog;
 use crate::sip::tls::{TlsSettings, Verify};
 use crate::sip::transport::{Flow, Protocol, SipTransport, TransportError, TransportEvent};

@@ -6,51 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use srtp_engine::proto::srtp::Suite;
-use thiserror::Error;
 
 use crate::sdp::{Codec, KeyMethod, SecurityConfig, SrtpPolicy};
 use crate::sip::transport::Protocol;
 use crate::sip::uri::Uri;
 
-/// Why a scenario cannot run.
-#[derive(Debug, Error)]
-pub enum ScenarioError {
-    /// The file could not be read.
-    #[error("{path}: {error}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What failed.
-        error: std::io::Error,
-    },
-    /// TOML syntax, an unknown key or a value of the wrong type (the message names the key).
-    #[error("{0}")]
-    Toml(String),
-    /// A value that parses but makes no sense; names the key.
-    #[error("{key}: {why}")]
-    Invalid {
-        /// The key, dotted (`load.rate`).
-        key: &'static str,
-        /// Why.
-        why: String,
-    },
-}
-
-/// A config file's text.
-pub(crate) fn read_text(path: &Path) -> Result<String, ScenarioError> {
-    std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
-        path: path.to_owned(),
-        error,
-    })
-}
-
-/// A value that parses but makes no sense, named by its dotted key.
-pub(crate) fn invalid(key: &'static str, why: impl Into<String>) -> ScenarioError {
-    ScenarioError::Invalid {
-        key,
-        why: why.into(),
-    }
-}
+pub use crate::config_file::{ConfigError as ScenarioError, invalid, read_text};
 
 /// Which sides of the calls this process plays.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +221,10 @@ pub struct Thresholds {
     pub min_mos: f64,
     /// SRTP/SRTCP authentication failures allowed over the run.
     pub max_auth_failures: u64,
+    /// With both ends of the calls here: RTP packets sent that no bucket of the media
+    /// balance explains (received, lost in sequence, dropped before the answer or the keys,
+    /// rejected, undelivered at hangup), over both directions.
+    pub max_unaccounted_packets: u64,
 }
 
 impl Default for Thresholds {
@@ -269,6 +234,7 @@ impl Default for Thresholds {
             max_loss_percent: 0.1,
             min_mos: 4.0,
             max_auth_failures: 0,
+            max_unaccounted_packets: 0,
         }
     }
 }
@@ -400,6 +366,7 @@ impl Scenario {
                 max_loss_percent: 0.0,
                 min_mos: 4.0,
                 max_auth_failures: 0,
+                max_unaccounted_packets: 0,
             },
             ..Scenario::default()
         }

@@ -4,8 +4,56 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::report::{Distribution, Report};
+use super::report::{Balance, Distribution, Flow, Report};
 use crate::charts::{STYLE, esc, line_chart};
+
+/// Where every RTP packet of each direction went: the buckets add up to what was sent.
+fn balance_table(b: &Balance) -> String {
+    let mut o = String::from(
+        "<h3>Where the RTP packets went</h3><p>Each direction of the calls whose two ends ran here: \
+         every bucket is measured on its own (the sender counts what it sent, the receiver what it \
+         took, dropped and missed in the sequence numbers), so <em>unaccounted</em> is what no \
+         measurement explains.</p><table><tr><th></th><th>callers to answerers</th><th>answerers to callers</th></tr>",
+    );
+    type Row = (&'static str, fn(&Flow) -> i64);
+    let rows: [Row; 9] = [
+        ("calls", |f| f.calls as i64),
+        ("sent", |f| f.sent as i64),
+        ("received", |f| f.received as i64),
+        ("lost in sequence", |f| f.lost_in_sequence as i64),
+        ("dropped before the answer", |f| {
+            f.dropped_before_answer as i64
+        }),
+        ("dropped before the keys", |f| f.dropped_before_keys as i64),
+        (
+            "rejected (authentication, replay, malformed, source)",
+            |f| f.rejected as i64,
+        ),
+        ("undelivered at hangup", |f| f.undelivered_at_hangup as i64),
+        ("unaccounted", |f| f.unaccounted),
+    ];
+    for (name, get) in rows {
+        let (a, c) = (get(&b.to_answerers), get(&b.to_callers));
+        let class = if name == "unaccounted" && (a != 0 || c != 0) {
+            " class=\"fail\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            o,
+            "<tr><th>{name}</th><td{class}>{a}</td><td{class}>{c}</td></tr>"
+        );
+    }
+    o.push_str("</table>");
+    if b.calls_one_end > 0 {
+        let _ = write!(
+            o,
+            "<p>{} calls have figures from one end only and are not counted above.</p>",
+            b.calls_one_end
+        );
+    }
+    o
+}
 
 fn histogram(title: &str, d: &Distribution) -> String {
     crate::charts::histogram(title, &d.histogram, "ms")
@@ -102,11 +150,8 @@ pub fn render(r: &Report) -> String {
         );
     }
     o.push_str("</table>");
-    if let Some((a, b)) = r.undelivered_at_hangup {
-        let _ = write!(
-            o,
-            "<p>Undelivered at hangup (sent by one side, not received by the other before the call ended: in flight or queued): {a} to the callers, {b} to the answerer.</p>"
-        );
+    if let Some(b) = &r.media_balance {
+        o.push_str(&balance_table(b));
     }
     let g = &r.generator;
     let pct = super::host::percent;

@@ -3,14 +3,26 @@
 //! failed calls, with failures grouped by cause ([`causes`]) and a pass/fail verdict against
 //! the scenario's thresholds.
 
+mod agents;
+mod answerer;
+mod caller;
 pub mod causes;
 pub mod config;
+mod engine;
+pub mod error;
+mod faults;
 pub mod host;
 pub mod html;
+pub mod media;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod sample;
+mod state;
+mod tls;
 
 pub use config::Scenario;
+pub use error::RunError;
+pub use progress::Progress;
 pub use report::Report;
-pub use run::{Progress, RunError, run};
+pub use run::run;

@@ -6,16 +6,18 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
-use serde_json::Value;
 
 use super::causes;
-use super::config::Scenario;
+use super::config::{Role, Scenario};
 use super::host::GeneratorHealth;
+pub use super::media::{Balance, Flow, LegEnd, MediaTotals};
 pub use super::sample::Sample;
 
 /// One call as the caller saw it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct CallRecord {
     /// Its place in the run (0-based).
     pub index: u64,
@@ -39,72 +41,16 @@ pub struct CallRecord {
     pub detail: Option<String>,
     /// The caller's media at hangup.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub media: Option<MediaFigures>,
+    pub media: Option<LegEnd>,
+    /// With our answerer at the other end: what the caller sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_answerer: Option<Flow>,
+    /// With our answerer at the other end: what it sent the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_caller: Option<Flow>,
     /// SIP messages of a failed call (not in the JSON: in `failed-calls.log`).
     #[serde(skip)]
     pub sip_log: Vec<String>,
-}
-
-/// One stream's media at its end (the engine's final statistics of its leg).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct MediaFigures {
-    /// RTP packets sent.
-    pub packets_sent: u64,
-    /// RTP packets received (authenticated), as RFC 3550 A.1 counts them (not the first).
-    pub packets_received: u64,
-    /// RTP packets that authenticated, the first included.
-    pub packets_in: u64,
-    /// Datagrams that arrived before the answer gave the keys (an offerer's stream), dropped.
-    pub early_drops: u64,
-    /// RTP packets expected (RFC 3550 A.3).
-    pub expected: u64,
-    /// RTP packets lost (RFC 3550 A.3, 0 when duplicates exceed losses).
-    pub lost: u64,
-    /// Interarrival jitter, ms.
-    pub jitter_ms: f64,
-    /// E-model MOS.
-    pub mos: f64,
-    /// SRTP/SRTCP authentication failures.
-    pub auth_failures: u64,
-    /// Replayed packets dropped.
-    pub replay_drops: u64,
-    /// Malformed packets dropped.
-    pub malformed: u64,
-    /// Packets from an address other than the peer's, dropped.
-    pub source_mismatch: u64,
-    /// Times the peer's address changed.
-    pub remote_changes: u64,
-    /// Packet periods the engine skipped because it fell behind its pacing (an overloaded
-    /// generator: those packets were never sent, so they are not loss).
-    pub pacing_skips: u64,
-    /// Suite received with.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rx_suite: Option<String>,
-}
-
-impl MediaFigures {
-    /// From the engine's stream statistics (first leg).
-    pub fn from_stats(v: &Value) -> Option<MediaFigures> {
-        let leg = v["legs"].get(0)?;
-        let u = |k: &str| leg[k].as_u64().unwrap_or(0);
-        Some(MediaFigures {
-            packets_sent: u("packets_out"),
-            packets_received: u("received"),
-            packets_in: u("packets_in"),
-            early_drops: u("early_drops"),
-            expected: u("expected"),
-            lost: leg["lost"].as_i64().unwrap_or(0).max(0) as u64,
-            jitter_ms: leg["jitter_ms"].as_f64().unwrap_or(0.0),
-            mos: leg["mos"].as_f64().unwrap_or(0.0),
-            auth_failures: u("auth_failures"),
-            replay_drops: u("replay_drops"),
-            malformed: u("malformed"),
-            source_mismatch: u("source_mismatch"),
-            remote_changes: u("remote_changes"),
-            pacing_skips: v["pacing_skips"].as_u64().unwrap_or(0),
-            rx_suite: leg["rx_suite"].as_str().map(str::to_owned),
-        })
-    }
 }
 
 /// The engine's part.
@@ -147,8 +93,8 @@ pub struct Gathered {
     pub answered: u64,
     /// Calls our answerer refused, by cause.
     pub refused: std::collections::HashMap<String, u64>,
-    /// Our answerer's media per call.
-    pub answerer_media: Vec<MediaFigures>,
+    /// Our answerer's media per call, by Call-ID.
+    pub answerer_media: HashMap<String, LegEnd>,
     /// Our answerer's DTLS handshakes, ms.
     pub answerer_dtls_ms: Vec<f64>,
     /// The time series.
@@ -202,78 +148,6 @@ impl Distribution {
             mean: v.iter().sum::<f64>() / n as f64,
             histogram,
         }
-    }
-}
-
-/// Media totals of one side.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct MediaTotals {
-    /// Streams with figures.
-    pub streams: u64,
-    /// RTP packets sent.
-    pub packets_sent: u64,
-    /// RTP packets received (RFC 3550 A.1).
-    pub packets_received: u64,
-    /// RTP packets that authenticated, each stream's first included.
-    pub packets_in: u64,
-    /// Datagrams that arrived before the answer gave the keys, dropped (callers only: the
-    /// answerer may send as soon as it answers, RFC 3264 5.1).
-    pub early_drops: u64,
-    /// Expected (RFC 3550).
-    pub expected: u64,
-    /// Lost (RFC 3550).
-    pub lost: u64,
-    /// Lost / expected, %.
-    pub loss_percent: f64,
-    /// Streams that lost any packet.
-    pub streams_with_loss: u64,
-    /// Mean jitter, ms.
-    pub jitter_mean_ms: f64,
-    /// Worst jitter, ms.
-    pub jitter_max_ms: f64,
-    /// Lowest MOS.
-    pub mos_min: f64,
-    /// Mean MOS.
-    pub mos_mean: f64,
-    /// Authentication failures.
-    pub auth_failures: u64,
-    /// Pacing periods skipped by the generator.
-    pub pacing_skips: u64,
-}
-
-impl MediaTotals {
-    fn of<'a>(figs: impl Iterator<Item = &'a MediaFigures>) -> MediaTotals {
-        let mut t = MediaTotals {
-            mos_min: f64::INFINITY,
-            ..MediaTotals::default()
-        };
-        let (mut jsum, mut msum) = (0.0, 0.0);
-        for m in figs {
-            t.streams += 1;
-            t.packets_sent += m.packets_sent;
-            t.packets_received += m.packets_received;
-            t.packets_in += m.packets_in;
-            t.early_drops += m.early_drops;
-            t.expected += m.expected;
-            t.lost += m.lost;
-            t.streams_with_loss += u64::from(m.lost > 0);
-            jsum += m.jitter_ms;
-            t.jitter_max_ms = t.jitter_max_ms.max(m.jitter_ms);
-            msum += m.mos;
-            t.mos_min = t.mos_min.min(m.mos);
-            t.auth_failures += m.auth_failures;
-            t.pacing_skips += m.pacing_skips;
-        }
-        if t.streams > 0 {
-            t.jitter_mean_ms = jsum / t.streams as f64;
-            t.mos_mean = msum / t.streams as f64;
-        } else {
-            t.mos_min = 0.0;
-        }
-        if t.expected > 0 {
-            t.loss_percent = 100.0 * t.lost as f64 / t.expected as f64;
-        }
-        t
     }
 }
 
@@ -367,12 +241,11 @@ pub struct Report {
     pub caller_media: MediaTotals,
     /// What our answerer received.
     pub answerer_media: MediaTotals,
-    /// With both ends here: RTP packets one side sent that the other never received before
-    /// the call ended, (to the callers, to the answerer). Packets in flight at hangup count
-    /// (about one per call and direction); many more mean packets were queued, delayed
-    /// beyond the call's end: the machine is saturated. RFC 3550 loss cannot see them.
+    /// With both ends of calls here: where every RTP packet of each direction went. The
+    /// buckets add up to what was sent, call by call; `unaccounted` says by how much they do
+    /// not.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub undelivered_at_hangup: Option<(u64, u64)>,
+    pub media_balance: Option<Balance>,
     /// Calls our answerer answered.
     pub answered: u64,
     /// Calls our answerer refused, by cause.
@@ -397,7 +270,8 @@ pub struct Report {
 
 impl Report {
     /// Builds the report and judges the thresholds.
-    pub fn build(s: &Scenario, g: Gathered) -> Report {
+    pub fn build(s: &Scenario, mut g: Gathered) -> Report {
+        let balance = pair_ends(&mut g.records, &g.answerer_media);
         let attempted = g.records.len() as u64;
         let failed = g.records.iter().filter(|r| r.cause.is_some()).count() as u64;
         let mut by_method: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -411,7 +285,7 @@ impl Report {
         let setup: Vec<f64> = g.records.iter().filter_map(|r| r.setup_ms).collect();
         let dtls: Vec<f64> = g.records.iter().filter_map(|r| r.dtls_ms).collect();
         let caller_media = MediaTotals::of(g.records.iter().filter_map(|r| r.media.as_ref()));
-        let answerer_media = MediaTotals::of(g.answerer_media.iter());
+        let answerer_media = MediaTotals::of(g.answerer_media.values());
         let mut groups: BTreeMap<String, FailureGroup> = BTreeMap::new();
         for r in &g.records {
             let Some(cause) = &r.cause else { continue };
@@ -438,7 +312,7 @@ impl Report {
             0.0
         };
         let t = &s.thresholds;
-        let caller_role = s.role != super::config::Role::Answerer;
+        let caller_role = s.role != Role::Answerer;
         let expected = caller_media.expected + answerer_media.expected;
         let lost = caller_media.lost + answerer_media.lost;
         let loss = if expected > 0 {
@@ -491,6 +365,19 @@ impl Report {
             value: format!("{skips} periods skipped"),
             pass: skips == 0,
         });
+        if let Some(b) = &balance {
+            let off =
+                b.to_answerers.unaccounted.unsigned_abs() + b.to_callers.unaccounted.unsigned_abs();
+            thresholds.push(Check {
+                name: "media accounted for",
+                limit: format!("<= {} packets unaccounted", t.max_unaccounted_packets),
+                value: format!(
+                    "{} to the answerers, {} to the callers ({} calls)",
+                    b.to_answerers.unaccounted, b.to_callers.unaccounted, b.to_answerers.calls
+                ),
+                pass: off <= t.max_unaccounted_packets,
+            });
+        }
         let pass = thresholds.iter().all(|c| c.pass);
         let failed_logs = g
             .records
@@ -537,19 +424,7 @@ impl Report {
             setup_ms: Distribution::of(&setup),
             dtls_handshake_ms: Distribution::of(&dtls),
             answerer_dtls_handshake_ms: Distribution::of(&g.answerer_dtls_ms),
-            undelivered_at_hangup: (s.role == super::config::Role::Both
-                && caller_media.streams > 0
-                && answerer_media.streams > 0)
-                .then(|| {
-                    (
-                        answerer_media
-                            .packets_sent
-                            .saturating_sub(caller_media.packets_in + caller_media.early_drops),
-                        caller_media
-                            .packets_sent
-                            .saturating_sub(answerer_media.packets_in + answerer_media.early_drops),
-                    )
-                }),
+            media_balance: (s.role == Role::Both).then_some(balance).flatten(),
             generator,
             caller_media,
             answerer_media,
@@ -655,11 +530,10 @@ impl Report {
             }
             let _ = writeln!(
                 o,
-                "  media {who:<11} {} streams: {} sent, {} received, lost {} ({:.4}%, {} streams), jitter {:.2} ms (max {:.2}), MOS min {:.2} mean {:.2}, auth failures {}{}",
+                "  media {who:<11} {} streams: lost {} of {} expected ({:.4}%, {} streams), jitter {:.2} ms (max {:.2}), MOS min {:.2} mean {:.2}, auth failures {}",
                 m.streams,
-                m.packets_sent,
-                m.packets_received,
                 m.lost,
+                m.expected,
                 m.loss_percent,
                 m.streams_with_loss,
                 m.jitter_mean_ms,
@@ -667,21 +541,22 @@ impl Report {
                 m.mos_min,
                 m.mos_mean,
                 m.auth_failures,
-                early_note(m.early_drops)
             );
         }
         let _ = writeln!(
             o,
             "  MOS               ITU-T G.107 E-model from loss, jitter and round-trip time, with random loss (burst ratio 1): the same loss in bursts scores lower"
         );
-        if let Some((to_callers, to_answerer)) = self.undelivered_at_hangup {
-            let per = |n: u64| n as f64 / self.calls.attempted.max(1) as f64;
-            let _ = writeln!(
-                o,
-                "  undelivered       at hangup: {to_callers} to the callers ({:.1} per call), {to_answerer} to the answerer ({:.1} per call): in flight or queued when calls ended",
-                per(to_callers),
-                per(to_answerer)
-            );
+        if let Some(b) = &self.media_balance {
+            let _ = writeln!(o, "  RTP to answerers  {}", b.to_answerers.line());
+            let _ = writeln!(o, "  RTP to callers    {}", b.to_callers.line());
+            if b.calls_one_end > 0 {
+                let _ = writeln!(
+                    o,
+                    "                    {} calls have figures from one end only (not counted above)",
+                    b.calls_one_end
+                );
+            }
         }
         let g = &self.generator;
         let pct = super::host::percent;
@@ -738,13 +613,26 @@ fn achieved_rate(records: &[CallRecord], ramp_s: f64) -> Option<f64> {
     (n >= 2 && hi > lo).then(|| (n - 1) as f64 / (hi - lo))
 }
 
-/// `, N dropped before the answer` when an offerer's streams got media before its keys.
-fn early_note(early_drops: u64) -> String {
-    if early_drops == 0 {
-        String::new()
-    } else {
-        format!(", {early_drops} dropped before the answer")
+/// Puts the two ends of each call side by side (our answerer's by Call-ID), with each
+/// direction's flow, and sums them. None when no call has both ends here.
+fn pair_ends(records: &mut [CallRecord], answerer: &HashMap<String, LegEnd>) -> Option<Balance> {
+    let mut b = Balance::default();
+    let mut paired = 0;
+    for r in records.iter_mut() {
+        match (&r.media, answerer.get(&r.call_id)) {
+            (Some(caller), Some(callee)) => {
+                let (up, down) = (Flow::between(caller, callee), Flow::between(callee, caller));
+                b.to_answerers.add(&up);
+                b.to_callers.add(&down);
+                r.to_answerer = Some(up);
+                r.to_caller = Some(down);
+                paired += 1;
+            }
+            (Some(_), None) => b.calls_one_end += 1,
+            _ => {}
+        }
     }
+    (paired > 0).then_some(b)
 }
 
 /// Causes that mean the call never got set up (as opposed to media trouble after set-up).

@@ -8,6 +8,7 @@ use core::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use srtp_engine::ctl::protocol::{KeyRequest, SdesRequest, Secret};
 use srtp_engine::proto::srtp::Suite;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -191,28 +192,24 @@ impl CryptoAttr {
         s
     }
 
-    /// The engine's key list for this attribute (`keys[]` of the control protocol).
-    pub fn engine_keys(&self) -> serde_json::Value {
-        let keys: Vec<serde_json::Value> = self
-            .keys
-            .iter()
-            .map(|k| {
-                let mut o = serde_json::json!({ "key": STANDARD.encode(&*k.key_salt) });
-                if let Some((v, len)) = k.mki {
-                    o["mki"] = v.into();
-                    o["mki_len"] = len.into();
-                }
-                if let Some(l) = k.lifetime {
-                    o["lifetime"] = l.into();
-                }
-                o
-            })
-            .collect();
-        let mut o = serde_json::json!({ "suite": self.suite.sdp_name(), "keys": keys });
-        if let Some(k) = self.kdr {
-            o["kdr"] = (1u64 << k).into();
+    /// The engine's crypto for one direction of this attribute (the control protocol's
+    /// `tx` or `rx`): the keys travel as [`Secret`]s, zeroized when the request is dropped.
+    pub fn engine_keys(&self) -> SdesRequest {
+        SdesRequest {
+            suite: self.suite.sdp_name().to_owned(),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| KeyRequest {
+                    key: Secret::new(STANDARD.encode(&*k.key_salt)),
+                    mki: k.mki.map(|(v, _)| v),
+                    mki_len: k.mki.map(|(_, len)| len),
+                    lifetime: k.lifetime,
+                })
+                .collect(),
+            replay_window: self.wsh.map(|w| w.clamp(64, 32768)),
+            kdr: self.kdr.map(|k| 1u32 << k),
         }
-        o
     }
 }
 
@@ -313,7 +310,7 @@ mod tests {
         assert_eq!(a.keys.len(), 2);
         assert_eq!(a.kdr, Some(3));
         assert_eq!(a.wsh, Some(256));
-        assert_eq!(a.engine_keys()["kdr"], 8);
+        assert_eq!(a.engine_keys().kdr, Some(8));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use srtp_engine::model::StreamStats;
 
 use super::dialog::{Dialog, next_hop_addr};
 use super::{CallError, CallInfo, Ended, EndedBy, UaConfig, UasEvent};
@@ -114,7 +114,7 @@ pub enum MediaDone {
     /// A change was applied (or sending stopped).
     Applied,
     /// Statistics (or the final ones of a closed stream).
-    Stats(Value),
+    Stats(Option<StreamStats>),
 }
 
 /// What the owner asks of the core.
@@ -178,7 +178,7 @@ pub enum UaEvent {
         /// The command's token.
         token: u64,
         /// The statistics.
-        result: Result<Value, CallError>,
+        result: Result<Option<StreamStats>, CallError>,
     },
     /// Registration progress.
     Registration(endpoint::Event),
@@ -599,7 +599,7 @@ impl UaCore {
             self.event(UaEvent::Ended(Box::new(Ended {
                 call_id: call_id.to_owned(),
                 by: EndedBy::Hangup,
-                stats: Value::Null,
+                stats: None,
                 bye: Some(Err(CallError::NoSuchCall(call_id.to_owned()))),
             })));
             return;
@@ -720,11 +720,11 @@ impl UaCore {
                     },
                 );
             }
-            None => self.finish_call(call_id, Value::Null),
+            None => self.finish_call(call_id, None),
         }
     }
 
-    fn finish_call(&mut self, call_id: &str, stats: Value) {
+    fn finish_call(&mut self, call_id: &str, stats: Option<StreamStats>) {
         let Some(call) = self.calls.remove(call_id) else {
             return;
         };
@@ -818,7 +818,7 @@ impl UaCore {
             Pending::Closed { call_id } => {
                 let stats = match result {
                     Ok(MediaDone::Stats(v)) => v,
-                    _ => Value::Null,
+                    _ => None,
                 };
                 self.finish_call(&call_id, stats);
             }
@@ -826,7 +826,7 @@ impl UaCore {
                 token,
                 result: match result {
                     Ok(MediaDone::Stats(v)) => Ok(v),
-                    Ok(_) => Ok(Value::Null),
+                    Ok(_) => Ok(None),
                     Err(e) => Err(e.into()),
                 },
             }),
@@ -882,11 +882,7 @@ impl UaCore {
             return;
         };
         v.set_dtls(match &e.outcome {
-            DtlsOutcome::Established { suite, .. } => DtlsState::Established {
-                suite: suite
-                    .as_deref()
-                    .and_then(srtp_engine::proto::srtp::Suite::from_sdp_name),
-            },
+            DtlsOutcome::Established { suite, .. } => DtlsState::Established { suite: *suite },
             DtlsOutcome::Failed { .. } => DtlsState::Failed {
                 reason: e.outcome.reason().unwrap_or_default(),
             },

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use srtp_engine::model::StreamStats;
 use tokio::sync::{mpsc, oneshot};
 
 use super::core::{
@@ -60,7 +60,7 @@ enum Cmd {
     },
     Stats {
         call_id: String,
-        reply: oneshot::Sender<Result<Value, CallError>>,
+        reply: oneshot::Sender<Result<Option<StreamStats>, CallError>>,
     },
     WaitEnd {
         call_id: String,
@@ -209,7 +209,7 @@ impl UserAgent {
     }
 
     /// A call's current media statistics.
-    pub async fn media_stats(&self, call_id: &str) -> Result<Value, CallError> {
+    pub async fn media_stats(&self, call_id: &str) -> Result<Option<StreamStats>, CallError> {
         let call_id = call_id.to_owned();
         self.ask(|reply| Cmd::Stats { call_id, reply }).await?
     }
@@ -338,7 +338,7 @@ struct Driver {
     hangups: HashMap<String, oneshot::Sender<Ended>>,
     end_waiters: HashMap<String, oneshot::Sender<Ended>>,
     ended: Bounded<Ended>,
-    stats: HashMap<u64, oneshot::Sender<Result<Value, CallError>>>,
+    stats: HashMap<u64, oneshot::Sender<Result<Option<StreamStats>, CallError>>>,
     next_token: u64,
     dtls_waiters: HashMap<String, oneshot::Sender<(DtlsOutcome, Verdict)>>,
     dtls_seen: Bounded<(DtlsOutcome, Verdict)>,

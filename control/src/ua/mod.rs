@@ -19,7 +19,7 @@ mod uas;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
+use srtp_engine::model::StreamStats;
 use thiserror::Error;
 
 use crate::media::{DtlsOutcome, MediaError};
@@ -206,7 +206,7 @@ pub struct Ended {
     /// Who ended it.
     pub by: EndedBy,
     /// The engine's final statistics of the stream (null without media).
-    pub stats: Value,
+    pub stats: Option<StreamStats>,
     /// Our BYE's outcome when we sent one (`None` when the peer ended the call).
     pub bye: Option<Result<(), CallError>>,
 }
@@ -254,7 +254,7 @@ pub enum UasEvent {
         /// Call-ID.
         call_id: String,
         /// The engine's final statistics of the stream.
-        stats: Value,
+        stats: Option<StreamStats>,
         /// Who ended it.
         by: EndedBy,
         /// Our BYE's outcome when we sent one.

@@ -11,8 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use srtp_engine::ctl::{CtlOptions, CtlServer};
+use srtp_engine::model::StreamStats;
+use srtp_engine::runtime::MediaOptions;
 use srtp_engine::runtime::{Engine, EngineOptions};
-use srtp_engine::worker::MediaOptions;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_srtp-control");
 
@@ -66,22 +67,19 @@ impl Node {
         self.path.to_str().expect("a UTF-8 path")
     }
 
-    /// A request on the control socket.
-    pub fn request(&self, cmd: &str, params: serde_json::Value) -> serde_json::Value {
-        let mut c = srtp_engine::ctl::client::CtlClient::connect(&self.path).expect("connect");
-        c.request(cmd, params).expect(cmd)
+    /// A client on the control socket.
+    pub fn client(&self) -> srtp_engine::ctl::client::CtlClient {
+        srtp_engine::ctl::client::CtlClient::connect(&self.path).expect("connect")
     }
 
     /// Streams alive in the engine.
     pub fn streams(&self) -> usize {
-        let v = self.request("streams", serde_json::json!({"limit": 0}));
-        v["total"].as_u64().expect("a total") as usize
+        self.client().streams(0, Some(0)).expect("streams").total
     }
 
     /// Statistics of every stream alive, in id order.
-    pub fn stream_stats(&self) -> Vec<serde_json::Value> {
-        let v = self.request("streams", serde_json::json!({}));
-        v["streams"].as_array().cloned().unwrap_or_default()
+    pub fn stream_stats(&self) -> Vec<StreamStats> {
+        self.client().streams(0, None).expect("streams").streams
     }
 
     /// Waits until the engine holds `n` streams; returns whether it did.

@@ -61,32 +61,7 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
-/// Counters a backend keeps (plain integers; the worker publishes them in batches).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct IoStats {
-    /// System calls made by the backend (io_uring_enter, epoll_wait, recvmmsg, sendmmsg, ...).
-    pub syscalls: u64,
-    /// Datagrams received.
-    pub rx_packets: u64,
-    /// Datagrams handed to the kernel for sending.
-    pub tx_packets: u64,
-    /// Sends the kernel refused (full socket buffer, ICMP errors on connected sockets).
-    pub tx_errors: u64,
-    /// Sends dropped because every send buffer was in flight.
-    pub tx_no_buffer: u64,
-    /// Datagrams longer than a buffer (truncated by the kernel, dropped by us).
-    pub rx_truncated: u64,
-    /// Times receiving stopped because every receive buffer was in use (io_uring ENOBUFS; a
-    /// full pool for epoll): the ring overflow figure.
-    pub rx_no_buffer: u64,
-    /// Receive errors reported by the kernel (e.g. ECONNREFUSED from an ICMP error).
-    pub rx_errors: u64,
-    /// Turns of the poll loop.
-    pub polls: u64,
-    /// Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL,
-    /// learned from the next datagram that socket delivers).
-    pub kernel_drops: u64,
-}
+pub use crate::model::IoStats;
 
 /// Room for one `SO_RXQ_OVFL` control message (CMSG_SPACE(4) on 64-bit Linux).
 pub(crate) const DROP_CMSG_SPACE: usize = 24;

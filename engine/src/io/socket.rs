@@ -1,6 +1,8 @@
 //! UDP sockets for media: binding from a port range per local IP, buffer sizes, and the
 //! process's open-file limit.
 
+pub use crate::model::SocketError;
+
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
@@ -13,38 +15,6 @@ pub struct SocketOptions {
     pub recv_buffer: usize,
     /// SO_SNDBUF in bytes (0 keeps the kernel default).
     pub send_buffer: usize,
-}
-
-/// Why no socket could be had.
-#[derive(Debug, thiserror::Error)]
-pub enum SocketError {
-    /// Every port of the range is in use on this address.
-    #[error("no free port in {first}-{last} on {ip}")]
-    PortsExhausted {
-        /// The local address.
-        ip: IpAddr,
-        /// First port of the range.
-        first: u16,
-        /// Last port of the range.
-        last: u16,
-    },
-    /// The process hit its open-file limit.
-    #[error(
-        "out of file descriptors: the open-file limit is {limit} (RLIMIT_NOFILE, raised to the hard limit at start); \
-         use the shared-port socket model (socket = \"shared\") for more streams than that"
-    )]
-    FileLimit {
-        /// The soft limit in force.
-        limit: u64,
-    },
-    /// Another system error.
-    #[error("socket on {ip}: {source}")]
-    Io {
-        /// The local address.
-        ip: IpAddr,
-        /// The error.
-        source: io::Error,
-    },
 }
 
 /// Hands out ports of a range on one local IP, round robin, skipping ports in use.

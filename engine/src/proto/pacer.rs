@@ -199,6 +199,8 @@ pub struct RtpSource {
     pub payload_bytes: u64,
     /// Periods skipped because the caller came back more than 50 periods late.
     pub skipped_periods: u64,
+    /// Packets due while the caller could not send them (see [`RtpSource::skip_due`]).
+    pub unsent: u64,
 }
 
 /// The highest random initial sequence number: 15 bits leave 32,768 packets (11 minutes at
@@ -247,6 +249,7 @@ impl RtpSource {
             packets: 0,
             payload_bytes: 0,
             skipped_periods: 0,
+            unsent: 0,
         }
     }
 
@@ -321,6 +324,23 @@ impl RtpSource {
         self.packets += 1;
         self.payload_bytes += payload as u64;
         Some(len)
+    }
+
+    /// Lets the packet due at `now_ns` go unsent (the stream has no keys yet, no peer, or no
+    /// send buffer): the clock and the timestamp move on, the sequence number does not, so a
+    /// receiver sees no gap for a packet that never left. A video frame in progress is cut
+    /// short. Returns false when nothing is due; counted in [`RtpSource::unsent`].
+    pub fn skip_due(&mut self, now_ns: u64) -> bool {
+        if self.frame_left == 0 {
+            if now_ns < self.next_due_ns {
+                return false;
+            }
+            self.next_due_ns += self.period_ns;
+        }
+        self.frame_left = 0;
+        self.ts = self.ts.wrapping_add(self.profile.ts_step());
+        self.unsent += 1;
+        true
     }
 
     fn frame_size(&mut self) -> usize {
@@ -462,5 +482,22 @@ mod tests {
         assert_eq!(v.validate(), Err(ProfileError::Video));
         assert_eq!(Codec::from_name("PCMU"), Some(Codec::Pcmu));
         assert_eq!(Codec::from_name("mp3"), None);
+    }
+
+    #[test]
+    fn an_unsent_packet_keeps_the_sequence() {
+        let p = CodecProfile::default_for(Codec::Pcmu);
+        let mut src = RtpSource::with_start(p, 1, 100, 0, 0, 7);
+        let mut buf = [0u8; FIXED_HEADER_LEN + MAX_PAYLOAD];
+        assert!(src.poll_packet(0, &mut buf).is_some());
+        let period = p.period_ns();
+        assert!(!src.skip_due(period - 1), "nothing due yet");
+        assert!(src.skip_due(period));
+        assert!(!src.skip_due(period));
+        let len = src.poll_packet(2 * period, &mut buf).unwrap();
+        let h = crate::proto::rtp::RtpHeader::parse(&buf[..len]).unwrap();
+        assert_eq!(h.seq, 101, "the skipped packet used no sequence number");
+        assert_eq!(h.timestamp, 2 * p.ts_step(), "but its time went by");
+        assert_eq!((src.packets, src.unsent), (2, 1));
     }
 }

@@ -193,6 +193,11 @@ impl ReceiveStats {
         u32::try_from(self.jitter_q4 >> 4).unwrap_or(u32::MAX)
     }
 
+    /// The highest sequence number seen (RFC 3550 A.1 `max_seq`), once a packet has come.
+    pub fn highest_seq(&self) -> Option<u16> {
+        self.started.then_some(self.max_seq)
+    }
+
     /// Whether the source has passed probation.
     pub fn is_valid(&self) -> bool {
         self.started && self.probation == 0

@@ -15,7 +15,7 @@ const SLOTS: usize = 4096;
 
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimerKind {
+pub(crate) enum TimerKind {
     /// Send the stream's next RTP packet(s).
     Pace,
     /// Send the stream's next RTCP report.
@@ -32,7 +32,7 @@ pub enum TimerKind {
 
 /// One timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimerEntry {
+pub(crate) struct TimerEntry {
     /// The stream slot it belongs to.
     pub slot: u32,
     /// The stream's generation when it was set.
@@ -44,7 +44,7 @@ pub struct TimerEntry {
 
 /// The wheel. Time is in ticks of 1 ms from the worker's epoch.
 #[derive(Debug)]
-pub struct TimerWheel {
+pub(crate) struct TimerWheel {
     /// First node of each slot's list, or [`NIL`].
     heads: Box<[u32]>,
     /// The entries, linked per slot; free ones are linked from `free`.
@@ -72,7 +72,7 @@ impl Default for TimerWheel {
 
 impl TimerWheel {
     /// An empty wheel at tick 0.
-    pub fn new() -> TimerWheel {
+    pub(crate) fn new() -> TimerWheel {
         TimerWheel {
             heads: vec![NIL; SLOTS].into_boxed_slice(),
             nodes: Vec::new(),
@@ -83,18 +83,19 @@ impl TimerWheel {
     }
 
     /// Timers pending.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether no timer is pending.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Sets a timer for time `at_ns` (rounded up to the next tick; a time in the past fires at
     /// the next advance).
-    pub fn insert(&mut self, at_ns: u64, slot: u32, gen_: u32, kind: TimerKind) {
+    pub(crate) fn insert(&mut self, at_ns: u64, slot: u32, gen_: u32, kind: TimerKind) {
         let tick = at_ns.div_ceil(1_000_000).max(self.now_tick);
         let head = &mut self.heads[(tick as usize) & (SLOTS - 1)];
         let node = Node {
@@ -121,7 +122,7 @@ impl TimerWheel {
 
     /// Moves time to `now_ns`, appending every due timer to `due` (in tick order, except
     /// after a stall longer than a turn of the wheel).
-    pub fn advance(&mut self, now_ns: u64, due: &mut Vec<TimerEntry>) {
+    pub(crate) fn advance(&mut self, now_ns: u64, due: &mut Vec<TimerEntry>) {
         let target = now_ns / 1_000_000;
         let from = self.now_tick.max((target + 1).saturating_sub(SLOTS as u64));
         let mut tick = from;
@@ -153,7 +154,7 @@ impl TimerWheel {
 
     /// Time (ns) of the next tick that holds a timer, looking at most `limit_ns` ahead; `None`
     /// when nothing is due that soon.
-    pub fn next_deadline(&self, limit_ns: u64) -> Option<u64> {
+    pub(crate) fn next_deadline(&self, limit_ns: u64) -> Option<u64> {
         let ticks = (limit_ns / 1_000_000).min(SLOTS as u64);
         (0..ticks).map(|d| self.now_tick + d).find_map(|t| {
             let mut at = self.heads[(t as usize) & (SLOTS - 1)];

@@ -224,6 +224,21 @@ impl FromStr for Suite {
     }
 }
 
+/// On the wire (control protocol, reports) a suite is its SDES name.
+impl serde::Serialize for Suite {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.sdp_name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Suite {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Suite, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Suite::from_sdp_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format_args!("{name:?} is not an SRTP suite")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,7 @@
-//! The control protocol's messages: requests as they arrive, their checks, and the error codes.
-//!
-//! Every request is one JSON object on one line: `{"id": 7, "cmd": "create", ...}`. Replies
-//! carry the same `id` and either `"ok": true, "result": ...` or `"ok": false, "error":
-//! {"code": ..., "message": ...}`. Events are lines with an `"event"` field and no `id`.
-//! `docs/control-protocol.md` is the reference; [`PROTOCOL_VERSION`] changes when a change
-//! would break a client.
-//!
-//! Requests are read in two steps: serde checks the shape (unknown fields are errors), then
-//! [`StreamRequest::into_spec`] checks the values and names the field at fault. Keys are
-//! base64 `key || salt` as in SDES (RFC 4568); they live in [`Secret`] (zeroized on drop,
-//! redacted in Debug) and never appear in a reply or a log.
+//! Requests as they arrive, and their checks: serde checks the shape (unknown fields are
+//! errors), then [`StreamRequest::into_spec`] checks the values and names the field at fault.
+//! Keys are base64 `key || salt` as in SDES (RFC 4568); they live in [`Secret`] (zeroized on
+//! drop, redacted in Debug) and never appear in a reply or a log.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -17,210 +9,13 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::io::socket::SocketError;
+use super::error::{CtlError, ErrorCode};
+use crate::model::{
+    Crypto, DtlsSpec, LegSpec, Mode, SocketModel, StreamSpec, StreamUpdate, WatchOverrides,
+};
 use crate::proto::dtls::Fingerprint;
 use crate::proto::pacer::{Codec, CodecProfile};
-use crate::proto::srtp::{MasterKey, SrtpConfigError, SrtpPolicy, Suite};
-use crate::worker::dtls::DtlsSpec;
-use crate::worker::event::WatchOverrides;
-use crate::worker::stream::{
-    Crypto, LegSpec, Mode, SocketModel, StreamError, StreamSpec, StreamUpdate,
-};
-
-/// The protocol version `hello` reports. Additions (new commands, fields, events) keep it;
-/// changes that break a client bump it.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// Why a request failed: a stable code (for programs) and a message (for people).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The line is not JSON.
-    ParseError,
-    /// The line is longer than the server accepts; it was skipped.
-    LineTooLong,
-    /// JSON, but not a request of the right shape (missing `id` or `cmd`, unknown or missing
-    /// field, wrong type).
-    BadRequest,
-    /// No such command.
-    UnknownCommand,
-    /// A value is out of range or inconsistent (the message names the field).
-    InvalidArgument,
-    /// An SRTP suite name the engine does not know.
-    UnknownSuite,
-    /// A key that is not base64.
-    BadKey,
-    /// A key of the wrong length for its suite.
-    BadKeyLength,
-    /// An MKI, lifetime, replay window or key derivation rate out of range.
-    BadKeyParams,
-    /// An address that does not parse.
-    BadAddress,
-    /// A local IP the engine is not configured with.
-    UnknownLocalIp,
-    /// No stream with that id.
-    NoSuchStream,
-    /// No free port in the configured range.
-    PortsExhausted,
-    /// Out of file descriptors (the message names the limit and the shared-port model).
-    FileLimit,
-    /// The worker holds its maximum number of streams.
-    WorkerFull,
-    /// The remote (and SSRC) is taken on the shared port.
-    RemoteTaken,
-    /// DTLS-SRTP is not available in this engine (no DTLS context).
-    DtlsUnsupported,
-    /// A DTLS fingerprint is not `<hash> <AB:CD:...>` with a supported hash and the right
-    /// length.
-    BadFingerprint,
-    /// More streams in one batch than the server accepts.
-    BatchTooLarge,
-    /// Too many control connections.
-    TooManyConnections,
-    /// The engine is stopping.
-    ShuttingDown,
-    /// A socket or backend error.
-    Io,
-}
-
-impl ErrorCode {
-    /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 22] = [
-        ErrorCode::ParseError,
-        ErrorCode::LineTooLong,
-        ErrorCode::BadRequest,
-        ErrorCode::UnknownCommand,
-        ErrorCode::InvalidArgument,
-        ErrorCode::UnknownSuite,
-        ErrorCode::BadKey,
-        ErrorCode::BadKeyLength,
-        ErrorCode::BadKeyParams,
-        ErrorCode::BadAddress,
-        ErrorCode::UnknownLocalIp,
-        ErrorCode::NoSuchStream,
-        ErrorCode::PortsExhausted,
-        ErrorCode::FileLimit,
-        ErrorCode::WorkerFull,
-        ErrorCode::RemoteTaken,
-        ErrorCode::DtlsUnsupported,
-        ErrorCode::BadFingerprint,
-        ErrorCode::BatchTooLarge,
-        ErrorCode::TooManyConnections,
-        ErrorCode::ShuttingDown,
-        ErrorCode::Io,
-    ];
-
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::ParseError => "parse_error",
-            ErrorCode::LineTooLong => "line_too_long",
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownCommand => "unknown_command",
-            ErrorCode::InvalidArgument => "invalid_argument",
-            ErrorCode::UnknownSuite => "unknown_suite",
-            ErrorCode::BadKey => "bad_key",
-            ErrorCode::BadKeyLength => "bad_key_length",
-            ErrorCode::BadKeyParams => "bad_key_params",
-            ErrorCode::BadAddress => "bad_address",
-            ErrorCode::UnknownLocalIp => "unknown_local_ip",
-            ErrorCode::NoSuchStream => "no_such_stream",
-            ErrorCode::PortsExhausted => "ports_exhausted",
-            ErrorCode::FileLimit => "file_limit",
-            ErrorCode::WorkerFull => "worker_full",
-            ErrorCode::RemoteTaken => "remote_taken",
-            ErrorCode::DtlsUnsupported => "dtls_unsupported",
-            ErrorCode::BadFingerprint => "bad_fingerprint",
-            ErrorCode::BatchTooLarge => "batch_too_large",
-            ErrorCode::TooManyConnections => "too_many_connections",
-            ErrorCode::ShuttingDown => "shutting_down",
-            ErrorCode::Io => "io",
-        }
-    }
-}
-
-/// A failed request: its code and a message that never contains key material.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CtlError {
-    /// The stable code.
-    pub code: ErrorCode,
-    /// What went wrong, for people.
-    pub message: String,
-}
-
-impl CtlError {
-    /// An error with a code and a message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> CtlError {
-        CtlError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn invalid(field: &str, what: impl std::fmt::Display) -> CtlError {
-        CtlError::new(ErrorCode::InvalidArgument, format!("{field}: {what}"))
-    }
-
-    /// A serde shape error, with every quoted value removed: a misplaced key must not come
-    /// back in the message.
-    pub(crate) fn shape(e: &serde_json::Error) -> CtlError {
-        CtlError::new(ErrorCode::BadRequest, redact_quoted(&e.to_string()))
-    }
-
-    /// A stream request that failed in a worker.
-    pub fn from_stream(e: &StreamError) -> CtlError {
-        let code = match e {
-            StreamError::NoSuchStream(_) => ErrorCode::NoSuchStream,
-            StreamError::Invalid(_) | StreamError::Profile(_) => ErrorCode::InvalidArgument,
-            StreamError::UnknownLocalIp(_) => ErrorCode::UnknownLocalIp,
-            StreamError::Socket(SocketError::PortsExhausted { .. }) => ErrorCode::PortsExhausted,
-            StreamError::Socket(SocketError::FileLimit { .. }) => ErrorCode::FileLimit,
-            StreamError::Socket(SocketError::Io { .. }) | StreamError::Io(_) => ErrorCode::Io,
-            StreamError::Srtp(e) => return CtlError::from_srtp("crypto", *e),
-            StreamError::SharedRemoteTaken(_) => ErrorCode::RemoteTaken,
-            StreamError::ShuttingDown => ErrorCode::ShuttingDown,
-            StreamError::WorkerFull(_) => ErrorCode::WorkerFull,
-            StreamError::DtlsUnavailable => ErrorCode::DtlsUnsupported,
-        };
-        CtlError::new(code, e.to_string())
-    }
-
-    fn from_srtp(field: &str, e: SrtpConfigError) -> CtlError {
-        let code = match e {
-            SrtpConfigError::KeyLength { .. } | SrtpConfigError::SuiteMismatch { .. } => {
-                ErrorCode::BadKeyLength
-            }
-            _ => ErrorCode::BadKeyParams,
-        };
-        CtlError::new(code, format!("{field}: {e}"))
-    }
-}
-
-impl std::fmt::Display for CtlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code.as_str(), self.message)
-    }
-}
-
-impl std::error::Error for CtlError {}
-
-/// Replaces the contents of every `"..."` in a message by `…`.
-pub(crate) fn redact_quoted(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut inside = false;
-    for ch in msg.chars() {
-        if ch == '"' {
-            if inside {
-                out.push('…');
-            }
-            inside = !inside;
-            out.push('"');
-        } else if !inside {
-            out.push(ch);
-        }
-    }
-    out
-}
+use crate::proto::srtp::{MasterKey, SrtpPolicy, Suite};
 
 /// A secret string from a request (a base64 key): zeroized on drop, never printed.
 pub struct Secret(Zeroizing<String>);
@@ -272,6 +67,18 @@ pub struct KeyRequest {
     pub lifetime: Option<u64>,
 }
 
+impl KeyRequest {
+    /// One master key, `key || salt`, with nothing else set.
+    pub fn new(key_and_salt: &[u8]) -> KeyRequest {
+        KeyRequest {
+            key: Secret::new(base64::engine::general_purpose::STANDARD.encode(key_and_salt)),
+            mki: None,
+            mki_len: None,
+            lifetime: None,
+        }
+    }
+}
+
 /// SDES crypto for one direction.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,6 +123,18 @@ pub enum CryptoRequest {
     /// then the leg sends nothing and drops what arrives (`early_drops`), without learning
     /// the peer's address from it. Only when creating a stream.
     Pending,
+}
+
+impl SdesRequest {
+    /// One master key of `suite`, `key || salt`.
+    pub fn with_key(suite: Suite, key_and_salt: &[u8]) -> SdesRequest {
+        SdesRequest {
+            suite: suite.sdp_name().to_owned(),
+            keys: vec![KeyRequest::new(key_and_salt)],
+            replay_window: None,
+            kdr: None,
+        }
+    }
 }
 
 /// One leg of a stream request.
@@ -389,6 +208,20 @@ pub struct StreamRequest {
     /// Authentication failures per `auth_failures` event (0: never; default from the config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_failure_threshold: Option<u32>,
+}
+
+impl StreamRequest {
+    /// A stream of `mode` with one leg and the defaults for the rest.
+    pub fn new(mode: Mode, leg: LegRequest) -> StreamRequest {
+        StreamRequest {
+            mode,
+            legs: vec![leg],
+            codec: None,
+            rtcp_interval_ms: None,
+            silence_ms: None,
+            auth_failure_threshold: None,
+        }
+    }
 }
 
 fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, CtlError> {
@@ -663,6 +496,25 @@ pub struct UpdateRequest {
 }
 
 impl UpdateRequest {
+    /// An update of `stream` that changes nothing yet.
+    pub fn of(stream: u64) -> UpdateRequest {
+        UpdateRequest {
+            stream,
+            ..UpdateRequest::default()
+        }
+    }
+
+    /// Whether it would change nothing (no need to send it).
+    pub fn changes_nothing(&self) -> bool {
+        self.remote.is_none()
+            && self.crypto.is_none()
+            && self.paused.is_none()
+            && self.mode.is_none()
+            && self.rtcp_mux != Some(true)
+            && self.remote_rtcp.is_none()
+            && self.codec.is_none()
+    }
+
     /// Checks the values and builds the engine's update.
     pub fn into_update(self) -> Result<(u64, StreamUpdate), CtlError> {
         let mut u = StreamUpdate::default();
@@ -716,15 +568,6 @@ mod tests {
             replay_window: None,
             kdr: None,
         }
-    }
-
-    #[test]
-    fn redaction_removes_every_quoted_value() {
-        assert_eq!(
-            redact_quoted("invalid type: string \"c2VjcmV0\", expected u32"),
-            "invalid type: string \"…\", expected u32"
-        );
-        assert_eq!(redact_quoted("no quotes"), "no quotes");
     }
 
     #[test]

@@ -1,0 +1,41 @@
+//! The answerer's side of a run: what it answered and refused, and each call's media at its
+//! end, kept by Call-ID so the report can put the two ends of a call side by side.
+
+use tokio::sync::mpsc;
+
+use super::causes;
+use super::media::LegEnd;
+use super::state::{Dtls, Shared, lock};
+use crate::ua::UasEvent;
+
+/// Folds the answerer's events into the tallies.
+pub(super) async fn fold(mut rx: mpsc::UnboundedReceiver<UasEvent>, shared: Shared) {
+    while let Some(e) = rx.recv().await {
+        let mut s = lock(&shared);
+        match e {
+            UasEvent::Answered(_) => s.answered += 1,
+            UasEvent::Refused { code, reason, .. } => {
+                *s.refused
+                    .entry(causes::of_rejection(code, Some(&reason), true))
+                    .or_default() += 1;
+            }
+            UasEvent::Failed { error, .. } => {
+                *s.refused.entry(error.cause()).or_default() += 1;
+            }
+            UasEvent::Updated { .. }
+            | UasEvent::Dtls { .. }
+            | UasEvent::Registration(_)
+            | UasEvent::Engine { .. } => {}
+            UasEvent::Ended { call_id, stats, .. } => {
+                s.answerer_ended += 1;
+                let Some(stats) = stats else { continue };
+                if let Some(Dtls::Established(ms)) = s.dtls_seen.remove(&stats.id) {
+                    s.answerer_dtls_ms.push(ms);
+                }
+                if let Some(m) = LegEnd::of(&stats) {
+                    s.answerer_media.insert(call_id, m);
+                }
+            }
+        }
+    }
+}

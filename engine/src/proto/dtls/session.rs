@@ -1,0 +1,434 @@
+//! The one [`DtlsSession`] implementation, on the dimpl crate, and the context that builds it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use super::{
+    DtlsFailure, DtlsIdentity, DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsRole,
+    DtlsSession, Fingerprint,
+};
+use crate::proto::srtp::{MasterKey, Suite};
+
+/// What every session of an engine shares: its identity and the DTLS configuration.
+pub struct DtlsContext {
+    identity: Arc<DtlsIdentity>,
+    config: Arc<dimpl::Config>,
+    options: DtlsOptions,
+}
+
+impl fmt::Debug for DtlsContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtlsContext")
+            .field("identity", &self.identity)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DtlsContext {
+    /// A context for `identity` with these timings.
+    pub fn new(
+        identity: Arc<DtlsIdentity>,
+        options: DtlsOptions,
+    ) -> Result<DtlsContext, DtlsOptionsError> {
+        let config = dimpl::Config::builder()
+            .mtu(options.mtu)
+            .flight_start_rto(options.retransmit_initial)
+            .flight_retries(options.retransmit_count)
+            .handshake_timeout(options.handshake_timeout)
+            .require_client_certificate(true)
+            .build()
+            .map_err(|e| DtlsOptionsError(e.to_string()))?;
+        Ok(DtlsContext {
+            identity,
+            config: Arc::new(config),
+            options,
+        })
+    }
+
+    /// The engine's identity.
+    pub fn identity(&self) -> &DtlsIdentity {
+        &self.identity
+    }
+
+    /// The timings.
+    pub fn options(&self) -> &DtlsOptions {
+        &self.options
+    }
+
+    /// A new session in `role` that accepts only a peer certificate matching `remote`. A
+    /// client sends its ClientHello on the first poll.
+    pub fn session(
+        &self,
+        role: DtlsRole,
+        remote: Fingerprint,
+        now: Instant,
+    ) -> Box<dyn DtlsSession> {
+        let mut dtls =
+            dimpl::Dtls::new_12(Arc::clone(&self.config), self.identity.cert.clone(), now);
+        dtls.set_active(role == DtlsRole::Client);
+        // dimpl must see the clock before the first packet.
+        let failed = dtls
+            .handle_timeout(now)
+            .err()
+            .map(|e| failure_from_dimpl(&e));
+        Box::new(DimplSession {
+            dtls,
+            role,
+            remote,
+            peer_cert_ok: None,
+            keys: None,
+            connected: false,
+            dropped: 0,
+            heard: false,
+            state: match failed {
+                Some(f) => State::Failing(f),
+                None => State::Handshaking,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    /// A failure to report on the next poll.
+    Failing(DtlsFailure),
+    /// Established was reported; the session keeps answering retransmissions.
+    Established,
+    /// Failed was reported.
+    Failed,
+}
+
+/// The dimpl implementation of [`DtlsSession`].
+struct DimplSession {
+    dtls: dimpl::Dtls,
+    role: DtlsRole,
+    remote: Fingerprint,
+    /// Whether the peer's certificate matched (None: not seen yet).
+    peer_cert_ok: Option<bool>,
+    keys: Option<(Suite, Zeroizing<Vec<u8>>)>,
+    /// dimpl said Connected in this poll cycle.
+    connected: bool,
+    state: State,
+    /// Malformed datagrams discarded.
+    dropped: u64,
+    /// The peer's first flight has come (a ClientHello to a server; a ServerHello or
+    /// HelloVerifyRequest to a client).
+    heard: bool,
+}
+
+/// Whether a datagram opens the peer's first flight: a handshake record of epoch 0 whose
+/// message is a ClientHello (to a server) or a ServerHello or HelloVerifyRequest (to a
+/// client). RFC 6347 4.1 record header (13 bytes), then the handshake header (12).
+fn opens_first_flight(datagram: &[u8], role: DtlsRole) -> bool {
+    const HANDSHAKE: u8 = 22;
+    if datagram.len() < 13 + 12 || datagram[0] != HANDSHAKE || datagram[3..5] != [0, 0] {
+        return false;
+    }
+    let record_len = usize::from(u16::from_be_bytes([datagram[11], datagram[12]]));
+    let h = &datagram[13..];
+    let msg = h[0];
+    let len = u32::from_be_bytes([0, h[1], h[2], h[3]]);
+    let offset = u32::from_be_bytes([0, h[6], h[7], h[8]]);
+    // The smallest body: version, random and empty lengths (RFC 6347 4.2.1, 4.3.2).
+    let least = match (role, msg) {
+        (DtlsRole::Server, 1) | (DtlsRole::Client, 2) => 38,
+        (DtlsRole::Client, 3) => 3,
+        _ => return false,
+    };
+    record_len >= 12 && 13 + record_len <= datagram.len() && offset == 0 && len >= least
+}
+
+/// An unprotected fatal alert record (epoch 0), sent when we abort a handshake ourselves, so
+/// that the peer learns why at once instead of timing out. Epoch 0 is the only epoch both
+/// sides can read before the handshake completes (RFC 6347 4.1; the sequence number is past
+/// any handshake record of ours).
+fn fatal_alert_record(description: u8) -> [u8; 15] {
+    [
+        0x15,
+        0xfe,
+        0xfd, // alert, DTLS 1.2
+        0x00,
+        0x00, // epoch 0
+        0x00,
+        0x00,
+        0x00,
+        0x00,
+        0x01,
+        0x00, // sequence number 256
+        0x00,
+        0x02, // length
+        0x02,
+        description, // fatal
+    ]
+}
+
+/// Alert description for a certificate that is not the one signalled (RFC 5246 7.2).
+pub(super) const ALERT_BAD_CERTIFICATE: u8 = 42;
+
+impl DimplSession {
+    /// The handshake completed: keys if the certificate matched and a profile was agreed.
+    fn conclude(&mut self) -> Option<DtlsKeys> {
+        if self.peer_cert_ok != Some(true) {
+            self.fail(DtlsFailure::NoCertificate);
+            return None;
+        }
+        let Some((suite, km)) = self.keys.take() else {
+            self.fail(DtlsFailure::NoCommonProfile);
+            return None;
+        };
+        match self.split_keys(suite, &km) {
+            Some(keys) => {
+                self.state = State::Established;
+                Some(keys)
+            }
+            None => {
+                self.fail(DtlsFailure::Protocol);
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, f: DtlsFailure) {
+        if matches!(self.state, State::Handshaking | State::Established) {
+            self.state = State::Failing(f);
+        }
+    }
+
+    /// Splits RFC 5764 4.2 keying material
+    /// `client_key | server_key | client_salt | server_salt` into our two master keys.
+    fn split_keys(&self, suite: Suite, km: &[u8]) -> Option<DtlsKeys> {
+        let p = suite.params();
+        let (k, s) = (p.master_key_len, p.master_salt_len);
+        if km.len() != 2 * (k + s) {
+            return None;
+        }
+        let client_key = &km[..k];
+        let server_key = &km[k..2 * k];
+        let client_salt = &km[2 * k..2 * k + s];
+        let server_salt = &km[2 * k + s..];
+        let client = MasterKey::from_parts(suite, client_key, client_salt).ok()?;
+        let server = MasterKey::from_parts(suite, server_key, server_salt).ok()?;
+        let (local, remote) = match self.role {
+            DtlsRole::Client => (client, server),
+            DtlsRole::Server => (server, client),
+        };
+        Some(DtlsKeys {
+            suite,
+            local,
+            remote,
+        })
+    }
+}
+
+/// What one dimpl poll produced, without the borrow of the buffer.
+enum Step {
+    Packet(usize, usize),
+    Timeout(Instant),
+    Again,
+}
+
+impl DtlsSession for DimplSession {
+    fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, State::Handshaking | State::Established)
+            && let Err(e) = self.dtls.handle_timeout(now)
+        {
+            self.fail(failure_from_dimpl(&e));
+        }
+    }
+
+    fn handle_packet(&mut self, datagram: &[u8]) {
+        // Before the peer's first flight, nothing else is fed to dimpl: a forged handshake
+        // message of epoch 0 (say, a "Certificate" with message_seq 0) would take the first
+        // message's sequence number, the real ClientHello would then be ignored as a
+        // duplicate, and one datagram from anyone who can reach the port would stall the
+        // handshake until its deadline.
+        if !self.heard {
+            if !opens_first_flight(datagram, self.role) {
+                self.dropped += 1;
+                return;
+            }
+            self.heard = true;
+        }
+        if matches!(self.state, State::Handshaking | State::Established)
+            && let Err(e) = self.dtls.handle_packet(datagram)
+        {
+            match failure_from_dimpl(&e) {
+                // RFC 6347 4.1.2.7: invalid records are silently discarded; anyone who can
+                // reach the port could otherwise end a handshake with one datagram.
+                DtlsFailure::Malformed => self.dropped += 1,
+                f => self.fail(f),
+            }
+        }
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        loop {
+            match self.state {
+                State::Failing(f) => {
+                    self.state = State::Failed;
+                    return DtlsOutput::Failed(f);
+                }
+                State::Failed => return DtlsOutput::Timeout(far_future()),
+                State::Handshaking | State::Established => {}
+            }
+            let base = buf.as_ptr() as usize;
+            let step = match self.dtls.poll_output(buf) {
+                dimpl::Output::Packet(p) => Step::Packet(p.as_ptr() as usize - base, p.len()),
+                dimpl::Output::Timeout(t) => {
+                    if self.connected && self.state == State::Handshaking {
+                        if let Some(keys) = self.conclude() {
+                            return DtlsOutput::Established(keys);
+                        }
+                        continue; // report the failure
+                    }
+                    Step::Timeout(t)
+                }
+                dimpl::Output::PeerCert(der) => {
+                    let ok = self.remote.matches(der);
+                    self.peer_cert_ok = Some(ok);
+                    if !ok {
+                        self.fail(DtlsFailure::FingerprintMismatch);
+                        // Tell the peer (it reads epoch 0 until our ChangeCipherSpec).
+                        let alert = fatal_alert_record(ALERT_BAD_CERTIFICATE);
+                        buf[..alert.len()].copy_from_slice(&alert);
+                        return DtlsOutput::Packet(&buf[..alert.len()]);
+                    }
+                    Step::Again
+                }
+                dimpl::Output::KeyingMaterial(km, profile) => {
+                    let id = match profile {
+                        dimpl::SrtpProfile::AES128_CM_SHA1_80 => 0x0001,
+                        dimpl::SrtpProfile::AEAD_AES_128_GCM => 0x0007,
+                        dimpl::SrtpProfile::AEAD_AES_256_GCM => 0x0008,
+                        _ => 0,
+                    };
+                    if let Some(suite) = Suite::from_dtls_profile(id) {
+                        self.keys = Some((suite, Zeroizing::new(km.to_vec())));
+                    }
+                    Step::Again
+                }
+                // Keying material follows Connected; both are judged at the end of the cycle.
+                dimpl::Output::Connected => {
+                    self.connected = true;
+                    Step::Again
+                }
+                dimpl::Output::BufferTooSmall { .. } => {
+                    self.fail(DtlsFailure::Protocol);
+                    Step::Again
+                }
+                dimpl::Output::CloseNotify => {
+                    if self.state == State::Handshaking {
+                        self.fail(DtlsFailure::PeerAlert(0));
+                    }
+                    Step::Again
+                }
+                // Application data is not part of DTLS-SRTP; dropped.
+                _ => Step::Again,
+            };
+            match step {
+                Step::Packet(off, len) => return DtlsOutput::Packet(&buf[off..off + len]),
+                Step::Timeout(t) => return DtlsOutput::Timeout(t),
+                Step::Again => {}
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        !matches!(self.state, State::Handshaking)
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+/// The result of [`run_in_memory`]: what each side ended with.
+#[derive(Debug)]
+pub struct InMemoryOutcome {
+    /// The client's keys.
+    pub client: DtlsKeys,
+    /// The server's keys.
+    pub server: DtlsKeys,
+}
+
+/// Runs a client and a server against each other in memory (no sockets, no loss), advancing
+/// simulated time from `now` to each next timer when both are waiting. For tests, the
+/// in-memory ceiling benchmark, and checking a loaded key. Gives up after `max_rounds`.
+pub fn run_in_memory(
+    client: &mut (dyn DtlsSession + 'static),
+    server: &mut (dyn DtlsSession + 'static),
+    mut now: Instant,
+    max_rounds: usize,
+) -> Result<InMemoryOutcome, (Option<DtlsFailure>, Option<DtlsFailure>)> {
+    let mut buf = vec![0u8; 2048];
+    let mut to_server: Vec<Vec<u8>> = Vec::new();
+    let mut to_client: Vec<Vec<u8>> = Vec::new();
+    let (mut ck, mut sk) = (None, None);
+    let (mut cf, mut sf) = (None, None);
+    for _ in 0..max_rounds {
+        let mut next = far_future();
+        for (sess, out, keys, fail) in [
+            (&mut *client, &mut to_server, &mut ck, &mut cf),
+            (&mut *server, &mut to_client, &mut sk, &mut sf),
+        ] {
+            loop {
+                match sess.poll_output(&mut buf) {
+                    DtlsOutput::Packet(p) => out.push(p.to_vec()),
+                    DtlsOutput::Established(k) => *keys = Some(k),
+                    DtlsOutput::Failed(f) => *fail = Some(f),
+                    DtlsOutput::Timeout(t) => {
+                        next = next.min(t);
+                        break;
+                    }
+                }
+            }
+        }
+        if ck.is_some() && sk.is_some() {
+            break;
+        }
+        if (cf.is_some() || sf.is_some()) && to_server.is_empty() && to_client.is_empty() {
+            break;
+        }
+        if to_server.is_empty() && to_client.is_empty() {
+            now = now.max(next);
+            client.handle_timeout(now);
+            server.handle_timeout(now);
+        }
+        for p in to_server.drain(..) {
+            server.handle_packet(&p);
+        }
+        for p in to_client.drain(..) {
+            client.handle_packet(&p);
+        }
+    }
+    match (ck, sk) {
+        (Some(client), Some(server)) => Ok(InMemoryOutcome { client, server }),
+        _ => Err((cf, sf)),
+    }
+}
+
+fn failure_from_dimpl(e: &dimpl::Error) -> DtlsFailure {
+    use dimpl::{Error as E, SecurityError as S};
+    match e {
+        E::Timeout(_) => DtlsFailure::Timeout,
+        E::SecurityError(S::FatalAlert { description }) => DtlsFailure::PeerAlert(*description),
+        E::SecurityError(
+            S::NoMutuallyAcceptableCipherSuite
+            | S::NoCommonCipherSuite
+            | S::NoCommonKeyExchangeGroup
+            | S::UnsupportedKeyExchangeAlgorithm,
+        ) => DtlsFailure::NoCommonCipherSuite,
+        E::SecurityError(_) | E::CryptoError(_) | E::CertificateError(_) => DtlsFailure::Protocol,
+        E::ConnectionClosed => DtlsFailure::PeerAlert(0),
+        _ => DtlsFailure::Malformed,
+    }
+}

@@ -1,0 +1,250 @@
+use std::sync::Arc;
+
+use super::session::ALERT_BAD_CERTIFICATE;
+use super::*;
+
+fn ctx() -> DtlsContext {
+    DtlsContext::new(
+        Arc::new(DtlsIdentity::generate().unwrap()),
+        DtlsOptions::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn fingerprint_parses_prints_and_checks_length() {
+    let der = b"not really a certificate";
+    let fp = Fingerprint::of(HashAlg::Sha256, der);
+    let text = fp.to_string();
+    assert!(text.starts_with("sha-256 "));
+    assert_eq!(Fingerprint::parse(&text).unwrap(), fp);
+    assert_eq!(Fingerprint::parse(&text.to_lowercase()).unwrap(), fp);
+    assert_eq!(
+        Fingerprint::parse(&text.replacen("sha-256", "SHA-256", 1)).unwrap(),
+        fp
+    );
+    assert!(fp.matches(der));
+    assert!(!fp.matches(b"another"));
+    for alg in HashAlg::ALL {
+        let f = Fingerprint::of(alg, der);
+        assert_eq!(Fingerprint::parse(&f.to_string()).unwrap(), f);
+        assert!(f.matches(der));
+    }
+    assert_eq!(Fingerprint::parse("sha-256"), Err(FingerprintError::Shape));
+    assert_eq!(
+        Fingerprint::parse("md5 AB:CD"),
+        Err(FingerprintError::UnknownHash)
+    );
+    assert_eq!(
+        Fingerprint::parse("sha-1 AB:CD"),
+        Err(FingerprintError::Length {
+            alg: "sha-1",
+            expected: 20,
+            actual: 2
+        })
+    );
+    assert_eq!(
+        Fingerprint::parse("sha-1 ABC:D"),
+        Err(FingerprintError::BadHex)
+    );
+    assert_eq!(
+        Fingerprint::parse("sha-1 A:BC"),
+        Err(FingerprintError::BadHex)
+    );
+    assert_eq!(
+        Fingerprint::parse("sha-1 ZZ"),
+        Err(FingerprintError::BadHex)
+    );
+}
+
+#[test]
+fn handshake_in_memory_gives_mirrored_keys() {
+    let a = ctx();
+    let b = ctx();
+    let now = Instant::now();
+    let mut c = a.session(DtlsRole::Client, b.identity().fingerprint().clone(), now);
+    let mut s = b.session(
+        DtlsRole::Server,
+        a.identity().fingerprint_with(HashAlg::Sha1),
+        now,
+    );
+    let out = run_in_memory(&mut *c, &mut *s, now, 64).unwrap();
+    // dimpl's server prefers AES-256-GCM among what its client offers.
+    assert_eq!(out.client.suite, Suite::AeadAes256Gcm);
+    assert_eq!(out.server.suite, out.client.suite);
+    assert!(out.client.local.same_material(&out.server.remote));
+    assert!(out.client.remote.same_material(&out.server.local));
+    assert!(!out.client.local.same_material(&out.client.remote));
+    assert!(c.is_finished() && s.is_finished());
+}
+
+#[test]
+fn wrong_fingerprint_fails_both_sides_with_reasons() {
+    let a = ctx();
+    let b = ctx();
+    let now = Instant::now();
+    // The client expects someone else's certificate.
+    let other = Fingerprint::of(HashAlg::Sha256, b"someone else");
+    let mut c = a.session(DtlsRole::Client, other, now);
+    let mut s = b.session(DtlsRole::Server, a.identity().fingerprint().clone(), now);
+    let (cf, sf) = run_in_memory(&mut *c, &mut *s, now, 64).unwrap_err();
+    assert_eq!(cf, Some(DtlsFailure::FingerprintMismatch));
+    // The server hears why from our alert rather than timing out.
+    assert_eq!(sf, Some(DtlsFailure::PeerAlert(ALERT_BAD_CERTIFICATE)));
+}
+
+#[test]
+fn server_checks_the_client_certificate_too() {
+    let a = ctx();
+    let b = ctx();
+    let now = Instant::now();
+    let mut c = a.session(DtlsRole::Client, b.identity().fingerprint().clone(), now);
+    let other = Fingerprint::of(HashAlg::Sha256, b"someone else");
+    let mut s = b.session(DtlsRole::Server, other, now);
+    let (_, sf) = run_in_memory(&mut *c, &mut *s, now, 64).unwrap_err();
+    assert_eq!(sf, Some(DtlsFailure::FingerprintMismatch));
+}
+
+#[test]
+fn silent_peer_times_out() {
+    let a = DtlsContext::new(
+        Arc::new(DtlsIdentity::generate().unwrap()),
+        DtlsOptions {
+            handshake_timeout: Duration::from_secs(2),
+            retransmit_initial: Duration::from_millis(100),
+            retransmit_count: 20,
+            ..DtlsOptions::default()
+        },
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut c = a.session(
+        DtlsRole::Client,
+        Fingerprint::of(HashAlg::Sha256, b"x"),
+        start,
+    );
+    let mut buf = [0u8; 2048];
+    let mut now = start;
+    let mut sent = 0;
+    for _ in 0..100 {
+        match c.poll_output(&mut buf) {
+            DtlsOutput::Packet(_) => sent += 1,
+            DtlsOutput::Failed(f) => {
+                assert_eq!(f, DtlsFailure::Timeout);
+                assert!(now - start >= Duration::from_secs(2));
+                assert!(sent >= 3, "retransmitted {sent}");
+                return;
+            }
+            DtlsOutput::Timeout(t) => {
+                now = t;
+                c.handle_timeout(now);
+            }
+            DtlsOutput::Established(_) => panic!("established with nobody"),
+        }
+    }
+    panic!("no timeout");
+}
+
+/// RFC 6347 4.1.2.7: invalid records are silently discarded. Garbage from anyone who can
+/// reach the port must not end a handshake in progress: each junk datagram leaves the
+/// session handshaking, counted as dropped, and the handshake then completes.
+#[test]
+fn garbage_is_survived() {
+    let (a, b) = (ctx(), ctx());
+    let now = Instant::now();
+    let mut server = a.session(DtlsRole::Server, b.identity().fingerprint().clone(), now);
+    let mut client = b.session(DtlsRole::Client, a.identity().fingerprint().clone(), now);
+    let mut buf = [0u8; 2048];
+    // Truncated and malformed records, application data before the handshake, a record
+    // of a later epoch, handshake messages that are not a ClientHello (the last, a
+    // "Certificate" with message_seq 0, stalled dimpl's handshake for good: the real
+    // ClientHello was then taken for a duplicate). A well-formed fatal alert from the
+    // peer during the handshake is not junk: it ends the handshake, and the failure names
+    // it.
+    let junk: [&[u8]; 9] = [
+        &[
+            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        &[
+            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 4, 1,
+            2, 3, 4,
+        ],
+        &[
+            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 14, 11, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2,
+            9, 9,
+        ],
+        &[],
+        &[0x16],
+        &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff],
+        &[0x17; 40],
+        &[0x15, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 2, 2, 40],
+        &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 7, 0, 3, 1, 2, 3],
+    ];
+    for (n, j) in junk.iter().enumerate() {
+        server.handle_packet(j);
+        loop {
+            match server.poll_output(&mut buf) {
+                DtlsOutput::Timeout(_) => break,
+                DtlsOutput::Failed(f) => panic!("junk {n} ended the handshake: {f}"),
+                DtlsOutput::Packet(_) | DtlsOutput::Established(_) => {}
+            }
+        }
+        assert!(!server.is_finished(), "junk {n}");
+        assert_eq!(server.dropped(), n as u64 + 1, "junk {n} counted");
+    }
+    // The real handshake still goes through.
+    let (mut sk, mut ck) = (None, None);
+    let mut drain = |from: &mut Box<dyn DtlsSession>, keys: &mut Option<DtlsKeys>| {
+        let mut out = Vec::new();
+        loop {
+            match from.poll_output(&mut buf) {
+                DtlsOutput::Packet(p) => out.push(p.to_vec()),
+                DtlsOutput::Established(k) => *keys = Some(k),
+                DtlsOutput::Failed(f) => panic!("{f}"),
+                DtlsOutput::Timeout(_) => break,
+            }
+        }
+        out
+    };
+    for _ in 0..20 {
+        for p in drain(&mut client, &mut ck) {
+            server.handle_packet(&p);
+        }
+        for p in drain(&mut server, &mut sk) {
+            client.handle_packet(&p);
+        }
+        if sk.is_some() && ck.is_some() {
+            break;
+        }
+    }
+    assert!(
+        sk.is_some() && ck.is_some(),
+        "the handshake completes after the junk"
+    );
+}
+
+#[test]
+fn alert_names() {
+    assert_eq!(alert_name(42), "bad_certificate");
+    assert_eq!(alert_name(40), "handshake_failure");
+    assert_eq!(alert_name(255), "unknown");
+    assert_eq!(
+        DtlsFailure::PeerAlert(42).to_string(),
+        "peer_alert (bad_certificate)"
+    );
+    for (k, r) in DtlsFailureReason::ALL.iter().enumerate() {
+        let f = [
+            DtlsFailure::Timeout,
+            DtlsFailure::FingerprintMismatch,
+            DtlsFailure::NoCertificate,
+            DtlsFailure::NoCommonProfile,
+            DtlsFailure::NoCommonCipherSuite,
+            DtlsFailure::PeerAlert(1),
+            DtlsFailure::Malformed,
+            DtlsFailure::Protocol,
+        ][k];
+        assert_eq!(f.kind(), *r);
+        assert_eq!(f.reason(), r.as_str());
+        assert_eq!(f.index(), k);
+    }
+}
