@@ -40,8 +40,58 @@ fn code(path: &Path) -> String {
         .join("\n")
 }
 
+/// The code of a file without the bodies of its inline modules (`mod tests { ... }` and the
+/// like), whose `super::` means the file itself.
+fn outer_code(path: &Path) -> String {
+    let c = code(path);
+    let mut out = String::with_capacity(c.len());
+    let mut rest = c.as_str();
+    while let Some(at) = find_inline_mod(rest) {
+        out.push_str(&rest[..at.0]);
+        let mut depth = 0;
+        let mut end = rest.len();
+        for (i, ch) in rest[at.1..].char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = at.1 + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the next `mod name {` starts, and where its `{` is.
+fn find_inline_mod(c: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(i) = c[from..].find("mod ") {
+        let start = from + i;
+        let word_start =
+            start == 0 || !c[..start].ends_with(|ch: char| ch.is_alphanumeric() || ch == '_');
+        let after = &c[start + 4..];
+        let name_len = after
+            .chars()
+            .take_while(|ch| ch.is_alphanumeric() || *ch == '_')
+            .count();
+        let tail = after[name_len..].trim_start();
+        if word_start && name_len > 0 && tail.starts_with('{') {
+            let brace = c.len() - tail.len();
+            return Some((start, brace));
+        }
+        from = start + 4;
+    }
+    None
+}
+
 #[test]
-#[ignore = "the split of the remaining long files is in progress (issue 27)"]
 fn no_source_file_is_longer_than_800_lines_and_the_worker_loop_is_under_600() {
     let mut long = Vec::new();
     for dir in ["engine/src", "control/src"] {
@@ -140,7 +190,7 @@ fn imports(dir: &Path, module: &str) -> BTreeMap<String, BTreeSet<String>> {
     }
     let mut graph = BTreeMap::new();
     for f in &files {
-        let c = code(&dir.join(format!("{f}.rs")));
+        let c = outer_code(&dir.join(format!("{f}.rs")));
         let mut uses = BTreeSet::new();
         let mut note = |name: &str, from_mod_rs: bool| {
             if modules.contains(name) && name != "mod" && name != f {
@@ -197,6 +247,16 @@ fn no_two_files_of_a_module_import_each_other() {
         ("control/src/sip", "crate::sip"),
         ("control/src/register", "crate::register"),
         ("control/src/media", "crate::media"),
+        ("control/src/ua", "crate::ua"),
+        ("control/src/sdp", "crate::sdp"),
+        ("control/src/register/endpoint", "crate::register::endpoint"),
+        ("control/src/cli", "crate::cli"),
+        ("engine/src/proto", "crate::proto"),
+        ("engine/src/proto/dtls", "crate::proto::dtls"),
+        ("engine/src/proto/srtp", "crate::proto::srtp"),
+        ("engine/src/ctl/protocol", "crate::ctl::protocol"),
+        ("engine/src/io", "crate::io"),
+        ("engine/src/metrics", "crate::metrics"),
     ];
     let mut circles = Vec::new();
     for (dir, module) in dirs {
@@ -227,7 +287,11 @@ fn the_import_reader_sees_what_a_file_imports() {
         "mod a;\nmod b;\nuse a::X;\npub struct M;\n",
     )
     .unwrap();
-    std::fs::write(dir.join("a.rs"), "use super::b::Y; // super::c\n").unwrap();
+    std::fs::write(
+        dir.join("a.rs"),
+        "use super::b::Y; // super::c\nmod tests {\n    use super::*;\n}\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("b.rs"), "use super::{M, a::Z};\n").unwrap();
     let g = imports(&dir, "crate::m");
     std::fs::remove_dir_all(&dir).unwrap();

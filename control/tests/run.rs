@@ -97,6 +97,35 @@ min_mos = 3.8
     assert!(r["failures"].as_array().unwrap().is_empty(), "{text}");
     assert_eq!(r["pass"], true);
     assert!(text.contains("result            PASS"), "{text}");
+    // Calls came and went at 200 a second (up to 200 at once): in each direction every RTP
+    // packet sent is received, lost in sequence, dropped (before the answer or the keys, or
+    // rejected) or was undelivered at hangup, measured call by call; nothing is left over.
+    let b = &r["media_balance"];
+    for dir in ["to_answerers", "to_callers"] {
+        let f = &b[dir];
+        let n = |k: &str| f[k].as_i64().unwrap_or_else(|| panic!("{dir}.{k}: {text}"));
+        assert_eq!(n("calls"), 2000, "{dir}: {text}");
+        assert!(n("sent") > 2000 * 40, "{dir}: {text}");
+        assert_eq!(n("unaccounted"), 0, "{dir}: {text}");
+        let buckets = [
+            "received",
+            "lost_in_sequence",
+            "dropped_before_answer",
+            "dropped_before_keys",
+            "rejected",
+            "undelivered_at_hangup",
+        ];
+        assert_eq!(
+            buckets.iter().map(|k| n(k)).sum::<i64>(),
+            n("sent"),
+            "{dir}: {text}"
+        );
+    }
+    // The callers' streams wait for the answer: what the answerer sends before it arrives is
+    // dropped there, and counted (the answerer's streams are whole from the start).
+    assert_eq!(b["to_answerers"]["dropped_before_answer"], 0, "{text}");
+    let per_call = r["call_records"].as_array().map_or(0, Vec::len);
+    assert_eq!(per_call, 0, "no per-call records unless asked for");
     // How the run used this machine: measured each second from /proc/stat, no local drops
     // (there was no loss), and a verdict in words.
     let g = &r["generator"];

@@ -2,7 +2,7 @@
 //! Prometheus metrics it serves while it runs.
 
 use serde::Serialize;
-use srtp_engine::metrics::{Exposition, Kind, Metric};
+use srtp_engine::metrics::Exposition;
 
 use super::fleet::{FleetSnapshot, FleetStats};
 
@@ -281,117 +281,34 @@ impl RegisterReport {
     }
 }
 
-macro_rules! metric {
-    ($id:ident, $kind:ident, $name:literal, [$($l:literal),*], $help:literal) => {
-        const $id: Metric = Metric {
-            name: $name,
-            kind: Kind::$kind,
-            help: $help,
-            labels: &[$($l),*],
-        };
-    };
+srtp_engine::declare_metrics! {
+    /// Every registration metric, in exposition order.
+    pub METRICS;
+    REGISTERED: Gauge "srtp_control_registered_endpoints" ["registrar"]
+        "Endpoints holding a live binding, per registrar.";
+    UNREGISTERED: Gauge "srtp_control_unregistered_endpoints" []
+        "Endpoints holding no live binding.";
+    REGISTRATIONS: Counter "srtp_control_registrations_total" []
+        "New registrations (first, after a failover, after waiting).";
+    REFRESHES: Counter "srtp_control_registration_refreshes_total" []
+        "Successful refreshes.";
+    REFRESH_FAILURES: Counter "srtp_control_registration_refresh_failures_total" []
+        "Refreshes that failed (no answer, 408, 5xx, 6xx, connection lost).";
+    LAPSED: Counter "srtp_control_registration_lapses_total" []
+        "Bindings whose lifetime ran out before a refresh succeeded.";
+    KEEPALIVE_FAILURES: Counter "srtp_control_keepalive_failures_total" []
+        "Keepalives (CRLF or OPTIONS) that went unanswered.";
+    FAILOVERS: Counter "srtp_control_registrar_failovers_total" []
+        "Moves to another registrar after one was declared lost.";
+    FALLBACKS: Counter "srtp_control_registrar_fallbacks_total" []
+        "Moves back to a higher-priority registrar.";
+    REJECTIONS: Counter "srtp_control_registration_rejections_total" []
+        "Registrations refused (4xx, credentials).";
+    DETECT: Gauge "srtp_control_failure_detection_seconds" ["statistic"]
+        "Time to detect a lost registrar so far (statistic: median or max).";
+    RECOVER: Gauge "srtp_control_failover_recovery_seconds" ["statistic"]
+        "Time from a loss to the registration elsewhere so far (statistic: median or max).";
 }
-
-metric!(
-    REGISTERED,
-    Gauge,
-    "srtp_control_registered_endpoints",
-    ["registrar"],
-    "Endpoints holding a live binding, per registrar."
-);
-metric!(
-    UNREGISTERED,
-    Gauge,
-    "srtp_control_unregistered_endpoints",
-    [],
-    "Endpoints holding no live binding."
-);
-metric!(
-    REGISTRATIONS,
-    Counter,
-    "srtp_control_registrations_total",
-    [],
-    "New registrations (first, after a failover, after waiting)."
-);
-metric!(
-    REFRESHES,
-    Counter,
-    "srtp_control_registration_refreshes_total",
-    [],
-    "Successful refreshes."
-);
-metric!(
-    REFRESH_FAILURES,
-    Counter,
-    "srtp_control_registration_refresh_failures_total",
-    [],
-    "Refreshes that failed (no answer, 408, 5xx, 6xx, connection lost)."
-);
-metric!(
-    LAPSED,
-    Counter,
-    "srtp_control_registration_lapses_total",
-    [],
-    "Bindings whose lifetime ran out before a refresh succeeded."
-);
-metric!(
-    KEEPALIVE_FAILURES,
-    Counter,
-    "srtp_control_keepalive_failures_total",
-    [],
-    "Keepalives (CRLF or OPTIONS) that went unanswered."
-);
-metric!(
-    FAILOVERS,
-    Counter,
-    "srtp_control_registrar_failovers_total",
-    [],
-    "Moves to another registrar after one was declared lost."
-);
-metric!(
-    FALLBACKS,
-    Counter,
-    "srtp_control_registrar_fallbacks_total",
-    [],
-    "Moves back to a higher-priority registrar."
-);
-metric!(
-    REJECTIONS,
-    Counter,
-    "srtp_control_registration_rejections_total",
-    [],
-    "Registrations refused (4xx, credentials)."
-);
-metric!(
-    DETECT,
-    Gauge,
-    "srtp_control_failure_detection_seconds",
-    ["statistic"],
-    "Time to detect a lost registrar so far (statistic: median or max)."
-);
-metric!(
-    RECOVER,
-    Gauge,
-    "srtp_control_failover_recovery_seconds",
-    ["statistic"],
-    "Time from a loss to the registration elsewhere so far (statistic: median or max)."
-);
-
-/// Every registration metric, in exposition order.
-pub const METRICS: &[&Metric] = &[
-    &REGISTERED,
-    &UNREGISTERED,
-    &REGISTRATIONS,
-    &REFRESHES,
-    &REFRESH_FAILURES,
-    &LAPSED,
-    &KEEPALIVE_FAILURES,
-    &FAILOVERS,
-    &FALLBACKS,
-    &REJECTIONS,
-    &DETECT,
-    &RECOVER,
-];
 
 /// Renders the fleet's metrics.
 pub fn render_metrics(names: &[String], snap: &FleetSnapshot, s: &FleetStats) -> String {
@@ -445,7 +362,7 @@ mod tests {
                 m.name
             );
             assert_eq!(
-                m.kind == Kind::Counter,
+                m.kind == srtp_engine::metrics::Kind::Counter,
                 m.name.ends_with("_total"),
                 "{}",
                 m.name

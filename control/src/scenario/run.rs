@@ -2,10 +2,9 @@
 //! start time from the run's start), holds them, hangs up, and gathers what each call and the
 //! engine saw into a [`Report`].
 //!
-//! One tokio task per call ([`super::caller`]); the user agents ([`super::agents`]) are the
-//! signaling, the engine ([`super::engine`]) the media. Engine events (DTLS established or
-//! failed) are matched to calls by stream id; the answerer's end of each call
-//! ([`super::answerer`]) by Call-ID.
+//! One tokio task per call (`caller.rs`); the user agents (`agents.rs`) are the signaling,
+//! the engine (`engine.rs`) the media. Engine events (DTLS established or failed) are matched
+//! to calls by stream id; the answerer's end of each call (`answerer.rs`) by Call-ID.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod headers;
 pub mod log;
 pub mod message;
 pub mod stun;

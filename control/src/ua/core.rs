@@ -20,339 +20,38 @@ use std::time::{Duration, Instant};
 use srtp_engine::model::StreamStats;
 
 use super::dialog::{Dialog, next_hop_addr};
-use super::{CallError, CallInfo, Ended, EndedBy, UaConfig, UasEvent};
-use crate::media::{Allocation, DtlsEvent, DtlsOutcome, MediaError, StreamRef};
-use crate::register::endpoint::{self, Endpoint, Identity, Policy};
-use crate::sdp::{AnswerPlan, DtlsState, Negotiated, Offer, Signaling, Verdict};
+use super::model::{CallError, Ended, EndedBy, UaConfig, UasEvent};
+use crate::media::{Allocation, DtlsEvent, DtlsOutcome, MediaError};
+use crate::register::endpoint::{Endpoint, Identity, Policy};
+use crate::sdp::DtlsState;
 use crate::sip::message::{Message, Method, StartLine};
-use crate::sip::transaction::{ClientTransaction, ServerTransaction, TxEvent, TxState};
-use crate::sip::transport::{Flow, Protocol, TransportError};
+use crate::sip::transaction::{ClientTransaction, ServerTransaction};
+use crate::sip::transport::{Flow, Protocol};
 use crate::sip::uri::Uri;
-use crate::sip::{rand_u32, token};
 
-/// A transaction's key: top Via branch and method.
-pub(crate) type TxKey = (String, Method);
+pub(crate) use super::call::{AfterApply, Call, Pending, Phase};
+pub(crate) use super::io::{ALLOW, TxKey};
+pub use super::io::{
+    Command, Destination, MediaDone, MediaOp, MediaRequest, Payload, Transmit, UaEvent,
+};
 
-/// The methods we answer, for `Allow`.
-pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
-
-/// Where a message goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
-    /// Back on the flow a request came in on (responses).
-    Flow(Flow),
-    /// To a next hop: on `flow` while that connection is open, else a datagram to (or a
-    /// connection to) `addr`; TLS checks the certificate against `server_name`.
-    Hop {
-        /// A connection already used with this hop.
-        flow: Option<Flow>,
-        /// The hop's address.
-        addr: SocketAddr,
-        /// The name its TLS certificate must carry.
-        server_name: String,
-    },
+pub(super) struct ClientEntry {
+    pub(super) tx: ClientTransaction,
+    pub(super) to: Destination,
+    pub(super) call_id: Option<String>,
+    pub(super) armed: Option<Instant>,
 }
 
-/// What to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Payload {
-    /// A SIP message.
-    Sip(Message),
-    /// An RFC 5626 CRLF ping (registration keepalive).
-    Ping,
-    /// A STUN Binding request over UDP (registration keepalive).
-    Stun(crate::sip::stun::TransactionId),
-}
-
-/// A message for the transport.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where.
-    pub to: Destination,
-    /// What.
-    pub payload: Payload,
-}
-
-/// Something to ask the media engine; answer with [`UaCore::handle_media`] and the same id.
-#[derive(Clone, Debug)]
-pub struct MediaRequest {
-    /// The request's id.
-    pub id: u64,
-    /// What to do.
-    pub op: MediaOp,
-}
-
-/// A media request (see [`crate::media::MediaEngine`] for each).
-#[derive(Clone, Debug)]
-pub enum MediaOp {
-    /// An offerer's stream before the answer.
-    Prepare,
-    /// An answerer's stream.
-    Open(Box<Negotiated>),
-    /// Bring a stream to a negotiation (`prev`: the one in force).
-    Apply {
-        /// The stream.
-        stream: StreamRef,
-        /// The new negotiation.
-        n: Box<Negotiated>,
-        /// The one it replaces.
-        prev: Option<Box<Negotiated>>,
-    },
-    /// Stop sending (a hangup, before its BYE).
-    StopSending(StreamRef),
-    /// Statistics.
-    Stats(StreamRef),
-    /// Remove the stream.
-    Close(StreamRef),
-}
-
-/// A media reply.
-#[derive(Clone, Debug)]
-pub enum MediaDone {
-    /// A stream was made.
-    Allocated(Allocation),
-    /// A change was applied (or sending stopped).
-    Applied,
-    /// Statistics (or the final ones of a closed stream).
-    Stats(Option<StreamStats>),
-}
-
-/// What the owner asks of the core.
-#[derive(Clone, Debug)]
-pub enum Command {
-    /// Place a call.
-    Call {
-        /// Its Call-ID.
-        call_id: String,
-        /// Whom to call (the Request-URI and To).
-        target: Uri,
-        /// Where to send the INVITE (an outbound proxy, or the target's address).
-        next_hop: SocketAddr,
-        /// Send the INVITE without SDP: the peer offers in its 2xx, we answer in the ACK.
-        delayed_offer: bool,
-    },
-    /// End a call with BYE.
-    Hangup {
-        /// The call.
-        call_id: String,
-    },
-    /// A call's media statistics; the answer comes as [`UaEvent::Stats`] with `token`.
-    Stats {
-        /// The call.
-        call_id: String,
-        /// Echoed in the answer.
-        token: u64,
-    },
-    /// End everything: BYE for every call, CANCEL for unanswered ones, 503 for new ones,
-    /// unregister; [`UaEvent::Idle`] when nothing is left.
-    Shutdown,
-}
-
-/// What the core reports.
-#[derive(Clone, Debug)]
-pub enum UaEvent {
-    /// One of our calls connected (media keyed as far as SDP goes).
-    Connected(Box<CallInfo>),
-    /// One of our calls failed before it connected.
-    CallFailed {
-        /// Call-ID.
-        call_id: String,
-        /// Why.
-        error: CallError,
-    },
-    /// A call we placed that had connected is over.
-    Ended(Box<Ended>),
-    /// The answerer's side.
-    Uas(UasEvent),
-    /// A DTLS outcome of one of our calls.
-    Dtls {
-        /// Call-ID.
-        call_id: String,
-        /// The outcome.
-        outcome: DtlsOutcome,
-        /// The verdict with it.
-        verdict: Box<Verdict>,
-    },
-    /// A [`Command::Stats`] answer.
-    Stats {
-        /// The command's token.
-        token: u64,
-        /// The statistics.
-        result: Result<Option<StreamStats>, CallError>,
-    },
-    /// Registration progress.
-    Registration(endpoint::Event),
-    /// After [`Command::Shutdown`]: no call and no registration left.
-    Idle,
-}
-
-/// Where a call stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Caller: waiting for the engine's stream to put in the offer.
-    Preparing,
-    /// Caller: INVITE sent, no final answer yet.
-    Calling,
-    /// Answerer: waiting for the engine before answering.
-    Answering,
-    /// Answerer: 2xx sent, waiting for the ACK.
-    Accepted,
-    /// The session is set up in SIP; the engine is taking the answer.
-    Completing,
-    /// Set up.
-    Confirmed,
-    /// Our BYE is out, or the stream is being closed.
-    Ending,
-}
-
-/// What to do once an `Apply` succeeds.
-#[derive(Clone, Debug)]
-pub(crate) enum AfterApply {
-    /// A caller's answer: report the call connected.
-    Connected,
-    /// An answerer's delayed offer, answered in the ACK: report it answered.
-    Answered,
-    /// A peer's re-offer (re-INVITE or UPDATE): answer it on this transaction.
-    Reanswer {
-        key: TxKey,
-        request: Box<Message>,
-        plan: Box<AnswerPlan>,
-    },
-    /// Our re-offer (in a 2xx to an empty re-INVITE), answered in the ACK.
-    Reanswered,
-}
-
-/// What a media reply is for.
-#[derive(Clone, Debug)]
-pub(crate) enum Pending {
-    Prepared(String),
-    Opened(String),
-    Applied {
-        call_id: String,
-        then: AfterApply,
-        prev: Option<Box<Negotiated>>,
-    },
-    Closed {
-        call_id: String,
-    },
-    Stats(u64),
-    /// Nothing waits for it (stopping a stream's sending, closing an orphan).
-    Ignored,
-}
-
-/// One call.
-#[derive(Debug)]
-pub(crate) struct Call {
-    pub(crate) uac: bool,
-    pub(crate) phase: Phase,
-    pub(crate) started: Instant,
-    pub(crate) local_tag: String,
-    /// Caller: the target and the first hop for the INVITE.
-    pub(crate) target: Option<Uri>,
-    pub(crate) first_hop: Option<(SocketAddr, String)>,
-    /// Caller: the INVITE as last sent (digest retry, CANCEL); answerer: the INVITE received.
-    pub(crate) invite: Option<Message>,
-    /// The INVITE transaction (client or server) whose 2xx or ACK we wait for.
-    pub(crate) invite_key: Option<TxKey>,
-    pub(crate) dialog: Option<Dialog>,
-    /// The connection the dialog uses (TCP/TLS), preferred for its requests.
-    pub(crate) flow: Option<Flow>,
-    /// An offer of ours waiting for its answer.
-    pub(crate) offer: Option<Offer>,
-    /// The answerer's plan before its stream exists.
-    pub(crate) plan: Option<AnswerPlan>,
-    pub(crate) negotiated: Option<Negotiated>,
-    pub(crate) alloc: Option<Allocation>,
-    pub(crate) verdict: Option<Verdict>,
-    pub(crate) signaling: Signaling,
-    /// SDP `o=` session id and version.
-    pub(crate) sdp_session: u64,
-    pub(crate) sdp_version: u64,
-    pub(crate) auth_tried: bool,
-    /// Caller: a provisional response came (a CANCEL may be sent).
-    pub(crate) provisional: bool,
-    /// Give up the call as soon as that can be done (stopping).
-    pub(crate) cancel: bool,
-    /// End the call once it is confirmed (stopping, a hangup during set-up).
-    pub(crate) hangup_wanted: Option<EndedBy>,
-    /// Caller: the ACK sent for the 2xx, sent again for each retransmission of it.
-    pub(crate) ack: Option<Transmit>,
-    /// A re-offer in progress (its transaction key): a second one waits.
-    pub(crate) reoffer: Option<TxKey>,
-    /// Why it is ending, once it is.
-    pub(crate) ending: Option<EndedBy>,
-    pub(crate) bye: Option<Result<(), CallError>>,
-    /// Reported connected (caller) or answered (answerer), or its failure reported.
-    pub(crate) reported: bool,
-    /// Its failure was reported: its end is not reported again.
-    pub(crate) quiet_end: bool,
-    /// Caller with a delayed offer: the ACK, waiting for the answer to put in it.
-    pub(crate) plan_ack: Option<Transmit>,
-}
-
-impl Call {
-    pub(crate) fn new(uac: bool, phase: Phase, now: Instant, signaling: Signaling) -> Call {
-        Call {
-            uac,
-            phase,
-            started: now,
-            local_tag: token(),
-            target: None,
-            first_hop: None,
-            invite: None,
-            invite_key: None,
-            dialog: None,
-            flow: None,
-            offer: None,
-            plan: None,
-            negotiated: None,
-            alloc: None,
-            verdict: None,
-            signaling,
-            sdp_session: u64::from(rand_u32()),
-            sdp_version: 0,
-            auth_tried: false,
-            provisional: false,
-            cancel: false,
-            hangup_wanted: None,
-            ack: None,
-            reoffer: None,
-            ending: None,
-            bye: None,
-            reported: false,
-            quiet_end: false,
-            plan_ack: None,
-        }
-    }
-
-    pub(crate) fn stream(&self) -> Option<StreamRef> {
-        self.alloc.as_ref().map(|a| a.stream)
-    }
-
-    /// The next SDP version of this session (RFC 3264 8: each new offer or answer).
-    pub(crate) fn next_sdp(&mut self) -> (u64, u64) {
-        self.sdp_version += 1;
-        (self.sdp_session, self.sdp_version)
-    }
-}
-
-struct ClientEntry {
-    tx: ClientTransaction,
-    to: Destination,
-    call_id: Option<String>,
-    armed: Option<Instant>,
-}
-
-struct ServerEntry {
-    tx: ServerTransaction,
-    flow: Flow,
-    call_id: Option<String>,
-    armed: Option<Instant>,
+pub(super) struct ServerEntry {
+    pub(super) tx: ServerTransaction,
+    pub(super) flow: Flow,
+    pub(super) call_id: Option<String>,
+    pub(super) armed: Option<Instant>,
 }
 
 /// Which transaction table a queued deadline belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Side {
+pub(super) enum Side {
     Client,
     Server,
 }
@@ -362,9 +61,9 @@ enum Side {
 /// come up, so each transaction costs O(log n) per change instead of a scan of every
 /// transaction per turn (thousands are alive in a load run: RFC 6026 keeps INVITE
 /// transactions 32 s after their 2xx).
-type Deadlines = BinaryHeap<Reverse<(Instant, Side, TxKey)>>;
+pub(super) type Deadlines = BinaryHeap<Reverse<(Instant, Side, TxKey)>>;
 
-fn arm(
+pub(super) fn arm(
     deadlines: &mut Deadlines,
     armed: &mut Option<Instant>,
     next: Option<Instant>,
@@ -380,9 +79,9 @@ fn arm(
 }
 
 /// Registration with the agent's registrars.
-struct Registration {
-    endpoint: Endpoint,
-    policy: Arc<Policy>,
+pub(super) struct Registration {
+    pub(super) endpoint: Endpoint,
+    pub(super) policy: Arc<Policy>,
 }
 
 /// Counters for the owner's summary.
@@ -403,18 +102,18 @@ pub struct UaCore {
     pub(crate) cfg: UaConfig,
     pub(crate) local: SocketAddr,
     pub(crate) calls: HashMap<String, Call>,
-    by_stream: HashMap<u64, String>,
-    clients: HashMap<TxKey, ClientEntry>,
-    servers: HashMap<TxKey, ServerEntry>,
-    deadlines: Deadlines,
-    next_media: u64,
-    pending: HashMap<u64, Pending>,
-    transmits: VecDeque<Transmit>,
-    media: VecDeque<MediaRequest>,
-    events: VecDeque<UaEvent>,
+    pub(super) by_stream: HashMap<u64, String>,
+    pub(super) clients: HashMap<TxKey, ClientEntry>,
+    pub(super) servers: HashMap<TxKey, ServerEntry>,
+    pub(super) deadlines: Deadlines,
+    pub(super) next_media: u64,
+    pub(super) pending: HashMap<u64, Pending>,
+    pub(super) transmits: VecDeque<Transmit>,
+    pub(super) media: VecDeque<MediaRequest>,
+    pub(super) events: VecDeque<UaEvent>,
     pub(crate) stopping: bool,
-    idle_said: bool,
-    registration: Option<Registration>,
+    pub(super) idle_said: bool,
+    pub(super) registration: Option<Registration>,
     pub(crate) counters: CoreCounters,
 }
 
@@ -594,7 +293,7 @@ impl UaCore {
         self.check_idle();
     }
 
-    fn hangup(&mut self, now: Instant, call_id: &str) {
+    pub(super) fn hangup(&mut self, now: Instant, call_id: &str) {
         let Some(call) = self.calls.get_mut(call_id) else {
             self.event(UaEvent::Ended(Box::new(Ended {
                 call_id: call_id.to_owned(),
@@ -618,7 +317,7 @@ impl UaCore {
         }
     }
 
-    fn shutdown(&mut self, now: Instant) {
+    pub(super) fn shutdown(&mut self, now: Instant) {
         self.stopping = true;
         let ids: Vec<String> = self.calls.keys().cloned().collect();
         for id in ids {
@@ -724,7 +423,7 @@ impl UaCore {
         }
     }
 
-    fn finish_call(&mut self, call_id: &str, stats: Option<StreamStats>) {
+    pub(super) fn finish_call(&mut self, call_id: &str, stats: Option<StreamStats>) {
         let Some(call) = self.calls.remove(call_id) else {
             return;
         };
@@ -905,440 +604,6 @@ impl UaCore {
     }
 
     // ---- transactions -----------------------------------------------------------------
-
-    /// Starts a client transaction for `req`.
-    pub(crate) fn send_request(
-        &mut self,
-        now: Instant,
-        req: Message,
-        to: Destination,
-        call_id: Option<&str>,
-    ) {
-        let Some(key) = req.transaction_key() else {
-            return;
-        };
-        let tx = ClientTransaction::new(req, self.cfg.protocol.reliable(), self.cfg.timers, now);
-        self.clients.insert(
-            key.clone(),
-            ClientEntry {
-                tx,
-                to,
-                call_id: call_id.map(str::to_owned),
-                armed: None,
-            },
-        );
-        self.drain_client(now, &key);
-    }
-
-    /// The destination of a client transaction (a CANCEL goes where its INVITE went).
-    pub(crate) fn client_destination(&self, key: &TxKey) -> Option<Destination> {
-        self.clients.get(key).map(|c| c.to.clone())
-    }
-
-    fn drain_client(&mut self, now: Instant, key: &TxKey) {
-        loop {
-            let Some(entry) = self.clients.get_mut(key) else {
-                return;
-            };
-            let Some(ev) = entry.tx.poll_event() else {
-                break;
-            };
-            let to = entry.to.clone();
-            let call_id = entry.call_id.clone();
-            match ev {
-                TxEvent::Transmit(m) => self.transmit(to, m),
-                TxEvent::Deliver(resp) => {
-                    if let Some(cid) = call_id {
-                        self.on_response(now, &cid, key, resp);
-                    }
-                }
-                TxEvent::Timeout => {
-                    let t = self.cfg.timers.t1 * 64;
-                    if let Some(cid) = call_id {
-                        self.on_request_failed(now, &cid, key, CallError::Timeout(t));
-                    }
-                }
-            }
-        }
-        match self.clients.get_mut(key) {
-            Some(e) if e.tx.state() == TxState::Terminated => {
-                self.clients.remove(key);
-            }
-            Some(e) => {
-                let next = e.tx.poll_timeout();
-                arm(&mut self.deadlines, &mut e.armed, next, Side::Client, key);
-            }
-            None => {}
-        }
-    }
-
-    /// A request of ours failed (no answer, transport): the call it belongs to is told.
-    fn on_request_failed(&mut self, now: Instant, call_id: &str, key: &TxKey, e: CallError) {
-        match key.1 {
-            Method::Bye => self.close_call(call_id, Some(Err(e))),
-            Method::Invite => {
-                let reinvite = self
-                    .calls
-                    .get(call_id)
-                    .is_some_and(|c| c.invite_key.as_ref() != Some(key));
-                if !reinvite {
-                    self.fail_call(call_id, e);
-                }
-            }
-            _ => {}
-        }
-        let _ = now;
-    }
-
-    fn on_response(&mut self, now: Instant, call_id: &str, key: &TxKey, resp: Message) {
-        let code = resp.code().unwrap_or(0);
-        match (&key.1, code) {
-            (Method::Invite, _) => self.invite_response(now, call_id, key, resp),
-            (Method::Bye, 200..=299) => self.close_call(call_id, Some(Ok(()))),
-            (Method::Bye, 300..=699) => {
-                let reason = match &resp.start {
-                    StartLine::Response { reason, .. } => reason.clone(),
-                    StartLine::Request { .. } => String::new(),
-                };
-                self.close_call(call_id, Some(Err(CallError::ByeRefused { code, reason })));
-            }
-            _ => {}
-        }
-    }
-
-    /// Starts (or continues) a server transaction for a request.
-    pub(crate) fn server_transaction(
-        &mut self,
-        now: Instant,
-        req: &Message,
-        flow: Flow,
-        key: &TxKey,
-        call_id: Option<&str>,
-    ) {
-        let tx = ServerTransaction::new(req, self.cfg.protocol.reliable(), self.cfg.timers);
-        self.servers.insert(
-            key.clone(),
-            ServerEntry {
-                tx,
-                flow,
-                call_id: call_id.map(str::to_owned),
-                armed: None,
-            },
-        );
-        self.drain_server(now, key);
-    }
-
-    /// Whether a server transaction exists and is still waiting for our final response.
-    pub(crate) fn server_open(&self, key: &TxKey) -> bool {
-        self.servers
-            .get(key)
-            .is_some_and(|s| matches!(s.tx.state(), TxState::Trying | TxState::Proceeding))
-    }
-
-    pub(crate) fn respond(&mut self, now: Instant, key: &TxKey, resp: Message) {
-        if let Some(s) = self.servers.get_mut(key) {
-            s.tx.respond(resp, now);
-        }
-        self.drain_server(now, key);
-    }
-
-    fn drain_server(&mut self, now: Instant, key: &TxKey) {
-        loop {
-            let Some(s) = self.servers.get_mut(key) else {
-                return;
-            };
-            let Some(ev) = s.tx.poll_event() else { break };
-            let flow = s.flow;
-            let call_id = s.call_id.clone();
-            match ev {
-                TxEvent::Transmit(m) => self.transmit(Destination::Flow(flow), m),
-                TxEvent::Deliver(ack) => {
-                    if let Some(cid) = call_id {
-                        self.on_ack(now, &cid, ack);
-                    }
-                }
-                TxEvent::Timeout => {
-                    if let Some(cid) = call_id {
-                        self.on_no_ack(now, &cid, key);
-                    }
-                }
-            }
-        }
-        match self.servers.get_mut(key) {
-            Some(s) if s.tx.state() == TxState::Terminated => {
-                self.servers.remove(key);
-            }
-            Some(s) => {
-                let next = s.tx.poll_timeout();
-                arm(&mut self.deadlines, &mut s.armed, next, Side::Server, key);
-            }
-            None => {}
-        }
-    }
-
-    /// Timers.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, _, _))) = self.deadlines.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, side, key))) = self.deadlines.pop() else {
-                break;
-            };
-            match side {
-                Side::Client => {
-                    if let Some(c) = self.clients.get_mut(&key)
-                        && c.armed == Some(at)
-                    {
-                        c.armed = None;
-                        c.tx.handle_timeout(now);
-                        self.drain_client(now, &key);
-                    }
-                }
-                Side::Server => {
-                    if let Some(s) = self.servers.get_mut(&key)
-                        && s.armed == Some(at)
-                    {
-                        s.armed = None;
-                        s.tx.handle_timeout(now);
-                        self.drain_server(now, &key);
-                    }
-                }
-            }
-        }
-        if let Some(r) = &mut self.registration
-            && r.endpoint.poll_timeout().is_some_and(|t| t <= now)
-        {
-            r.endpoint.handle_timeout(now);
-            self.drain_registration();
-        }
-        self.check_idle();
-    }
-
-    // ---- the transport ----------------------------------------------------------------
-
-    /// A message came in on `flow`.
-    pub fn handle_message(&mut self, now: Instant, msg: Message, flow: Flow) {
-        if msg.is_request() {
-            self.request(now, msg, flow);
-        } else {
-            self.response(now, msg, flow);
-        }
-        self.check_idle();
-    }
-
-    fn response(&mut self, now: Instant, msg: Message, flow: Flow) {
-        if let Some(r) = &mut self.registration
-            && msg
-                .call_id()
-                .is_ok_and(|c| c.starts_with(r.endpoint.call_id_base()))
-        {
-            r.endpoint.handle_response(now, msg);
-            self.drain_registration();
-            return;
-        }
-        let Some(key) = msg.transaction_key() else {
-            return;
-        };
-        if let Some(c) = self.clients.get_mut(&key) {
-            if let Some(cid) = &c.call_id
-                && let Some(call) = self.calls.get_mut(cid)
-                && self.cfg.protocol.reliable()
-            {
-                call.flow = Some(flow);
-            }
-            c.tx.handle_response(msg, now);
-            self.drain_client(now, &key);
-        }
-    }
-
-    fn request(&mut self, now: Instant, req: Message, flow: Flow) {
-        if let Err(e) = req.validate() {
-            // RFC 3261 8.2: answer 400 when we can, naming the problem.
-            if req.top_via().is_ok() {
-                let r = Message::response_to(&req, 400, &format!("Bad Request ({e})"), None);
-                self.transmit(Destination::Flow(flow), r);
-            }
-            return;
-        }
-        let Some(key) = req.transaction_key() else {
-            return;
-        };
-        let method = req.method().unwrap_or(Method::Ack);
-        if method == Method::Ack {
-            // An ACK for a non-2xx matches its INVITE's server transaction; an ACK for a 2xx
-            // carries a new branch and is matched by dialog.
-            let k = if self.servers.contains_key(&key) {
-                Some(key)
-            } else {
-                req.call_id()
-                    .ok()
-                    .and_then(|cid| self.calls.get(cid))
-                    .and_then(|c| c.invite_key.clone())
-            };
-            if let Some(k) = k
-                && let Some(s) = self.servers.get_mut(&k)
-            {
-                s.tx.handle_request(req, now);
-                self.drain_server(now, &k);
-            }
-            return;
-        }
-        if let Some(s) = self.servers.get_mut(&key) {
-            // A retransmission: the transaction repeats its last response.
-            s.tx.handle_request(req, now);
-            self.drain_server(now, &key);
-            return;
-        }
-        let call_id = req.call_id().ok().map(str::to_owned);
-        self.server_transaction(now, &req, flow, &key, call_id.as_deref());
-        let in_dialog = req.to().ok().and_then(|t| t.tag().map(str::to_owned));
-        match (method, in_dialog) {
-            (Method::Invite, None) => self.incoming_invite(now, req, flow, key),
-            (Method::Cancel, _) => self.incoming_cancel(now, &req, &key),
-            (Method::Options, None) => {
-                let mut r = Message::response_to(&req, 200, "OK", Some(&token()));
-                r.push("Allow", ALLOW).push("Accept", "application/sdp");
-                self.respond(now, &key, r);
-            }
-            (_, Some(tag)) => self.in_dialog(now, req, flow, key, &tag),
-            (_, None) => {
-                let mut r = Message::response_to(&req, 405, "Method Not Allowed", Some(&token()));
-                r.push("Allow", ALLOW);
-                self.respond(now, &key, r);
-            }
-        }
-    }
-
-    /// A connection closed. Requests waiting on it fail; dialogs forget it (their next
-    /// request opens a new one).
-    pub fn handle_closed(&mut self, now: Instant, flow: Flow, error: Option<TransportError>) {
-        for call in self.calls.values_mut() {
-            if call.flow == Some(flow) {
-                call.flow = None;
-            }
-        }
-        let waiting: Vec<(TxKey, String)> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| {
-                matches!(&c.to, Destination::Hop { flow: Some(f), .. } if *f == flow)
-                    || matches!(&c.to, Destination::Hop { addr, flow: None, .. } if *addr == flow.peer())
-            })
-            .filter(|(_, c)| matches!(c.tx.state(), TxState::Calling | TxState::Trying | TxState::Proceeding))
-            .filter_map(|(k, c)| c.call_id.clone().map(|cid| (k.clone(), cid)))
-            .collect();
-        for (key, cid) in waiting {
-            let e = error.clone().unwrap_or(TransportError::Closed(flow.peer()));
-            self.clients.remove(&key);
-            self.on_request_failed(now, &cid, &key, CallError::Transport(e));
-        }
-        if let Some(r) = &mut self.registration
-            && let Some(i) = r
-                .policy
-                .registrars
-                .iter()
-                .position(|s| s.addr == flow.peer())
-        {
-            r.endpoint.handle_flow_failed(now, i);
-            self.drain_registration();
-        }
-        self.check_idle();
-    }
-
-    /// A message for `addr` could not be sent (a connection or TLS handshake failed).
-    pub fn handle_send_failed(
-        &mut self,
-        now: Instant,
-        addr: SocketAddr,
-        msg: &Message,
-        error: TransportError,
-    ) {
-        if let Some(r) = &mut self.registration
-            && msg
-                .call_id()
-                .is_ok_and(|c| c.starts_with(r.endpoint.call_id_base()))
-        {
-            if let Some(i) =
-                (0..r.policy.registrars.len()).find(|&i| r.policy.next_hop(i).0 == addr)
-            {
-                tracing::warn!("registrar {}: {error}", r.policy.registrars[i].name);
-                r.endpoint.handle_flow_failed(now, i);
-            }
-            self.drain_registration();
-            return;
-        }
-        if !msg.is_request() {
-            return;
-        }
-        let Some(key) = msg.transaction_key() else {
-            return;
-        };
-        if let Some(c) = self.clients.remove(&key)
-            && let Some(cid) = c.call_id
-        {
-            self.on_request_failed(now, &cid, &key, CallError::Transport(error));
-        }
-        self.check_idle();
-    }
-
-    /// An RFC 5626 pong came on a connection.
-    pub fn handle_pong(&mut self, now: Instant, flow: Flow) {
-        if let Some(r) = &mut self.registration
-            && let Some(i) = r
-                .policy
-                .registrars
-                .iter()
-                .position(|s| s.addr == flow.peer())
-        {
-            r.endpoint.handle_pong(now, i);
-            self.drain_registration();
-        }
-    }
-
-    /// A STUN Binding success arrived (a registration keepalive's answer).
-    pub fn handle_stun(&mut self, now: Instant, id: &crate::sip::stun::TransactionId) {
-        if let Some(r) = &mut self.registration {
-            r.endpoint.handle_stun(now, id);
-            self.drain_registration();
-        }
-    }
-
-    /// Something that is not SIP arrived.
-    pub fn handle_garbage(&mut self) {
-        self.counters.garbage += 1;
-    }
-
-    fn drain_registration(&mut self) {
-        let Some(r) = &mut self.registration else {
-            return;
-        };
-        let mut out = Vec::new();
-        while let Some(t) = r.endpoint.poll_transmit() {
-            let (addr, name) = r.policy.next_hop(t.registrar);
-            let to = Destination::Hop {
-                flow: None,
-                addr,
-                server_name: name.to_owned(),
-            };
-            out.push(Transmit {
-                to,
-                payload: match t.payload {
-                    endpoint::Payload::Sip(m) => Payload::Sip(m),
-                    endpoint::Payload::Ping => Payload::Ping,
-                    endpoint::Payload::Stun(id) => Payload::Stun(id),
-                },
-            });
-        }
-        let mut events = Vec::new();
-        while let Some(e) = r.endpoint.poll_event() {
-            events.push(e);
-        }
-        self.transmits.extend(out);
-        for e in events {
-            self.event(UaEvent::Registration(e));
-        }
-    }
 }
 
 /// Our `User-Agent` and `Server` value.

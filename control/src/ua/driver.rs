@@ -18,7 +18,7 @@ use super::core::{
     Command, CoreCounters, Destination, MediaDone, MediaOp, MediaRequest, Payload, Transmit,
     UaCore, UaEvent,
 };
-use super::{CallError, CallInfo, Ended, UaConfig, UasEvent};
+use super::model::{CallError, CallInfo, Ended, UaConfig, UasEvent};
 use crate::media::{DtlsOutcome, EngineEvent, MediaEngine, MediaError};
 use crate::sdp::Verdict;
 use crate::sip::message::Message;

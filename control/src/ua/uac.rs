@@ -9,7 +9,7 @@ use super::core::{
     reason_phrase, user_agent, warning_text,
 };
 use super::dialog::Dialog;
-use super::{CallError, CallInfo, EndedBy};
+use super::model::{CallError, CallInfo, EndedBy};
 use crate::media::{Allocation, MediaError};
 use crate::sdp::{Direction, LocalMedia, NegotiationError, Offer, Session, Signaling, plan_answer};
 use crate::sip::auth::Challenge;

@@ -9,7 +9,7 @@ use super::core::{
     ALLOW, AfterApply, Call, MediaOp, Pending, Phase, TxKey, UaCore, UaEvent, user_agent,
 };
 use super::dialog::Dialog;
-use super::{CallError, CallInfo, EndedBy, UasEvent};
+use super::model::{CallError, CallInfo, EndedBy, UasEvent};
 use crate::media::{Allocation, MediaError};
 use crate::sdp::{
     AnswerPlan, Direction, LocalMedia, MediaCrypto, Negotiated, NegotiationError, Offer, Session,

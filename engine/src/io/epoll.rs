@@ -16,7 +16,10 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::addr::{RawAddr, parse_sockaddr, raw_bytes};
-use super::{BUF_SIZE, BackendKind, Io, IoConfig, IoStats, RxMeta, SockId};
+use super::backend::{
+    BUF_SIZE, BackendKind, DROP_CMSG_SPACE, DropTracker, Io, IoConfig, IoStats, RxMeta, SockId,
+    rxq_ovfl,
+};
 
 /// Datagrams asked of one `recvmmsg` / sent by one `sendmmsg`.
 const MMSG: usize = 32;
@@ -66,8 +69,8 @@ pub struct EpollIo {
     // recvmmsg / sendmmsg scratch, reused every call.
     names: Vec<libc::sockaddr_in6>,
     /// One control buffer per message, for the SO_RXQ_OVFL drop count (u64 for alignment).
-    controls: Vec<[u64; super::DROP_CMSG_SPACE / 8]>,
-    drops: super::DropTracker,
+    controls: Vec<[u64; DROP_CMSG_SPACE / 8]>,
+    drops: DropTracker,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     send_addrs: Vec<RawAddr>,
@@ -105,8 +108,8 @@ impl EpollIo {
             tx_current: None,
             pending: Vec::with_capacity(rx as usize + tx as usize),
             names: vec![zeroed_sockaddr_in6(); MMSG],
-            controls: vec![[0; super::DROP_CMSG_SPACE / 8]; MMSG],
-            drops: super::DropTracker::default(),
+            controls: vec![[0; DROP_CMSG_SPACE / 8]; MMSG],
+            drops: DropTracker::default(),
             iovs: vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -231,7 +234,7 @@ impl EpollIo {
             hdr.msg_hdr.msg_iov = &mut self.iovs[k];
             hdr.msg_hdr.msg_iovlen = 1;
             hdr.msg_hdr.msg_control = self.controls[k].as_mut_ptr().cast();
-            hdr.msg_hdr.msg_controllen = super::DROP_CMSG_SPACE;
+            hdr.msg_hdr.msg_controllen = DROP_CMSG_SPACE;
             self.hdrs[k] = hdr;
         }
         self.stats.syscalls += 1;
@@ -261,13 +264,13 @@ impl EpollIo {
             let len = hdr.msg_len as usize;
             let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let namelen = (hdr.msg_hdr.msg_namelen as usize).min(28);
-            let clen = hdr.msg_hdr.msg_controllen.min(super::DROP_CMSG_SPACE);
+            let clen = hdr.msg_hdr.msg_controllen.min(DROP_CMSG_SPACE);
             if clen > 0 {
-                let mut bytes = [0u8; super::DROP_CMSG_SPACE];
+                let mut bytes = [0u8; DROP_CMSG_SPACE];
                 for (i, w) in self.controls[k].iter().enumerate() {
                     bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
                 }
-                if let Some(total) = super::rxq_ovfl(&bytes[..clen]) {
+                if let Some(total) = rxq_ovfl(&bytes[..clen]) {
                     self.stats.kernel_drops += self.drops.update(slot, total);
                 }
             }

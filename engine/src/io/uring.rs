@@ -26,7 +26,10 @@ use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use super::addr::{RawAddr, parse_sockaddr};
-use super::{BUF_SIZE, BackendKind, Io, IoConfig, IoStats, RxMeta, SockId};
+use super::backend::{
+    BUF_SIZE, BackendKind, DROP_CMSG_SPACE, DropTracker, Io, IoConfig, IoStats, RxMeta, SockId,
+    rxq_ovfl,
+};
 
 /// `io_uring_enter` flag (linux/io_uring.h): run deferred task work and post completions.
 const IORING_ENTER_GETEVENTS: u32 = 0x01;
@@ -187,7 +190,7 @@ pub struct UringIo {
     /// Completions taken out of the ring by `flush_sends` that are not sends (receives): they
     /// wait for the next `reap`, so that the batch in hand does not grow mid-turn.
     deferred: Vec<(u64, i32, u32)>,
-    drops: super::DropTracker,
+    drops: DropTracker,
     config: IoConfig,
     min_wait: bool,
     stats: IoStats,
@@ -232,7 +235,7 @@ impl UringIo {
         // kernel for a multishot recvmsg.
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
-        msghdr.msg_controllen = super::DROP_CMSG_SPACE;
+        msghdr.msg_controllen = DROP_CMSG_SPACE;
         let tx = TxPool {
             mem: RawRegion::new(usize::from(tx_entries) * BUF_SIZE)?,
             free: (0..tx_entries).rev().collect(),
@@ -252,7 +255,7 @@ impl UringIo {
             batch: Vec::with_capacity(usize::from(rx_entries)),
             scratch: Vec::with_capacity(32_768),
             deferred: Vec::new(),
-            drops: super::DropTracker::default(),
+            drops: DropTracker::default(),
             config: IoConfig {
                 max_sockets: max_files,
                 ..config
@@ -441,7 +444,7 @@ impl UringIo {
                     let buf =
                         unsafe { std::slice::from_raw_parts(self.bufs.buf_ptr(bid), res as usize) };
                     let parsed = RecvMsgOut::parse(buf, &self.msghdr).ok().and_then(|m| {
-                        if let Some(total) = super::rxq_ovfl(m.control_data()) {
+                        if let Some(total) = rxq_ovfl(m.control_data()) {
                             self.stats.kernel_drops += self.drops.update(slot, total);
                         }
                         let from = parse_sockaddr(m.name_data())?;

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Exposition;
+use super::exposition::Exposition;
 use crate::ctl::CtlCounters;
 use crate::model::DropFamily;
 use crate::model::Mode;
@@ -211,7 +211,7 @@ pub fn render(s: &Scrape<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Kind;
+    use crate::metrics::exposition::Kind;
 
     #[test]
     fn counters_end_in_total_and_names_are_unique() {

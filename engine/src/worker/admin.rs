@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::sockets::{FxMap, LegSocks, Owner, SharedKey, SharedPort};
-use super::timer::TimerKind;
+use super::wheel::TimerKind;
 use super::{MediaOptions, Slot, Worker};
 use crate::media::Port;
 use crate::media::dtls::{LegDtls, instant};

@@ -9,31 +9,33 @@
 //! and their owners in `sockets.rs`.
 
 mod admin;
+mod options;
 mod sockets;
-pub(crate) mod timer;
+mod timers;
+pub(crate) mod wheel;
+
+pub use options::{MediaOptions, WorkerSnapshot, thread_cpu_us};
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::io::socket::{PortAllocator, SocketOptions};
-use crate::io::{Io, IoStats, SockId};
-use crate::media::dtls::DtlsClock;
+use crate::io::socket::PortAllocator;
+use crate::io::{Io, SockId};
 use crate::media::stream::Stream;
 use crate::media::{Action, Learned, Port};
 use crate::model::{
     Counters, DropReason, Event, StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate,
-    WatchOptions,
 };
-use crate::proto::dtls::{DtlsContext, DtlsOptions};
 use crate::proto::pacer::SplitMix64;
 use crate::proto::rtcp;
 use crate::proto::rtp::RtpHeader;
 use crate::proto::{PacketClass, classify};
-use sockets::{LegOutbox, LegSocks, Owner, SharedPort};
-use timer::{TimerEntry, TimerKind, TimerWheel};
+use options::ntp_now;
+use sockets::{LegSocks, Owner, SharedPort};
+use wheel::{TimerEntry, TimerWheel};
 
 /// How often a worker publishes its counters.
 const PUBLISH_NS: u64 = 100_000_000;
@@ -78,76 +80,6 @@ pub(crate) struct WorkerConfig {
     pub(crate) events: SyncSender<Event>,
 }
 
-/// Media options every worker shares: sockets, ports, stream defaults.
-#[derive(Debug, Clone)]
-pub struct MediaOptions {
-    /// Local IPs streams may bind on (the first is the default).
-    pub local_ips: Vec<IpAddr>,
-    /// First port of the range.
-    pub port_min: u16,
-    /// Last port of the range.
-    pub port_max: u16,
-    /// Socket buffer sizes.
-    pub socket: SocketOptions,
-    /// Connect per-stream sockets to their peer once known.
-    pub connect: bool,
-    /// Default strict-source mode.
-    pub strict_source: bool,
-    /// Most streams one worker holds.
-    pub max_streams: usize,
-    /// CNAME in RTCP reports.
-    pub cname: String,
-    /// Default event thresholds for streams.
-    pub watch: WatchOptions,
-    /// DTLS-SRTP: the engine's certificate and handshake timings (None: DTLS legs are
-    /// refused; [`crate::runtime::Engine::start`] always sets one).
-    pub dtls: Option<Arc<DtlsContext>>,
-}
-
-impl Default for MediaOptions {
-    fn default() -> MediaOptions {
-        MediaOptions {
-            local_ips: vec![IpAddr::from([127, 0, 0, 1])],
-            port_min: 20_000,
-            port_max: 59_999,
-            socket: SocketOptions::default(),
-            connect: true,
-            strict_source: false,
-            max_streams: 100_000,
-            cname: "srtp-engine".into(),
-            watch: WatchOptions::default(),
-            dtls: None,
-        }
-    }
-}
-
-/// What a worker publishes every 100 ms.
-#[derive(Debug, Clone, Default)]
-pub struct WorkerSnapshot {
-    /// Worker index.
-    pub index: usize,
-    /// Backend name.
-    pub backend: &'static str,
-    /// The core it is pinned to.
-    pub core: Option<usize>,
-    /// Backend counters.
-    pub io: IoStats,
-    /// Packet counters.
-    pub counters: Counters,
-    /// Active streams by mode ([`Mode::ALL`] order).
-    pub streams_by_mode: [u64; 5],
-    /// Share of wall time spent outside the wait, over the last interval (0-1).
-    pub busy_ratio: f64,
-    /// Thread CPU time in user space, µs.
-    pub cpu_user_us: u64,
-    /// Thread CPU time in the kernel, µs.
-    pub cpu_sys_us: u64,
-    /// Timers pending in the worker's wheel (pacing and RTCP; about one of each per stream).
-    pub timers: usize,
-    /// Set once the worker has exited.
-    pub stopped: bool,
-}
-
 /// A stream and its legs' sockets.
 struct Slot {
     stream: Stream,
@@ -188,31 +120,6 @@ pub(crate) struct Worker {
     dtls_sessions_peak: u64,
     /// Doorbell datagrams received (wake-ups for commands; left out of the I/O figures).
     rings: u64,
-}
-
-/// NTP time (32.32) now.
-fn ntp_now() -> u64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() + 2_208_988_800; // 1900 to 1970
-    (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
-}
-
-/// The calling thread's CPU time so far, µs (user, sys), from `getrusage(RUSAGE_THREAD)`:
-/// what workers publish as `cpu_user_us` / `cpu_sys_us`.
-pub fn thread_cpu_us() -> (u64, u64) {
-    // SAFETY: getrusage fills the struct we pass; RUSAGE_THREAD is valid on Linux.
-    #[allow(unsafe_code)]
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
-            return (0, 0);
-        }
-        ru
-    };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    (us(ru.ru_utime), us(ru.ru_stime))
 }
 
 impl Worker {
@@ -290,19 +197,6 @@ impl Worker {
 
     fn ntp_at(&self, now_ns: u64) -> u64 {
         self.ntp_at_epoch + (((now_ns as u128) << 32) / 1_000_000_000) as u64
-    }
-
-    /// The clock and timings every handshake of this worker runs by.
-    fn dtls_clock(&self) -> DtlsClock {
-        DtlsClock {
-            epoch: self.epoch,
-            opts: self
-                .cfg
-                .media
-                .dtls
-                .as_ref()
-                .map_or_else(DtlsOptions::default, |c| *c.options()),
-        }
     }
 
     fn set_owner(&mut self, sock: SockId, owner: Owner) {
@@ -487,143 +381,6 @@ impl Worker {
                     return false;
                 }
             }
-        }
-    }
-
-    fn fire_timers(&mut self, now: u64) {
-        let mut due = std::mem::take(&mut self.due);
-        self.wheel.advance(now, &mut due);
-        for e in due.drain(..) {
-            if self.gens.get(e.slot as usize) != Some(&e.gen_) {
-                continue;
-            }
-            match e.kind {
-                TimerKind::Pace => self.pace(e.slot, e.gen_, now),
-                TimerKind::Rtcp => self.send_report(e.slot, e.gen_, now),
-                TimerKind::Dtls { leg, rtcp } => {
-                    self.dtls_timer(e.slot, usize::from(leg), Port::of(rtcp), now)
-                }
-            }
-        }
-        self.due = due;
-    }
-
-    fn pace(&mut self, slot: u32, gen_: u32, now: u64) {
-        let Some(s) = self.slots[slot as usize].as_mut() else {
-            return;
-        };
-        s.stream.pace_pending = false;
-        if !s.stream.generates() {
-            return; // paused or switched to recv: the timer lapses until resumed
-        }
-        let mut out = LegOutbox {
-            io: &mut *self.io,
-            socks: s.socks[0],
-        };
-        let next = s.stream.pace(now, &mut out, &mut self.counters);
-        s.stream.pace_pending = true;
-        self.wheel.insert(next, slot, gen_, TimerKind::Pace);
-    }
-
-    fn send_report(&mut self, slot: u32, gen_: u32, now: u64) {
-        let ntp = self.ntp_at(now);
-        let Some(s) = self.slots[slot as usize].as_mut() else {
-            return;
-        };
-        if !s.stream.reports() {
-            return;
-        }
-        let mut out = LegOutbox {
-            io: &mut *self.io,
-            socks: s.socks[0],
-        };
-        s.stream
-            .send_report(now, ntp, self.cfg.media.cname.as_bytes(), &mut out);
-        let mean = s.stream.rtcp_interval_ns;
-        let next = now + self.rtcp_delay(mean);
-        self.wheel.insert(next, slot, gen_, TimerKind::Rtcp);
-    }
-
-    /// RFC 3550 6.3.1: the interval randomized to 0.5-1.5 times the mean.
-    fn rtcp_delay(&mut self, mean_ns: u64) -> u64 {
-        mean_ns / 2 + self.rng.next_u64() % mean_ns.max(1)
-    }
-
-    /// Drains leg `k`'s handshake on `port`: sends its flights, reports its outcome, arms its
-    /// timer.
-    fn dtls_drive(&mut self, slot: u32, k: usize, port: Port, now: u64) {
-        let clock = self.dtls_clock();
-        let gen_ = self.gens[slot as usize];
-        let Some(s) = self.slots[slot as usize].as_mut() else {
-            return;
-        };
-        let mut out = LegOutbox {
-            io: &mut *self.io,
-            socks: s.socks[k.min(1)],
-        };
-        let (event, timer) = s.stream.dtls_poll(
-            k,
-            port,
-            now,
-            &clock,
-            &mut self.dtls_out,
-            &mut out,
-            &mut self.counters,
-        );
-        if let Some(at) = timer {
-            let kind = TimerKind::Dtls {
-                leg: k as u8,
-                rtcp: port == Port::Rtcp,
-            };
-            self.wheel.insert(at, slot, gen_, kind);
-        }
-        if let Some(e) = event {
-            self.emit(e);
-        }
-    }
-
-    fn dtls_timer(&mut self, slot: u32, k: usize, port: Port, now: u64) {
-        let clock = self.dtls_clock();
-        let Some(s) = self.slots[slot as usize].as_mut() else {
-            return;
-        };
-        match s
-            .stream
-            .dtls_timer(k, port, now, &clock, &mut self.counters)
-        {
-            Some(failed) => self.emit(failed),
-            None => self.dtls_drive(slot, k, port, now),
-        }
-    }
-
-    /// A DTLS datagram copied into `dtls_in[..len]` for leg `k`'s handshake on `port`.
-    fn dtls_datagram(
-        &mut self,
-        slot: u32,
-        k: usize,
-        port: Port,
-        from: SocketAddr,
-        len: usize,
-        now: u64,
-    ) {
-        let clock = self.dtls_clock();
-        let Some(s) = self.slots[slot as usize].as_mut() else {
-            return;
-        };
-        let (go, learned) = s.stream.dtls_datagram(
-            k,
-            port,
-            from,
-            &self.dtls_in[..len],
-            now,
-            &clock,
-            &mut self.counters,
-        );
-        if let Some(l) = learned {
-            self.learned(slot, l);
-        }
-        if go {
-            self.dtls_drive(slot, k, port, now);
         }
     }
 

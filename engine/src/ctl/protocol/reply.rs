@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::CtlError;
+use super::error::{CtlError, ErrorCode};
 use crate::model::{DropCounts, IoStats, StreamInfo, StreamStats};
 
 /// `hello`: who the engine is and what it can do.
@@ -133,7 +133,7 @@ fn item<T>(i: Item<T>) -> Result<T, CtlError> {
         (true, Some(v), _) => Ok(v),
         (_, _, Some(e)) => Err(e),
         _ => Err(CtlError::new(
-            super::ErrorCode::Other,
+            ErrorCode::Other,
             "a batch item without its result",
         )),
     }

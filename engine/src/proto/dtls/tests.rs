@@ -1,4 +1,7 @@
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::proto::srtp::Suite;
 
 use super::session::ALERT_BAD_CERTIFICATE;
 use super::*;

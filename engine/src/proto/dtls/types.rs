@@ -1,0 +1,102 @@
+//! What the worker sees of a handshake: the [`DtlsSession`] trait, its outputs and keys, the
+//! timings every session runs by, and the profiles a handshake can negotiate.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::failure::DtlsFailure;
+use crate::proto::srtp::{MasterKey, Suite};
+
+/// The suites a handshake can negotiate, in the order a server picks them (the
+/// implementation's limit: no `AES_CM_128_HMAC_SHA1_32` profile).
+pub const PROFILES: [Suite; 3] = [
+    Suite::AeadAes256Gcm,
+    Suite::AeadAes128Gcm,
+    Suite::AesCm128HmacSha1_80,
+];
+
+/// Handshake timing: how long a handshake may take and how its flights are retransmitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DtlsOptions {
+    /// The whole handshake's deadline, from the first ClientHello (or, for a server still
+    /// waiting for one, from the stream's creation).
+    pub handshake_timeout: Duration,
+    /// First retransmission timeout of a flight (RFC 6347 4.2.4.1 suggests 1 s); it doubles
+    /// after each retransmission, with +-25% jitter.
+    pub retransmit_initial: Duration,
+    /// Retransmissions per flight before the handshake fails.
+    pub retransmit_count: usize,
+    /// How long a server keeps its session after the handshake, to answer a client whose
+    /// last flight it already took but whose answer was lost (RFC 6347 4.2.4); it is released
+    /// earlier by the first authenticated SRTP packet from the peer. It lasts at least until
+    /// the handshake's start plus `handshake_timeout`, while the client may still be retrying.
+    pub linger: Duration,
+    /// Largest DTLS datagram.
+    pub mtu: usize,
+}
+
+impl Default for DtlsOptions {
+    fn default() -> DtlsOptions {
+        DtlsOptions {
+            handshake_timeout: Duration::from_secs(20),
+            retransmit_initial: Duration::from_secs(1),
+            retransmit_count: 5,
+            linger: Duration::from_secs(10),
+            mtu: 1150,
+        }
+    }
+}
+
+/// The options were refused by the DTLS implementation.
+#[derive(Debug, thiserror::Error)]
+#[error("DTLS options: {0}")]
+pub struct DtlsOptionsError(pub(super) String);
+
+/// What a handshake produced: the negotiated suite and the master key of each direction.
+pub struct DtlsKeys {
+    /// The negotiated SRTP protection profile as our suite.
+    pub suite: Suite,
+    /// The key we protect with (client_write for a client, RFC 5764 4.2).
+    pub local: MasterKey,
+    /// The key we unprotect with.
+    pub remote: MasterKey,
+}
+
+impl fmt::Debug for DtlsKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtlsKeys")
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a session has for the caller.
+#[derive(Debug)]
+pub enum DtlsOutput<'a> {
+    /// A datagram to send to the peer.
+    Packet(&'a [u8]),
+    /// The handshake completed and the peer's certificate matched: SRTP can start. Comes once.
+    Established(DtlsKeys),
+    /// The handshake failed; the session is finished. Comes once.
+    Failed(DtlsFailure),
+    /// Nothing more now: call `handle_timeout` at this instant. Always the last output of a
+    /// poll cycle.
+    Timeout(Instant),
+}
+
+/// One DTLS-SRTP handshake, driven by the worker that owns its stream.
+pub trait DtlsSession: Send {
+    /// Advances the session's clock to `now` (call before `handle_packet` at a new instant,
+    /// and when the timer from [`DtlsOutput::Timeout`] is due). A failure is also reported by
+    /// the next poll.
+    fn handle_timeout(&mut self, now: Instant);
+    /// Feeds one received DTLS datagram. A failure is reported by the next poll.
+    fn handle_packet(&mut self, datagram: &[u8]);
+    /// The next output; poll until [`DtlsOutput::Timeout`]. `buf` receives packets (at least
+    /// the MTU).
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a>;
+    /// Whether the handshake has finished (established or failed).
+    fn is_finished(&self) -> bool;
+    /// Datagrams dropped as malformed (RFC 6347 4.1.2.7: discarded, the handshake goes on).
+    fn dropped(&self) -> u64;
+}
