@@ -180,8 +180,11 @@ hold_s = 1.0
 min_mos = 1.0
 [answerer]
 register = "{proxy}"
+[report]
+dir = "{report}"
 "#,
-            proxy = kamailio.sip
+            proxy = kamailio.sip,
+            report = dir.join("report").display()
         ),
     )
     .unwrap();
@@ -191,11 +194,19 @@ register = "{proxy}"
         .output()
         .unwrap();
     let out = text(&o);
-    assert!(o.status.success(), "{out}\n{}", kamailio.daemon.log());
+    let failed = std::fs::read_to_string(dir.join("report/failed-calls.log")).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "{out}\n--- failed calls ---\n{failed}\n{}",
+        kamailio.daemon.log()
+    );
     assert!(out.contains("result            PASS"), "{out}");
     assert!(out.contains("set up            20 (100.00%)"), "{out}");
     assert!(out.contains("(0 of "), "no packet lost: {out}");
     // Both agents registered the same address of record, so Kamailio forks each INVITE to
-    // both: the second answer is acknowledged and ended at once, or cancelled.
+    // both: the second answer is acknowledged and ended at once, or cancelled. The media
+    // balance counts such calls apart.
     assert!(out.contains("auth failures 0"), "{out}");
+    assert!(out.contains("forked calls      "), "{out}");
+    assert!(out.contains("pass  media accounted for"), "{out}");
 }

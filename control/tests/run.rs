@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -296,4 +297,55 @@ rate = 50.0
     let log = std::fs::read_to_string(d.join("report/failed-calls.log")).unwrap();
     assert_eq!(log.matches("==== call ").count(), 5, "{log:.2000}");
     assert!(log.matches("SENT UDP").count() >= 5 * 7, "{log:.2000}");
+}
+
+#[test]
+fn answerers_that_cannot_register_stop_the_run_before_any_call() {
+    // The registrar's port is closed: the answerers' REGISTERs go unanswered until timer F
+    // (64*T1 = 1.28 s with T1 = 20 ms), and the run says so instead of calling nobody.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    drop(hole);
+    let d = dir("unregistered");
+    let path = d.join("scenario.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+name = "no registrar"
+role = "both"
+[engine]
+port_min = 47500
+port_max = 47599
+pin = false
+workers = 1
+[sip]
+target = "sip:answer@127.0.0.1:{port}"
+t1_ms = 20
+agents = 2
+[load]
+calls = 5
+rate = 50.0
+[answerer]
+register = "127.0.0.1:{port}"
+"#
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["run", path.to_str().unwrap(), "--progress", "off"])
+        .output()
+        .expect("run srtp-control");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("the answerers did not register"), "{text}");
+    assert!(text.contains("0 of 2 registered"), "{text}");
+    assert!(text.contains("no registrar answered"), "{text}");
+    assert!(!text.contains("attempted"), "no call was placed: {text}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{text}");
 }

@@ -113,6 +113,7 @@ pub(crate) async fn answer(
                 println!("engine: its control socket went away; calls with media are ended")
             }
             UasEvent::Engine { up: true } => println!("engine: answering again"),
+            UasEvent::Released { .. } => {}
         }
     }
     let summary = ua.shutdown(Duration::from_secs(10)).await;

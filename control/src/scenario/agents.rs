@@ -171,7 +171,7 @@ pub(super) async fn start_answerers(
             let (ua, rx) = UserAgent::start(cfg, media)
                 .await
                 .map_err(|e| RunError::Signaling(format!("answerer on {listen}: {e}")))?;
-            tokio::spawn(super::answerer::fold(rx, shared.clone()));
+            tokio::spawn(super::answerer::fold(rx, shared.clone(), k));
             answerers.push(ua);
         }
     }

@@ -52,6 +52,17 @@ fn balance_table(b: &Balance) -> String {
             b.calls_one_end
         );
     }
+    if let Some((up, down)) = &b.forked {
+        let _ = write!(
+            o,
+            "<p>{} calls were forked to several of our answerers and are counted apart, not judged \
+             (what an answerer not chosen sent may arrive after the call ended): to the answerers \
+             {}; to the callers {}.</p>",
+            up.calls,
+            esc(&up.line()),
+            esc(&down.line())
+        );
+    }
     o
 }
 

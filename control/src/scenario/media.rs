@@ -45,6 +45,10 @@ pub struct LegEnd {
     /// Suite received with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rx_suite: Option<Suite>,
+    /// The end of a call that was never set up here (a fork not chosen): it counts in the
+    /// media balance, not in the quality figures.
+    #[serde(skip)]
+    pub released: bool,
 }
 
 impl LegEnd {
@@ -67,6 +71,7 @@ impl LegEnd {
             remote_changes: l.remote_changes,
             pacing_skips: s.pacing_skips,
             rx_suite: l.rx_suite,
+            released: false,
         })
     }
 }
@@ -104,12 +109,20 @@ pub struct Flow {
 impl Flow {
     /// One direction of one call: `from` sent, `to` received.
     pub fn between(from: &LegEnd, to: &LegEnd) -> Flow {
-        let d = &to.rtp_drops;
-        let before_answer = d.get(DropReason::BeforeAnswer);
-        let before_keys = d.get(DropReason::BeforeKeys);
-        let rejected = d.total() - before_answer - before_keys;
-        let tail = match (from.last_seq_out, to.highest_seq_in) {
-            (Some(last), Some(high)) if to.packets_in > 0 => {
+        Flow::of(&[from], from, &[to], to)
+    }
+
+    /// One direction with several ends on one side (a forked call: several answerers got the
+    /// INVITE, and each may have sent media to the caller before one was chosen): what every
+    /// sender sent, what every receiver took, and the tail between the two ends that carried
+    /// the call (`from_main` to `to_main`).
+    fn of(from: &[&LegEnd], from_main: &LegEnd, to: &[&LegEnd], to_main: &LegEnd) -> Flow {
+        let drops = |r: DropReason| to.iter().map(|e| e.rtp_drops.get(r)).sum::<u64>();
+        let before_answer = drops(DropReason::BeforeAnswer);
+        let before_keys = drops(DropReason::BeforeKeys);
+        let all_drops: u64 = to.iter().map(|e| e.rtp_drops.total()).sum();
+        let tail = match (from_main.last_seq_out, to_main.highest_seq_in) {
+            (Some(last), Some(high)) if to_main.packets_in > 0 => {
                 // Sequence numbers wrap at 2^16; a gap of half of that is no tail.
                 let t = last.wrapping_sub(high);
                 u64::from(if t < 0x8000 { t } else { 0 })
@@ -118,17 +131,27 @@ impl Flow {
         };
         let mut f = Flow {
             calls: 1,
-            sent: from.packets_sent,
-            received: to.packets_in,
-            lost_in_sequence: to.lost,
+            sent: from.iter().map(|e| e.packets_sent).sum(),
+            received: to.iter().map(|e| e.packets_in).sum(),
+            lost_in_sequence: to.iter().map(|e| e.lost).sum(),
             dropped_before_answer: before_answer,
             dropped_before_keys: before_keys,
-            rejected,
+            rejected: all_drops - before_answer - before_keys,
             undelivered_at_hangup: tail,
             unaccounted: 0,
         };
         f.unaccounted = f.sent as i64 - f.explained() as i64;
         f
+    }
+
+    /// Both directions of a call between `caller` and the answerer ends that share its
+    /// Call-ID (one, or several when a proxy forked the call). The end that carried the call
+    /// is the one that took the most of the caller's packets.
+    pub fn call(caller: &LegEnd, ends: &[&LegEnd]) -> Option<(Flow, Flow)> {
+        let main = ends.iter().max_by_key(|e| e.packets_in)?;
+        let up = Flow::of(&[caller], caller, ends, main);
+        let down = Flow::of(ends, main, &[caller], caller);
+        Some((up, down))
     }
 
     fn explained(&self) -> u64 {
@@ -190,6 +213,11 @@ pub struct Balance {
     /// Calls with a figure from one end only (the other end is not ours, or changed the
     /// Call-ID, as a B2BUA does).
     pub calls_one_end: u64,
+    /// Calls a proxy forked to several of our answerers, apart (and not judged): every end is
+    /// counted, but what an answerer not chosen sent may reach the caller after its call
+    /// ended, where no stream counts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked: Option<(Flow, Flow)>,
 }
 
 /// Media totals of one receiving side.
@@ -311,6 +339,22 @@ mod tests {
             (f.lost_in_sequence, f.undelivered_at_hangup, f.unaccounted),
             (0, 1, 0)
         );
+        // A forked call: a second answerer sent 3 packets the caller dropped before the
+        // answer; the caller's media went to the first.
+        let winner = end(50, 549, 40, 100, 139);
+        let mut loser = end(3, 902, 0, 0, 0);
+        loser.packets_in = 0;
+        let mut caller = end(40, 139, 50, 500, 549);
+        caller.rtp_drops.0[DropReason::BeforeAnswer as usize] = 3;
+        let (up, down) = Flow::call(&caller, &[&winner, &loser]).unwrap();
+        assert_eq!(
+            (up.sent, up.received, up.unaccounted),
+            (40, 40, 0),
+            "{up:?}"
+        );
+        assert_eq!((down.sent, down.received), (53, 50), "{down:?}");
+        assert_eq!(down.dropped_before_answer, 3);
+        assert_eq!(down.unaccounted, 0, "{down:?}");
         let mut total = Flow::default();
         total.add(&f);
         total.add(&f);

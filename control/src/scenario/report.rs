@@ -93,8 +93,8 @@ pub struct Gathered {
     pub answered: u64,
     /// Calls our answerer refused, by cause.
     pub refused: std::collections::HashMap<String, u64>,
-    /// Our answerer's media per call, by Call-ID.
-    pub answerer_media: HashMap<String, LegEnd>,
+    /// Our answerers' media per call, by Call-ID (several ends for a forked call).
+    pub answerer_media: HashMap<String, Vec<LegEnd>>,
     /// Our answerer's DTLS handshakes, ms.
     pub answerer_dtls_ms: Vec<f64>,
     /// The time series.
@@ -285,7 +285,8 @@ impl Report {
         let setup: Vec<f64> = g.records.iter().filter_map(|r| r.setup_ms).collect();
         let dtls: Vec<f64> = g.records.iter().filter_map(|r| r.dtls_ms).collect();
         let caller_media = MediaTotals::of(g.records.iter().filter_map(|r| r.media.as_ref()));
-        let answerer_media = MediaTotals::of(g.answerer_media.values());
+        let answerer_media =
+            MediaTotals::of(g.answerer_media.values().flatten().filter(|e| !e.released));
         let mut groups: BTreeMap<String, FailureGroup> = BTreeMap::new();
         for r in &g.records {
             let Some(cause) = &r.cause else { continue };
@@ -557,6 +558,15 @@ impl Report {
                     b.calls_one_end
                 );
             }
+            if let Some((up, down)) = &b.forked {
+                let _ = writeln!(
+                    o,
+                    "  forked calls      {} forked to several of our answerers, apart and not judged: what an answerer not chosen sent may arrive after the call ended",
+                    up.calls
+                );
+                let _ = writeln!(o, "    to answerers    {}", up.line());
+                let _ = writeln!(o, "    to callers      {}", down.line());
+            }
         }
         let g = &self.generator;
         let pct = super::host::percent;
@@ -615,24 +625,34 @@ fn achieved_rate(records: &[CallRecord], ramp_s: f64) -> Option<f64> {
 
 /// Puts the two ends of each call side by side (our answerer's by Call-ID), with each
 /// direction's flow, and sums them. None when no call has both ends here.
-fn pair_ends(records: &mut [CallRecord], answerer: &HashMap<String, LegEnd>) -> Option<Balance> {
+fn pair_ends(
+    records: &mut [CallRecord],
+    answerer: &HashMap<String, Vec<LegEnd>>,
+) -> Option<Balance> {
     let mut b = Balance::default();
     let mut paired = 0;
     for r in records.iter_mut() {
-        match (&r.media, answerer.get(&r.call_id)) {
-            (Some(caller), Some(callee)) => {
-                let (up, down) = (Flow::between(caller, callee), Flow::between(callee, caller));
+        let ends: Vec<&LegEnd> = answerer.get(&r.call_id).into_iter().flatten().collect();
+        match r.media.as_ref().map(|c| Flow::call(c, &ends)) {
+            Some(Some((up, down))) if ends.len() > 1 => {
+                let f = b.forked.get_or_insert_with(Default::default);
+                f.0.add(&up);
+                f.1.add(&down);
+                r.to_answerer = Some(up);
+                r.to_caller = Some(down);
+            }
+            Some(Some((up, down))) => {
                 b.to_answerers.add(&up);
                 b.to_callers.add(&down);
                 r.to_answerer = Some(up);
                 r.to_caller = Some(down);
                 paired += 1;
             }
-            (Some(_), None) => b.calls_one_end += 1,
-            _ => {}
+            Some(None) => b.calls_one_end += 1,
+            None => {}
         }
     }
-    (paired > 0).then_some(b)
+    (paired > 0 || b.forked.is_some()).then_some(b)
 }
 
 /// Causes that mean the call never got set up (as opposed to media trouble after set-up).

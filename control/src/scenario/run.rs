@@ -32,6 +32,15 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
     let shared: Shared = Arc::new(Mutex::new(Tally::default()));
     tokio::spawn(fold_events(events, shared.clone()));
     let answerers = start_answerers(s, protocol, &tls, &link, &shared).await?;
+    if s.answerer.register.is_some()
+        && !answerers.is_empty()
+        && let Err(e) = registered(s, answerers.len(), &shared).await
+    {
+        for a in &answerers {
+            a.stop();
+        }
+        return Err(e);
+    }
     let plans = start_callers(s, protocol, &tls, &link, &answerers).await?;
     let run_start = Instant::now();
     let (stop_sampler, sampler) = progress::start(
@@ -83,6 +92,36 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             sip_logs_not_kept: plans.iter().map(|p| p.log.calls_not_kept()).sum(),
         },
     ))
+}
+
+/// Waits until every answerer is registered (`answerer.register`) before the first call: a
+/// call placed before would find no binding, or a half-made one, at the registrar. Gives up,
+/// with the reason in words, when a registrar refuses one or none answers, or after one
+/// REGISTER transaction's time (64 * T1).
+async fn registered(s: &Scenario, agents: usize, shared: &Shared) -> Result<(), RunError> {
+    let limit = Duration::from_millis(64 * s.sip.t1_ms);
+    let start = Instant::now();
+    loop {
+        let (done, problem) = {
+            let sh = lock(shared);
+            (sh.registered.len(), sh.registration_problem.clone())
+        };
+        if done >= agents {
+            tracing::info!(
+                "{agents} answerer(s) registered in {} ms",
+                start.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        if problem.is_some() || start.elapsed() >= limit {
+            return Err(RunError::Signaling(format!(
+                "the answerers did not register within {} s ({done} of {agents} registered{})",
+                limit.as_secs(),
+                problem.map(|p| format!("; {p}")).unwrap_or_default()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// When call `i` (from 0) starts, from the run's start: `rate` calls/s, reached linearly over

@@ -48,8 +48,13 @@ pub(super) struct Tally {
     pub(super) refused: HashMap<String, u64>,
     /// Calls our answerer saw end.
     pub(super) answerer_ended: u64,
-    /// The answerer's side of each call it answered, by Call-ID.
-    pub(super) answerer_media: HashMap<String, LegEnd>,
+    /// The answerers' side of each call they answered, by Call-ID (several for a call a
+    /// proxy forked).
+    pub(super) answerer_media: HashMap<String, Vec<LegEnd>>,
+    /// Answerer agents registered (with `answerer.register`), by index.
+    pub(super) registered: std::collections::HashSet<usize>,
+    /// The last reason an answerer could not register, in words.
+    pub(super) registration_problem: Option<String>,
     pub(super) window: Window,
 }
 

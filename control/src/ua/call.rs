@@ -63,6 +63,11 @@ pub(crate) enum Pending {
     Closed {
         call_id: String,
     },
+    /// The stream of a call that was never set up here (an answerer's, or one whose call was
+    /// gone when its stream was made).
+    Released {
+        call_id: String,
+    },
     Stats(u64),
     /// Nothing waits for it (stopping a stream's sending, closing an orphan).
     Ignored,

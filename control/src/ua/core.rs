@@ -458,7 +458,14 @@ impl UaCore {
         if let Some(mut call) = self.calls.remove(call_id) {
             if let Some(a) = call.alloc.take() {
                 self.by_stream.remove(&a.stream.id);
-                self.media_request(MediaOp::Close(a.stream), Pending::Ignored);
+                let then = if call.uac {
+                    Pending::Ignored
+                } else {
+                    Pending::Released {
+                        call_id: call_id.to_owned(),
+                    }
+                };
+                self.media_request(MediaOp::Close(a.stream), then);
             }
             self.clients
                 .retain(|_, c| c.call_id.as_deref() != Some(call_id));
@@ -520,6 +527,11 @@ impl UaCore {
                     _ => None,
                 };
                 self.finish_call(&call_id, stats);
+            }
+            Pending::Released { call_id } => {
+                if let Ok(MediaDone::Stats(stats)) = result {
+                    self.event(UaEvent::Uas(UasEvent::Released { call_id, stats }));
+                }
             }
             Pending::Stats(token) => self.event(UaEvent::Stats {
                 token,

@@ -244,6 +244,15 @@ pub enum UasEvent {
         /// Our BYE's outcome when we sent one.
         bye: Option<Result<(), CallError>>,
     },
+    /// The stream of a call that was never set up (cancelled, as a forking proxy does once
+    /// another branch answered, or failed before its ACK) was closed: its final figures, so
+    /// that what it sent is accounted for.
+    Released {
+        /// Call-ID.
+        call_id: String,
+        /// The engine's final statistics of the stream.
+        stats: Option<StreamStats>,
+    },
     /// Registration progress (with `UaConfig::register`).
     Registration(crate::register::endpoint::Event),
     /// The media engine went away (its streams with it: the calls that had them are ended)

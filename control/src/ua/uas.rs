@@ -133,8 +133,13 @@ impl UaCore {
         r: Result<Allocation, MediaError>,
     ) {
         let Some(call) = self.calls.get_mut(call_id) else {
+            // The call went (cancelled while its stream was made): close the stream and say
+            // what it sent.
             if let Ok(a) = r {
-                self.media_request(MediaOp::Close(a.stream), Pending::Ignored);
+                let then = Pending::Released {
+                    call_id: call_id.to_owned(),
+                };
+                self.media_request(MediaOp::Close(a.stream), then);
             }
             return;
         };
