@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use srtp_engine::ctl::client::CtlClient;
 use srtp_engine::ctl::{CtlOptions, CtlServer};
-use srtp_engine::proto::dtls::DtlsOptions;
+use srtp_engine::proto::dtls::{DtlsBackend, DtlsOptions, KeyKind};
 use srtp_engine::runtime::MediaOptions;
 use srtp_engine::runtime::{DtlsSettings, Engine, EngineOptions};
 
@@ -44,7 +44,15 @@ pub(crate) fn engine_role(args: &[String]) {
             "--dtls-rto-ms",
             d.retransmit_initial.as_millis() as u64,
         )),
+        backend: match arg(args, "--dtls-backend", String::from("openssl")).as_str() {
+            "dimpl" => DtlsBackend::Dimpl,
+            _ => DtlsBackend::Openssl,
+        },
         ..d
+    };
+    let key = match arg(args, "--dtls-key", String::from("ecdsa")).as_str() {
+        "rsa" => KeyKind::Rsa,
+        _ => KeyKind::Ecdsa,
     };
     let engine = Arc::new(
         Engine::start(EngineOptions {
@@ -57,6 +65,7 @@ pub(crate) fn engine_role(args: &[String]) {
             },
             dtls: DtlsSettings {
                 options: dtls,
+                key,
                 ..DtlsSettings::default()
             },
             ..EngineOptions::default()

@@ -13,7 +13,7 @@ use crate::ctl::CtlOptions;
 use crate::io::socket::SocketOptions;
 use crate::io::{BackendKind, IoConfig};
 use crate::model::WatchOptions;
-use crate::proto::dtls::DtlsOptions;
+use crate::proto::dtls::{DtlsBackend, DtlsOptions, KeyKind};
 use crate::runtime::{DtlsSettings, EngineOptions, MediaOptions};
 
 /// A config problem, naming the key at fault.
@@ -207,15 +207,23 @@ impl Default for MetricsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DtlsSection {
-    /// The engine's certificate, PEM (ECDSA P-256 or P-384); empty: a self-signed ECDSA
-    /// P-256 certificate is generated at start.
+    /// The implementation: `openssl` (any peer: RSA and ECDSA certificates, four profiles) or
+    /// `dimpl` (ECDSA only).
+    pub backend: DtlsBackend,
+    /// The engine's certificate, PEM (ECDSA P-256 or P-384, or RSA); empty: a self-signed one
+    /// is generated at start, with a `key` key.
     pub certificate: String,
-    /// Its private key, PEM (PKCS#8 or SEC1).
+    /// Its private key, PEM (PKCS#8, SEC1 or PKCS#1).
     pub private_key: String,
+    /// The kind of key generated when no certificate is given: `ecdsa` (P-256) or `rsa`
+    /// (2048 bits).
+    pub key: KeyKind,
     /// A handshake's deadline, ms.
     pub handshake_timeout_ms: u64,
     /// First retransmission timeout of a flight, ms (doubles on each retransmission).
     pub retransmit_initial_ms: u64,
+    /// The most a retransmission timeout grows to, ms (openssl backend).
+    pub retransmit_max_ms: u64,
     /// Retransmissions per flight.
     pub retransmit_count: usize,
     /// How long a server keeps an established session to answer a lost last flight, ms.
@@ -228,10 +236,13 @@ impl Default for DtlsSection {
     fn default() -> DtlsSection {
         let d = DtlsOptions::default();
         DtlsSection {
+            backend: d.backend,
             certificate: String::new(),
             private_key: String::new(),
+            key: KeyKind::Ecdsa,
             handshake_timeout_ms: d.handshake_timeout.as_millis() as u64,
             retransmit_initial_ms: d.retransmit_initial.as_millis() as u64,
+            retransmit_max_ms: d.retransmit_max.as_millis() as u64,
             retransmit_count: d.retransmit_count,
             linger_ms: d.linger.as_millis() as u64,
             mtu: d.mtu,
@@ -245,9 +256,11 @@ impl DtlsSection {
         DtlsOptions {
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             retransmit_initial: Duration::from_millis(self.retransmit_initial_ms),
+            retransmit_max: Duration::from_millis(self.retransmit_max_ms),
             retransmit_count: self.retransmit_count,
             linger: Duration::from_millis(self.linger_ms),
             mtu: self.mtu,
+            backend: self.backend,
         }
     }
 }
@@ -420,6 +433,22 @@ impl Config {
                 format!("{} is outside 10-60000", d.retransmit_initial_ms),
             );
         }
+        if d.retransmit_max_ms < d.retransmit_initial_ms || d.retransmit_max_ms > 600_000 {
+            return v(
+                "dtls.retransmit_max_ms",
+                format!(
+                    "{} is below retransmit_initial_ms ({}) or above 600000",
+                    d.retransmit_max_ms, d.retransmit_initial_ms
+                ),
+            );
+        }
+        if d.backend == DtlsBackend::Dimpl && d.key == KeyKind::Rsa {
+            return v(
+                "dtls.key",
+                "the dimpl backend signs with ECDSA only: use backend = \"openssl\" for an RSA key"
+                    .into(),
+            );
+        }
         if d.retransmit_count > 20 {
             return v(
                 "dtls.retransmit_count",
@@ -489,6 +518,7 @@ impl Config {
                 pem: (!self.dtls.certificate.is_empty())
                     .then(|| (self.dtls.certificate.clone(), self.dtls.private_key.clone())),
                 identity: None,
+                key: self.dtls.key,
                 options: self.dtls.options(),
             },
         }

@@ -12,7 +12,7 @@ use crate::io::{BackendKind, IoConfig};
 use crate::model::{
     Counters, Event, StreamError, StreamInfo, StreamSpec, StreamStats, StreamUpdate,
 };
-use crate::proto::dtls::{DtlsContext, DtlsIdentity, DtlsOptions};
+use crate::proto::dtls::{DtlsContext, DtlsIdentity, DtlsOptions, KeyKind};
 use crate::worker::{Command, EVENT_CAPACITY, Worker, WorkerConfig};
 
 pub use crate::worker::{MediaOptions, WorkerSnapshot, thread_cpu_us};
@@ -45,6 +45,8 @@ pub struct DtlsSettings {
     pub pem: Option<(String, String)>,
     /// An identity to use as is (wins over `pem`; tests and embedders share one this way).
     pub identity: Option<Arc<DtlsIdentity>>,
+    /// The kind of key generated when neither is given.
+    pub key: KeyKind,
     /// Timeouts, retransmission schedule, linger, MTU.
     pub options: DtlsOptions,
 }
@@ -190,7 +192,8 @@ impl Engine {
                     .map_err(|e| StartError::Invalid(format!("dtls: {e}")))?,
             ),
             (None, None) => Arc::new(
-                DtlsIdentity::generate().map_err(|e| StartError::Invalid(format!("dtls: {e}")))?,
+                DtlsIdentity::generate_kind(opts.dtls.key)
+                    .map_err(|e| StartError::Invalid(format!("dtls: {e}")))?,
             ),
         };
         let dtls = Arc::new(

@@ -1,8 +1,9 @@
 //! DTLS-SRTP interoperability with OpenSSL's command line (`openssl s_server` / `s_client`,
-//! DTLS 1.2 with `-use_srtp`), in both roles and for every profile the engine negotiates: the
-//! SRTP master keys our session derives must equal the keying material OpenSSL exports
-//! (RFC 5764 4.2, label `EXTRACTOR-dtls_srtp`). Our side runs the engine's sans-IO session over
-//! a real loopback UDP socket, with an identity loaded from OpenSSL-made PEM files (SEC1 key).
+//! DTLS 1.2 with `-use_srtp`), in both roles, for every profile, with RSA and ECDSA
+//! certificates on either side: the SRTP master keys our session derives must equal the keying
+//! material OpenSSL exports (RFC 5764 4.2, label `EXTRACTOR-dtls_srtp`). Our side runs the
+//! engine's sans-IO session over a real loopback UDP socket, with an identity loaded from
+//! OpenSSL-made PEM files (SEC1 or PKCS#8 key), on each DTLS backend that can meet the peer.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -13,8 +14,8 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use srtp_engine::proto::dtls::{
-    DtlsContext, DtlsFailure, DtlsIdentity, DtlsKeys, DtlsOptions, DtlsOutput, DtlsRole,
-    DtlsSession, Fingerprint,
+    DtlsBackend, DtlsContext, DtlsFailure, DtlsIdentity, DtlsKeys, DtlsOptions, DtlsOutput,
+    DtlsRole, DtlsSession, Fingerprint,
 };
 use srtp_engine::proto::srtp::Suite;
 
@@ -32,38 +33,42 @@ fn openssl(args: &[&str]) {
     );
 }
 
-/// A scratch directory with an ECDSA P-256 certificate for OpenSSL (PKCS#8 key) and one for us
-/// (SEC1 key).
-fn certs(test: &str) -> PathBuf {
+/// The kinds of certificate a peer (or we) may have.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Key {
+    Ecdsa,
+    Rsa,
+}
+
+/// A scratch directory with a certificate for OpenSSL (`peer`: PKCS#8 key) and one for us
+/// (`ours`: a SEC1 key for ECDSA, PKCS#8 for RSA).
+fn certs(test: &str, peer: Key, ours: Key) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("srtp-dtls-openssl-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("peer.key"),
-        "-out",
-        &p("peer.pem"),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=peer",
+    let newkey: &[&str] = match peer {
+        Key::Ecdsa => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        Key::Rsa => &["-newkey", "rsa:2048"],
+    };
+    let (key, pem) = (p("peer.key"), p("peer.pem"));
+    let mut args = vec!["req", "-x509"];
+    args.extend_from_slice(newkey);
+    args.extend_from_slice(&[
+        "-nodes", "-keyout", &key, "-out", &pem, "-days", "1", "-subj", "/CN=peer",
     ]);
-    openssl(&[
-        "ecparam",
-        "-genkey",
-        "-name",
-        "prime256v1",
-        "-noout",
-        "-out",
-        &p("ours.key"),
-    ]);
+    openssl(&args);
+    match ours {
+        Key::Ecdsa => openssl(&[
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+            &p("ours.key"),
+        ]),
+        Key::Rsa => openssl(&["genpkey", "-algorithm", "RSA", "-out", &p("ours.key")]),
+    }
     openssl(&[
         "req",
         "-new",
@@ -91,7 +96,7 @@ fn fingerprint_of(pem: &Path) -> Fingerprint {
     Fingerprint::parse(&format!("sha-256 {hex}")).unwrap()
 }
 
-fn ctx(dir: &Path) -> DtlsContext {
+fn ctx(dir: &Path, backend: DtlsBackend) -> DtlsContext {
     let id = DtlsIdentity::from_pem_files(
         dir.join("ours.pem").to_str().unwrap(),
         dir.join("ours.key").to_str().unwrap(),
@@ -103,10 +108,32 @@ fn ctx(dir: &Path) -> DtlsContext {
         DtlsOptions {
             retransmit_initial: Duration::from_millis(200),
             handshake_timeout: Duration::from_secs(10),
+            backend,
             ..DtlsOptions::default()
         },
     )
     .unwrap()
+}
+
+/// Every pairing of certificate kinds, with the backends that can meet it (dimpl: ECDSA on
+/// both sides only).
+fn pairings() -> Vec<(Key, Key, DtlsBackend)> {
+    let mut v = Vec::new();
+    for peer in [Key::Ecdsa, Key::Rsa] {
+        for ours in [Key::Ecdsa, Key::Rsa] {
+            v.push((peer, ours, DtlsBackend::Openssl));
+        }
+    }
+    v.push((Key::Ecdsa, Key::Ecdsa, DtlsBackend::Dimpl));
+    v
+}
+
+/// The profiles a backend negotiates.
+fn profiles(backend: DtlsBackend) -> &'static [(&'static str, Suite)] {
+    match backend {
+        DtlsBackend::Openssl => &PROFILES,
+        DtlsBackend::Dimpl => &PROFILES[..3],
+    }
 }
 
 /// Lines of a child's stdout, read on a thread.
@@ -235,22 +262,38 @@ fn free_port() -> u16 {
         .port()
 }
 
-const PROFILES: [(&str, Suite); 3] = [
+const PROFILES: [(&str, Suite); 4] = [
     ("SRTP_AES128_CM_SHA1_80", Suite::AesCm128HmacSha1_80),
     ("SRTP_AEAD_AES_128_GCM", Suite::AeadAes128Gcm),
     ("SRTP_AEAD_AES_256_GCM", Suite::AeadAes256Gcm),
+    ("SRTP_AES128_CM_SHA1_32", Suite::AesCm128HmacSha1_32),
 ];
 
 #[test]
 fn we_are_client_to_openssl_s_server_every_profile() {
-    let dir = certs("client");
-    let ctx = ctx(&dir);
+    for (peer, ours, backend) in pairings() {
+        let dir = certs(&format!("client-{peer:?}-{ours:?}-{backend:?}"), peer, ours);
+        client_to_s_server(&dir, backend);
+    }
+}
+
+fn client_to_s_server(dir: &Path, backend: DtlsBackend) {
+    let ctx = ctx(dir, backend);
     let peer_fp = fingerprint_of(&dir.join("peer.pem"));
-    for (name, suite) in PROFILES {
+    for &(name, suite) in profiles(backend) {
+        let name = &format!("{name} ({backend:?}, {})", dir.display());
+        let profile = name.split(' ').next().unwrap();
         let port = free_port();
         let len = (2 * suite.master_len()).to_string();
         let mut child = Command::new("openssl")
-            .args(["s_server", "-dtls1_2", "-naccept", "1", "-use_srtp", name])
+            .args([
+                "s_server",
+                "-dtls1_2",
+                "-naccept",
+                "1",
+                "-use_srtp",
+                profile,
+            ])
             .args(["-keymatexport", LABEL, "-keymatexportlen", &len])
             .args(["-accept", &format!("127.0.0.1:{port}")])
             .arg("-cert")
@@ -278,13 +321,20 @@ fn we_are_client_to_openssl_s_server_every_profile() {
 
 #[test]
 fn openssl_s_client_to_us_as_server_every_profile() {
-    let dir = certs("server");
-    let ctx = ctx(&dir);
+    for (peer, ours, backend) in pairings() {
+        let dir = certs(&format!("server-{peer:?}-{ours:?}-{backend:?}"), peer, ours);
+        s_client_to_server(&dir, backend);
+    }
+}
+
+fn s_client_to_server(dir: &Path, backend: DtlsBackend) {
+    let ctx = ctx(dir, backend);
     let peer_fp = fingerprint_of(&dir.join("peer.pem"));
-    for (name, suite) in PROFILES {
+    for &(name, suite) in profiles(backend) {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = sock.local_addr().unwrap().port();
-        let mut child = s_client(&dir, port, name, Some(2 * suite.master_len()));
+        let mut child = s_client(dir, port, name, Some(2 * suite.master_len()));
+        let name = &format!("{name} ({backend:?}, {})", dir.display());
         let out = lines(&mut child);
         let mut s = ctx.session(DtlsRole::Server, peer_fp.clone(), Instant::now());
         let keys = drive(&mut *s, &sock, None).unwrap_or_else(|f| panic!("{name}: {f}"));
@@ -296,8 +346,8 @@ fn openssl_s_client_to_us_as_server_every_profile() {
 
 #[test]
 fn openssl_with_another_certificate_is_refused() {
-    let dir = certs("mismatch");
-    let ctx = ctx(&dir);
+    let dir = certs("mismatch", Key::Rsa, Key::Ecdsa);
+    let ctx = ctx(&dir, DtlsBackend::Openssl);
     // We expect our own certificate's fingerprint, OpenSSL presents its own.
     let wrong = fingerprint_of(&dir.join("ours.pem"));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -311,15 +361,50 @@ fn openssl_with_another_certificate_is_refused() {
 
 #[test]
 fn no_common_profile_is_named() {
-    // OpenSSL offers only a profile we do not negotiate (the 32-bit tag).
-    let dir = certs("profile");
-    let ctx = ctx(&dir);
+    // OpenSSL offers only the 32-bit tag; this stream allows only AEAD_AES_256_GCM.
+    let dir = certs("profile", Key::Ecdsa, Key::Ecdsa);
+    let ctx = ctx(&dir, DtlsBackend::Openssl);
     let peer_fp = fingerprint_of(&dir.join("peer.pem"));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
     let child = s_client(&dir, port, "SRTP_AES128_CM_SHA1_32", None);
-    let mut s = ctx.session(DtlsRole::Server, peer_fp, Instant::now());
+    let only = [Suite::AeadAes256Gcm];
+    let mut s = ctx.session_with(DtlsRole::Server, peer_fp, Some(&only), Instant::now());
     let r = drive(&mut *s, &sock, None);
     stop(child);
     assert_eq!(r.err(), Some(DtlsFailure::NoCommonProfile));
+}
+
+#[test]
+fn an_rsa_peer_and_the_dimpl_backend_fail_by_name() {
+    // What issue 25 found with baresip: dimpl offers ECDHE-ECDSA only, and an RSA server has
+    // no suite for it; the failure says so instead of a generic protocol error.
+    let dir = certs("dimpl-rsa", Key::Rsa, Key::Ecdsa);
+    let ctx = ctx(&dir, DtlsBackend::Dimpl);
+    let peer_fp = fingerprint_of(&dir.join("peer.pem"));
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-dtls1_2", "-naccept", "1"])
+        .args(["-use_srtp", "SRTP_AES128_CM_SHA1_80"])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(dir.join("peer.pem"))
+        .arg("-key")
+        .arg(dir.join("peer.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut s = ctx.session(DtlsRole::Client, peer_fp, Instant::now());
+    let r = drive(&mut *s, &sock, Some(to));
+    stop(child);
+    assert_eq!(
+        r.err(),
+        Some(DtlsFailure::PeerAlert(40)),
+        "handshake_failure"
+    );
 }

@@ -20,6 +20,8 @@
 mod failure;
 mod fingerprint;
 #[cfg(feature = "dataplane")]
+mod libssl;
+#[cfg(feature = "dataplane")]
 mod session;
 #[cfg(all(test, feature = "dataplane"))]
 mod tests;
@@ -29,4 +31,7 @@ pub use failure::{DtlsFailure, DtlsFailureReason, alert_name};
 pub use fingerprint::{DtlsRole, Fingerprint, FingerprintError, HashAlg};
 #[cfg(feature = "dataplane")]
 pub use session::{DtlsContext, DtlsIdentity, IdentityError, InMemoryOutcome, run_in_memory};
-pub use types::{DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession, PROFILES};
+pub use types::{
+    DtlsBackend, DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession, KeyKind,
+    PROFILES,
+};

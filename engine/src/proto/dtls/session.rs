@@ -1,5 +1,6 @@
-//! The one [`DtlsSession`] implementation, on the dimpl crate, the context that builds it, and
-//! the engine's certificate and key ([`DtlsIdentity`]).
+//! The context that builds a [`DtlsSession`] on the configured backend (OpenSSL, or the dimpl
+//! crate, whose implementation is here), and the engine's certificate and key
+//! ([`DtlsIdentity`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,14 +10,23 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::failure::DtlsFailure;
 use super::fingerprint::{DtlsRole, Fingerprint, HashAlg};
-use super::types::{DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession};
-use crate::proto::srtp::{MasterKey, Suite};
+use super::libssl::{OpensslContext, split_keys};
+use super::types::{
+    DtlsBackend, DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession, KeyKind,
+    PROFILES,
+};
+use crate::proto::srtp::Suite;
 
 /// What every session of an engine shares: its identity and the DTLS configuration.
 pub struct DtlsContext {
     identity: Arc<DtlsIdentity>,
-    config: Arc<dimpl::Config>,
+    backend: Backend,
     options: DtlsOptions,
+}
+
+enum Backend {
+    Openssl(OpensslContext),
+    Dimpl(Arc<dimpl::Config>),
 }
 
 impl fmt::Debug for DtlsContext {
@@ -34,17 +44,35 @@ impl DtlsContext {
         identity: Arc<DtlsIdentity>,
         options: DtlsOptions,
     ) -> Result<DtlsContext, DtlsOptionsError> {
-        let config = dimpl::Config::builder()
-            .mtu(options.mtu)
-            .flight_start_rto(options.retransmit_initial)
-            .flight_retries(options.retransmit_count)
-            .handshake_timeout(options.handshake_timeout)
-            .require_client_certificate(true)
-            .build()
-            .map_err(|e| DtlsOptionsError(e.to_string()))?;
+        let backend = match options.backend {
+            DtlsBackend::Openssl => Backend::Openssl(OpensslContext::new(
+                &identity.cert.certificate,
+                &identity.cert.private_key,
+                options,
+                &PROFILES,
+            )?),
+            DtlsBackend::Dimpl => {
+                if identity.kind == KeyKind::Rsa {
+                    return Err(DtlsOptionsError(
+                        "the dimpl DTLS backend signs with ECDSA keys only; use the openssl \
+                         backend with an RSA certificate"
+                            .into(),
+                    ));
+                }
+                let config = dimpl::Config::builder()
+                    .mtu(options.mtu)
+                    .flight_start_rto(options.retransmit_initial)
+                    .flight_retries(options.retransmit_count)
+                    .handshake_timeout(options.handshake_timeout)
+                    .require_client_certificate(true)
+                    .build()
+                    .map_err(|e| DtlsOptionsError(e.to_string()))?;
+                Backend::Dimpl(Arc::new(config))
+            }
+        };
         Ok(DtlsContext {
             identity,
-            config: Arc::new(config),
+            backend,
             options,
         })
     }
@@ -67,8 +95,23 @@ impl DtlsContext {
         remote: Fingerprint,
         now: Instant,
     ) -> Box<dyn DtlsSession> {
-        let mut dtls =
-            dimpl::Dtls::new_12(Arc::clone(&self.config), self.identity.cert.clone(), now);
+        self.session_with(role, remote, None, now)
+    }
+
+    /// A session whose SRTP profiles are restricted to `profiles` (in preference order; None:
+    /// every profile the backend has). The dimpl backend always offers its three.
+    pub fn session_with(
+        &self,
+        role: DtlsRole,
+        remote: Fingerprint,
+        profiles: Option<&[Suite]>,
+        now: Instant,
+    ) -> Box<dyn DtlsSession> {
+        let config = match &self.backend {
+            Backend::Openssl(o) => return o.session(role, remote, profiles, now),
+            Backend::Dimpl(c) => c,
+        };
+        let mut dtls = dimpl::Dtls::new_12(Arc::clone(config), self.identity.cert.clone(), now);
         dtls.set_active(role == DtlsRole::Client);
         // dimpl must see the clock before the first packet.
         let failed = dtls
@@ -124,7 +167,7 @@ struct DimplSession {
 /// Whether a datagram opens the peer's first flight: a handshake record of epoch 0 whose
 /// message is a ClientHello (to a server) or a ServerHello or HelloVerifyRequest (to a
 /// client). RFC 6347 4.1 record header (13 bytes), then the handshake header (12).
-fn opens_first_flight(datagram: &[u8], role: DtlsRole) -> bool {
+pub(super) fn opens_first_flight(datagram: &[u8], role: DtlsRole) -> bool {
     const HANDSHAKE: u8 = 22;
     if datagram.len() < 13 + 12 || datagram[0] != HANDSHAKE || datagram[3..5] != [0, 0] {
         return false;
@@ -181,7 +224,7 @@ impl DimplSession {
             self.fail(DtlsFailure::NoCommonProfile);
             return None;
         };
-        match self.split_keys(suite, &km) {
+        match split_keys(self.role, suite, &km) {
             Some(keys) => {
                 self.state = State::Established;
                 Some(keys)
@@ -197,31 +240,6 @@ impl DimplSession {
         if matches!(self.state, State::Handshaking | State::Established) {
             self.state = State::Failing(f);
         }
-    }
-
-    /// Splits RFC 5764 4.2 keying material
-    /// `client_key | server_key | client_salt | server_salt` into our two master keys.
-    fn split_keys(&self, suite: Suite, km: &[u8]) -> Option<DtlsKeys> {
-        let p = suite.params();
-        let (k, s) = (p.master_key_len, p.master_salt_len);
-        if km.len() != 2 * (k + s) {
-            return None;
-        }
-        let client_key = &km[..k];
-        let server_key = &km[k..2 * k];
-        let client_salt = &km[2 * k..2 * k + s];
-        let server_salt = &km[2 * k + s..];
-        let client = MasterKey::from_parts(suite, client_key, client_salt).ok()?;
-        let server = MasterKey::from_parts(suite, server_key, server_salt).ok()?;
-        let (local, remote) = match self.role {
-            DtlsRole::Client => (client, server),
-            DtlsRole::Server => (server, client),
-        };
-        Some(DtlsKeys {
-            suite,
-            local,
-            remote,
-        })
     }
 }
 
@@ -436,7 +454,7 @@ fn failure_from_dimpl(e: &dimpl::Error) -> DtlsFailure {
 /// Why the engine's certificate could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    /// Generating the ECDSA P-256 key or certificate failed.
+    /// Generating the key or certificate failed.
     #[error("generating the DTLS certificate failed")]
     Generate,
     /// A PEM file could not be read.
@@ -450,9 +468,11 @@ pub enum IdentityError {
     /// The certificate file holds no PEM certificate.
     #[error("{0}: no PEM CERTIFICATE block")]
     NoCertificate(String),
-    /// The key is not an ECDSA P-256 or P-384 key in PKCS#8 or SEC1 PEM, or does not belong to
-    /// the certificate. (The key's bytes never appear in this message.)
-    #[error("{0}: not an ECDSA P-256/P-384 private key (PKCS#8 or SEC1 PEM) for this certificate")]
+    /// The key is not an ECDSA (P-256, P-384) or RSA key in PEM (PKCS#8, SEC1 or PKCS#1),
+    /// or does not belong to the certificate. (The key's bytes never appear in this message.)
+    #[error(
+        "{0}: not an ECDSA or RSA private key (PKCS#8, SEC1 or PKCS#1 PEM) for this certificate"
+    )]
     BadKey(String),
 }
 
@@ -460,6 +480,7 @@ pub enum IdentityError {
 /// drop and never printed.
 pub struct DtlsIdentity {
     pub(super) cert: dimpl::DtlsCertificate,
+    pub(super) kind: KeyKind,
     fingerprint: Fingerprint,
 }
 
@@ -467,9 +488,17 @@ impl DtlsIdentity {
     /// A fresh self-signed ECDSA P-256 certificate (RFC 5763 5: self-signed is the norm; the
     /// fingerprint in SDP is what authenticates it).
     pub fn generate() -> Result<DtlsIdentity, IdentityError> {
-        let cert = dimpl::certificate::generate_self_signed_certificate()
-            .map_err(|_| IdentityError::Generate)?;
-        Ok(DtlsIdentity::from_der(cert))
+        DtlsIdentity::generate_kind(KeyKind::Ecdsa)
+    }
+
+    /// A fresh self-signed certificate with this kind of key (RSA: 2048 bits, SHA-256).
+    pub fn generate_kind(kind: KeyKind) -> Result<DtlsIdentity, IdentityError> {
+        let cert = match kind {
+            KeyKind::Ecdsa => dimpl::certificate::generate_self_signed_certificate()
+                .map_err(|_| IdentityError::Generate)?,
+            KeyKind::Rsa => generate_rsa().map_err(|_| IdentityError::Generate)?,
+        };
+        DtlsIdentity::from_der(cert).map_err(|()| IdentityError::Generate)
     }
 
     /// A certificate and key from PEM files (the key as PKCS#8 `PRIVATE KEY` or SEC1
@@ -488,26 +517,49 @@ impl DtlsIdentity {
             .map_err(|_| IdentityError::NoCertificate(cert_path.to_string()))?;
         let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|_| IdentityError::BadKey(key_path.to_string()))?;
+        let bad = || IdentityError::BadKey(key_path.to_string());
         let identity = DtlsIdentity::from_der(dimpl::DtlsCertificate {
             certificate: cert.to_vec(),
             private_key: key.secret_der().to_vec(),
-        });
-        identity
-            .self_check()
-            .map_err(|()| IdentityError::BadKey(key_path.to_string()))?;
+        })
+        .map_err(|()| bad())?;
+        identity.self_check().map_err(|()| bad())?;
         Ok(identity)
     }
 
-    fn from_der(cert: dimpl::DtlsCertificate) -> DtlsIdentity {
+    /// From DER; the key's kind is read from it.
+    fn from_der(cert: dimpl::DtlsCertificate) -> Result<DtlsIdentity, ()> {
+        let key = openssl::pkey::PKey::private_key_from_der(&cert.private_key).map_err(|_| ())?;
+        let kind = match key.id() {
+            openssl::pkey::Id::RSA => KeyKind::Rsa,
+            openssl::pkey::Id::EC => KeyKind::Ecdsa,
+            _ => return Err(()),
+        };
         let fingerprint = Fingerprint::of(HashAlg::Sha256, &cert.certificate);
-        DtlsIdentity { cert, fingerprint }
+        Ok(DtlsIdentity {
+            cert,
+            kind,
+            fingerprint,
+        })
     }
 
-    /// Runs one in-memory handshake against itself: proves the key signs for the certificate.
+    /// The kind of key.
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// Runs one in-memory handshake against itself (OpenSSL, which takes either kind of key):
+    /// proves the key signs for the certificate.
     fn self_check(&self) -> Result<(), ()> {
-        let ctx = DtlsContext::new(Arc::new(DtlsIdentity::from_der(self.cert.clone())), {
+        let copy = DtlsIdentity {
+            cert: self.cert.clone(),
+            kind: self.kind,
+            fingerprint: self.fingerprint.clone(),
+        };
+        let ctx = DtlsContext::new(Arc::new(copy), {
             DtlsOptions {
                 retransmit_initial: Duration::from_millis(50),
+                backend: DtlsBackend::Openssl,
                 ..DtlsOptions::default()
             }
         })
@@ -534,6 +586,43 @@ impl DtlsIdentity {
     pub fn certificate_der(&self) -> &[u8] {
         &self.cert.certificate
     }
+}
+
+/// A self-signed RSA 2048 certificate (SHA-256), 30 days valid from yesterday, as DER.
+fn generate_rsa() -> Result<dimpl::DtlsCertificate, openssl::error::ErrorStack> {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509, X509NameBuilder};
+    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", "srtp-engine")?;
+    let name = name.build();
+    let mut serial = BigNum::new()?;
+    serial.rand(63, MsbOption::MAYBE_ZERO, false)?;
+    let mut b = X509::builder()?;
+    b.set_version(2)?;
+    let serial = serial.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(&key)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (from, until) = (
+        Asn1Time::from_unix(now - 86_400)?,
+        Asn1Time::from_unix(now + 30 * 86_400)?,
+    );
+    b.set_not_before(&from)?;
+    b.set_not_after(&until)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok(dimpl::DtlsCertificate {
+        certificate: b.build().to_der()?,
+        private_key: key.private_key_to_pkcs8()?,
+    })
 }
 
 impl Drop for DtlsIdentity {

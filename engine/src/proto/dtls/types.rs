@@ -7,13 +7,48 @@ use std::time::{Duration, Instant};
 use super::failure::DtlsFailure;
 use crate::proto::srtp::{MasterKey, Suite};
 
-/// The suites a handshake can negotiate, in the order a server picks them (the
-/// implementation's limit: no `AES_CM_128_HMAC_SHA1_32` profile).
-pub const PROFILES: [Suite; 3] = [
+/// The suites a handshake can negotiate (RFC 5764 4.1.2, RFC 7714 14.2), in the order we
+/// prefer them. The dimpl backend has no `AES_CM_128_HMAC_SHA1_32`.
+pub const PROFILES: [Suite; 4] = [
     Suite::AeadAes256Gcm,
     Suite::AeadAes128Gcm,
     Suite::AesCm128HmacSha1_80,
+    Suite::AesCm128HmacSha1_32,
 ];
+
+/// Which DTLS implementation runs the handshakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtlsBackend {
+    /// OpenSSL's libssl: RSA and ECDSA certificates on both sides, the four profiles, a capped
+    /// retransmission timer. Meets any peer.
+    #[default]
+    Openssl,
+    /// dimpl (pure Rust): ECDSA certificates only, on both sides, and three profiles; its
+    /// retransmission timer doubles without a cap. Peers with RSA certificates fail.
+    Dimpl,
+}
+
+impl DtlsBackend {
+    /// The name in the config and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtlsBackend::Openssl => "openssl",
+            DtlsBackend::Dimpl => "dimpl",
+        }
+    }
+}
+
+/// The kind of key of the engine's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// ECDSA P-256 (or P-384 when loaded).
+    #[default]
+    Ecdsa,
+    /// RSA (2048 bits when generated).
+    Rsa,
+}
 
 /// Handshake timing: how long a handshake may take and how its flights are retransmitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +59,9 @@ pub struct DtlsOptions {
     /// First retransmission timeout of a flight (RFC 6347 4.2.4.1 suggests 1 s); it doubles
     /// after each retransmission, with +-25% jitter.
     pub retransmit_initial: Duration,
+    /// The most a retransmission timeout grows to (RFC 6347 4.2.4.1 doubles it; a cap keeps
+    /// a handshake on a lossy path from waiting longer and longer). OpenSSL backend only.
+    pub retransmit_max: Duration,
     /// Retransmissions per flight before the handshake fails.
     pub retransmit_count: usize,
     /// How long a server keeps its session after the handshake, to answer a client whose
@@ -33,6 +71,8 @@ pub struct DtlsOptions {
     pub linger: Duration,
     /// Largest DTLS datagram.
     pub mtu: usize,
+    /// The implementation.
+    pub backend: DtlsBackend,
 }
 
 impl Default for DtlsOptions {
@@ -40,9 +80,11 @@ impl Default for DtlsOptions {
         DtlsOptions {
             handshake_timeout: Duration::from_secs(20),
             retransmit_initial: Duration::from_secs(1),
+            retransmit_max: Duration::from_secs(4),
             retransmit_count: 5,
             linger: Duration::from_secs(10),
             mtu: 1150,
+            backend: DtlsBackend::Openssl,
         }
     }
 }
