@@ -144,6 +144,7 @@ fn main() {
                 crypto: CryptoRequest::Dtls {
                     role,
                     fingerprint: fingerprint.to_owned(),
+                    profiles: None,
                 },
                 ..LegRequest::default()
             },

@@ -52,6 +52,7 @@ fn dtls_leg(role: DtlsRole, fp: Fingerprint, remote: Option<SocketAddr>, mux: bo
         dtls: Some(DtlsSpec {
             role,
             fingerprint: fp,
+            profiles: None,
         }),
         ..LegSpec::default()
     }
@@ -421,6 +422,7 @@ fn an_offerers_early_client_hello_starts_the_handshake_the_answer_sets_up() {
                 DtlsSpec {
                     role: DtlsRole::Server,
                     fingerprint: fingerprint(&b),
+                    profiles: None,
                 },
             )),
             ..StreamUpdate::default()
@@ -503,4 +505,89 @@ fn every_handshake_completes_through_30_percent_loss_both_ways() {
         assert_eq!(l.auth_failures, 0);
     }
     drop(shim);
+}
+
+/// Each of the four profiles, engine to engine, when both streams restrict the handshake to
+/// it; an RSA certificate on one side; and no profile in common named as such.
+#[test]
+fn each_profile_engine_to_engine_when_restricted_per_stream() {
+    use srtp_engine::proto::dtls::{DtlsIdentity, KeyKind};
+    let a = engine_with(BackendKind::IoUring, fast());
+    let b = Engine::start(EngineOptions {
+        workers: 1,
+        pin: false,
+        fallback: false,
+        dtls: DtlsSettings {
+            identity: Some(Arc::new(DtlsIdentity::generate_kind(KeyKind::Rsa).unwrap())),
+            options: fast(),
+            ..DtlsSettings::default()
+        },
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let (aev, bev) = (a.take_events().unwrap(), b.take_events().unwrap());
+    let restricted = |role, fp, remote, only: &[Suite]| {
+        let mut leg = dtls_leg(role, fp, remote, true);
+        if let Some(d) = leg.dtls.as_mut() {
+            d.profiles = Some(only.to_vec());
+        }
+        spec(leg)
+    };
+    for suite in [
+        Suite::AeadAes256Gcm,
+        Suite::AeadAes128Gcm,
+        Suite::AesCm128HmacSha1_80,
+        Suite::AesCm128HmacSha1_32,
+    ] {
+        let s = a
+            .create_stream(restricted(
+                DtlsRole::Server,
+                fingerprint(&b),
+                None,
+                &[suite],
+            ))
+            .unwrap();
+        let c = b
+            .create_stream(restricted(
+                DtlsRole::Client,
+                fingerprint(&a),
+                Some(s.legs[0].local),
+                &[suite],
+            ))
+            .unwrap();
+        for (name, rx) in [("server", &aev), ("client", &bev)] {
+            let ev = dtls_events(rx, 1, Duration::from_secs(10));
+            match ev.first() {
+                Some(Event::DtlsEstablished { suite: got, .. }) => {
+                    assert_eq!(*got, suite, "{name}")
+                }
+                other => panic!("{name} {suite:?}: {other:?}"),
+            }
+        }
+        a.delete_stream(s.id).unwrap();
+        b.delete_stream(c.id).unwrap();
+    }
+    // The server allows only AEAD_AES_256_GCM, the client offers only the 32-bit tag.
+    let s = a
+        .create_stream(restricted(
+            DtlsRole::Server,
+            fingerprint(&b),
+            None,
+            &[Suite::AeadAes256Gcm],
+        ))
+        .unwrap();
+    b.create_stream(restricted(
+        DtlsRole::Client,
+        fingerprint(&a),
+        Some(s.legs[0].local),
+        &[Suite::AesCm128HmacSha1_32],
+    ))
+    .unwrap();
+    let ev = dtls_events(&aev, 1, Duration::from_secs(10));
+    match ev.first() {
+        Some(Event::DtlsFailed { reason, .. }) => {
+            assert_eq!(reason.as_str(), "no_common_profile", "{ev:?}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

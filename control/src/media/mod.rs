@@ -116,10 +116,14 @@ pub fn engine_crypto(n: &Negotiated) -> CryptoRequest {
         MediaCrypto::Dtls {
             role,
             remote_fingerprint,
+            profiles,
             ..
         } => CryptoRequest::Dtls {
             role: *role,
             fingerprint: remote_fingerprint.to_string(),
+            profiles: profiles
+                .as_ref()
+                .map(|p| p.iter().map(|s| s.sdp_name().to_owned()).collect()),
         },
     }
 }

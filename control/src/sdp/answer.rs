@@ -80,7 +80,7 @@ pub fn plan_answer(
         }
         MediaCrypto::None
     } else if let (true, Some(fp)) = (we_dtls, fingerprint) {
-        dtls_answer(m, fp, prev)?
+        dtls_answer(m, fp, prev, cfg.dtls_profiles())?
     } else if let (true, Some(remote)) = (we_sdes, usable) {
         let local = match prev.map(|p| &p.crypto) {
             Some(MediaCrypto::Sdes { local, remote: old })
@@ -152,6 +152,7 @@ fn dtls_answer(
     m: &Media,
     fp: &str,
     prev: Option<&Negotiated>,
+    profiles: Option<Vec<Suite>>,
 ) -> Result<MediaCrypto, NegotiationError> {
     let remote_fingerprint =
         Fingerprint::parse(fp).map_err(|e| NegotiationError::BadFingerprint(e.to_string()))?;
@@ -185,6 +186,7 @@ fn dtls_answer(
         remote_fingerprint,
         local_tls_id,
         remote_tls_id,
+        profiles,
     })
 }
 

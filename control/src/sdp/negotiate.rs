@@ -175,6 +175,9 @@ pub enum MediaCrypto {
         local_tls_id: String,
         /// The peer's `a=tls-id`, if it sent one.
         remote_tls_id: Option<String>,
+        /// The SRTP profiles the handshake may negotiate (None: the engine's), from the
+        /// configured suites.
+        profiles: Option<Vec<Suite>>,
     },
 }
 
@@ -328,9 +331,27 @@ pub struct Offer {
     pub sdp: Session,
     crypto: Vec<CryptoAttr>,
     dtls: Option<String>,
+    dtls_profiles: Option<Vec<Suite>>,
     codecs: Vec<Codec>,
     rtcp_mux: bool,
     policy: SrtpPolicy,
+}
+
+impl SecurityConfig {
+    /// The DTLS-SRTP profiles of the configured suites, in their order, when the suites are
+    /// not every suite (None: the engine chooses among all of its profiles).
+    pub fn dtls_profiles(&self) -> Option<Vec<Suite>> {
+        if self.suites == Suite::ALL {
+            return None;
+        }
+        let v: Vec<Suite> = self
+            .suites
+            .iter()
+            .copied()
+            .filter(|s| s.dtls_profile().is_some())
+            .collect();
+        (!v.is_empty()).then_some(v)
+    }
 }
 
 impl Offer {
@@ -412,6 +433,7 @@ impl Offer {
             sdp,
             crypto,
             dtls: tls_id,
+            dtls_profiles: cfg.dtls_profiles(),
             codecs: cfg.codecs.clone(),
             rtcp_mux: cfg.rtcp_mux,
             policy: cfg.policy,
@@ -491,6 +513,7 @@ impl Offer {
                 remote_fingerprint,
                 local_tls_id,
                 remote_tls_id: m.attrs("tls-id").next().map(str::to_owned),
+                profiles: self.dtls_profiles.clone(),
             }
         } else {
             if class != Some(ProtoClass::Plain) && self.policy == SrtpPolicy::Required {

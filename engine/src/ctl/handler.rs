@@ -13,7 +13,7 @@ use super::protocol::{
 };
 use crate::model::counters::suite_label;
 use crate::model::{DropFamily, Event, Mode, StreamInfo, StreamStats};
-use crate::proto::dtls::{DtlsFailureReason, HashAlg, PROFILES};
+use crate::proto::dtls::{DtlsFailureReason, HashAlg};
 use crate::proto::pacer::Codec;
 use crate::proto::srtp::Suite;
 use crate::runtime::{Engine, EngineSnapshot};
@@ -142,7 +142,7 @@ pub(crate) fn hello(engine: &Engine, max_line_bytes: usize, max_batch: usize) ->
                 .collect(),
             dtls: true,
             dtls_fingerprint: engine.dtls_fingerprint(),
-            dtls_profiles: names(&PROFILES, |s| s.sdp_name()),
+            dtls_profiles: names(engine.dtls().profiles(), |s| s.sdp_name()),
             fingerprint_hashes: names(&HashAlg::ALL, |h| h.name()),
             backend: engine.backend().name().into(),
             fallback_reason: engine.fallback_reason().map(Into::into),

@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Outbox, Port};
-use crate::model::{Counters, DtlsComponentStats, DtlsLegStats, DtlsState};
+use crate::model::{Counters, DtlsComponentStats, DtlsLegStats, DtlsSpec, DtlsState};
 use crate::proto::dtls::{
-    DtlsContext, DtlsFailure, DtlsOptions, DtlsOutput, DtlsRole, DtlsSession, Fingerprint,
+    DtlsContext, DtlsFailure, DtlsOptions, DtlsOutput, DtlsRole, DtlsSession,
 };
 use crate::proto::srtp::{SrtpInbound, SrtpOutbound, SrtpPolicy, Suite};
 
@@ -122,14 +122,17 @@ impl LegDtls {
     /// Fresh sessions for a leg (a second for its RTCP port), counted as started and held.
     pub(crate) fn new(
         ctx: &DtlsContext,
-        role: DtlsRole,
-        fingerprint: &Fingerprint,
+        spec: &DtlsSpec,
         rtcp_port: bool,
         at: Instant,
         now: u64,
         totals: &mut Counters,
     ) -> Box<LegDtls> {
-        let component = || Component::new(ctx.session(role, fingerprint.clone(), at), now);
+        let role = spec.role;
+        let component = || {
+            let s = ctx.session_with(role, spec.fingerprint.clone(), spec.profiles.as_deref(), at);
+            Component::new(s, now)
+        };
         let rtp = component();
         let rtcp = rtcp_port.then(component);
         let leg = LegDtls {

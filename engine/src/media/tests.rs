@@ -345,15 +345,12 @@ fn a_dtls_handshake_keys_both_legs_in_simulated_time() {
     let mut side = |k: usize, role, remote| {
         let mut leg = Leg::new(init(Some(remote), Crypto::None, Crypto::None), 0).unwrap();
         let peer_fp = ids[1 - k].fingerprint().clone();
-        let d = LegDtls::new(
-            &ctx[k],
+        let spec = crate::model::DtlsSpec {
             role,
-            &peer_fp,
-            false,
-            instant(epoch, 0),
-            0,
-            &mut totals[k],
-        );
+            fingerprint: peer_fp,
+            profiles: None,
+        };
+        let d = LegDtls::new(&ctx[k], &spec, false, instant(epoch, 0), 0, &mut totals[k]);
         leg.start_dtls(d, 0);
         let source = RtpSource::with_start(
             CodecProfile::default_for(Codec::Pcmu),

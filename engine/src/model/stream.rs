@@ -214,6 +214,9 @@ pub struct DtlsSpec {
     pub role: DtlsRole,
     /// The peer's certificate fingerprint.
     pub fingerprint: Fingerprint,
+    /// The SRTP profiles the handshake may negotiate, in preference order (None: the
+    /// engine's).
+    pub profiles: Option<Vec<Suite>>,
 }
 
 /// What a stream watches for (from its spec or the engine's defaults).

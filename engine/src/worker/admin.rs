@@ -93,8 +93,7 @@ impl Worker {
                     if let Some((ctx, d)) = dtls {
                         let fresh = LegDtls::new(
                             &ctx,
-                            d.role,
-                            &d.fingerprint,
+                            &d,
                             leg.has_rtcp_port(),
                             instant(self.epoch, now),
                             now,
@@ -485,15 +484,7 @@ impl Worker {
         };
         let leg = &mut s.stream.legs[k];
         let rtcp_port = leg.has_rtcp_port();
-        let fresh = LegDtls::new(
-            ctx,
-            d.role,
-            &d.fingerprint,
-            rtcp_port,
-            at,
-            now,
-            &mut self.counters,
-        );
+        let fresh = LegDtls::new(ctx, d, rtcp_port, at, now, &mut self.counters);
         let (old, early) = leg.start_dtls(fresh, now);
         self.counters.dtls.release(old);
         self.dtls_drive(slot, k, Port::Rtp, now);

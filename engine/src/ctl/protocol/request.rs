@@ -118,6 +118,10 @@ pub enum CryptoRequest {
         role: DtlsRole,
         /// The peer's certificate fingerprint from SDP (`sha-256 AB:CD:...`).
         fingerprint: String,
+        /// The SRTP profiles this leg may negotiate, by suite name, in preference order
+        /// (absent: every profile the engine has).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profiles: Option<Vec<String>>,
     },
     /// The keys come with a later `update` (an SDP offerer waiting for its answer): until
     /// then the leg sends nothing and drops what arrives (`early_drops`), without learning
@@ -334,21 +338,57 @@ impl CryptoRequest {
                 rx.into_crypto(&format!("{field}.rx"))?,
                 None,
             )),
-            CryptoRequest::Dtls { role, fingerprint } => {
+            CryptoRequest::Dtls {
+                role,
+                fingerprint,
+                profiles,
+            } => {
                 let fingerprint = Fingerprint::parse(&fingerprint).map_err(|e| {
                     CtlError::new(
                         ErrorCode::BadFingerprint,
                         format!("{field}.fingerprint: {e}"),
                     )
                 })?;
+                let profiles = profiles
+                    .map(|names| dtls_profiles(&format!("{field}.profiles"), &names))
+                    .transpose()?;
                 Ok((
                     Crypto::None,
                     Crypto::None,
-                    Some(DtlsSpec { role, fingerprint }),
+                    Some(DtlsSpec {
+                        role,
+                        fingerprint,
+                        profiles,
+                    }),
                 ))
             }
         }
     }
+}
+
+/// Suite names that each have a DTLS-SRTP profile (RFC 5764 4.1.2, RFC 7714 14.2), none twice.
+fn dtls_profiles(field: &str, names: &[String]) -> Result<Vec<Suite>, CtlError> {
+    if names.is_empty() || names.len() > 8 {
+        return Err(CtlError::new(
+            ErrorCode::UnknownSuite,
+            format!("{field}: between 1 and 8 suite names"),
+        ));
+    }
+    let mut out: Vec<Suite> = Vec::with_capacity(names.len());
+    for n in names {
+        let s = Suite::from_sdp_name(n)
+            .filter(|s| s.dtls_profile().is_some())
+            .ok_or_else(|| {
+                CtlError::new(
+                    ErrorCode::UnknownSuite,
+                    format!("{field}: {n:?} is not a suite with a DTLS-SRTP profile"),
+                )
+            })?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 impl LegRequest {

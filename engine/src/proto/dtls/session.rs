@@ -82,6 +82,15 @@ impl DtlsContext {
         &self.identity
     }
 
+    /// The SRTP profiles this backend negotiates, in our preference order.
+    pub fn profiles(&self) -> &'static [Suite] {
+        match self.backend {
+            Backend::Openssl(_) => &PROFILES,
+            // dimpl 0.9 has no AES_CM_128_HMAC_SHA1_32.
+            Backend::Dimpl(_) => &PROFILES[..3],
+        }
+    }
+
     /// The timings.
     pub fn options(&self) -> &DtlsOptions {
         &self.options
