@@ -5,8 +5,12 @@
 //! - baresip puts our answerer on hold (a re-INVITE with `a=sendonly`): our stream goes to
 //!   receive only and stops sending; its hangup ends our stream.
 //!
-//! Ports: baresip SIP 5200 and 5210 (each also takes the next one for TLS), ctrl_tcp 5300 and
-//! 5310, RTP 42000-42399; our engine 38000-38999.
+//! - DTLS-SRTP (baresip's `dtls_srtp`, with its RSA certificate) both ways: we call it, it
+//!   calls us; media both ways with no authentication failure.
+//!
+//! Ports: baresip SIP 5200, 5210, 5240 and 5250 (each also takes the next one for TLS),
+//! ctrl_tcp 5300, 5310, 5340 and 5350, RTP 42000-42799; our engine 38000-38999 and
+//! 37000-37999.
 
 mod common;
 
@@ -149,5 +153,102 @@ fn baresip_calls_us_puts_us_on_hold_and_hangs_up() {
     assert!(ended.contains("auth failures 0"), "{ended}");
     assert!(node.wait_streams(0, Duration::from_secs(3)), "stream left");
     let (code, rest) = bob.terminate();
+    assert_eq!(code, Some(0), "{rest}");
+}
+
+#[test]
+fn we_call_baresip_with_dtls_srtp_and_its_rsa_certificate() {
+    let dir = Scratch::new("baresip-dtls-answers");
+    let phone = Baresip::start(
+        &dir,
+        "dave",
+        5240,
+        5340,
+        (42400, 42599),
+        MediaEnc::Dtls,
+        None,
+    );
+    let node = Node::start("baresip-dtls-answers", (37000, 37499));
+    let log = dir.join("caller.sip");
+    let o = call(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        node.sock(),
+        "--method",
+        "dtls",
+        "--to",
+        "sip:dave@127.0.0.1:5240",
+        "--hold-ms",
+        "3000",
+        "--sip-log",
+        log.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", phone.daemon.log());
+    let sip = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        sip.contains("a=fingerprint:") && sip.contains("UDP/TLS/RTP/SAVP"),
+        "baresip answered with DTLS-SRTP: {sip}"
+    );
+    assert!(out.contains("DTLS-SRTP established"), "{out}");
+    assert!(figure(&out, "packets in") > 100, "{out}");
+    assert_eq!(figure(&out, "auth failures"), 0, "{out}");
+    assert!(out.contains("BYE answered 200"), "{out}");
+}
+
+#[test]
+fn baresip_calls_us_with_dtls_srtp_and_media_flows_both_ways() {
+    let dir = Scratch::new("baresip-dtls-calls");
+    let node = Node::start("baresip-dtls-calls", (37500, 37999));
+    let mut erin = Answerer::start(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--user",
+        "erin",
+        "--engine",
+        node.sock(),
+        "--method",
+        "dtls",
+        "--seconds",
+        "60",
+    ]);
+    let mut phone = Baresip::start(
+        &dir,
+        "frank",
+        5250,
+        5350,
+        (42600, 42799),
+        MediaEnc::Dtls,
+        None,
+    );
+    phone.command("dial", &format!("sip:erin@127.0.0.1:{}", erin.port));
+    phone
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no call: {}\n{}", erin.output(), phone.daemon.log()));
+    erin.wait_line(|l| l.starts_with("answered "), Duration::from_secs(5))
+        .expect("erin answered");
+    // baresip starts its DTLS server only once the call is up: our first ClientHello can be
+    // lost to that and go again after the first retransmission timeout (1 s).
+    std::thread::sleep(Duration::from_millis(3000));
+    let s = node.stream_stats();
+    assert_eq!(s.len(), 1, "one stream: {s:?}");
+    let leg = &s[0].legs[0];
+    assert!(
+        leg.dtls.as_ref().is_some_and(|d| d.rtp.suite.is_some()),
+        "{leg:?}"
+    );
+    assert!(
+        leg.packets_out > 50 && leg.received > 50,
+        "media both ways over DTLS-SRTP keys: {leg:?}\n{}",
+        phone.daemon.log()
+    );
+    assert_eq!(leg.auth_failures, 0, "{leg:?}");
+    phone.command("hangup", "");
+    let ended = erin
+        .wait_line(|l| l.starts_with("ended "), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no BYE: {}", erin.output()));
+    assert!(ended.contains("auth failures 0"), "{ended}");
+    let (code, rest) = erin.terminate();
     assert_eq!(code, Some(0), "{rest}");
 }
