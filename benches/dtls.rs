@@ -4,10 +4,11 @@
 //! 10 ms) over the control socket. Reported: end-to-end handshakes per second (first creation
 //! to last completion), p50/p99/max handshake latency (client side, ClientHello to keys), the
 //! engines' memory at the peak and after the sessions are released; and, in the same run, the
-//! in-memory handshake rate of the DTLS library alone (dimpl, client and server on one core,
-//! no sockets) as the ceiling.
+//! in-memory handshake rate of the DTLS library alone (the backend's session, client and server
+//! on one core, no sockets) as the ceiling.
 //!
-//! Run: `cargo bench -p srtp-engine-benches --bench dtls [-- --streams N --rate R]`.
+//! Run: `cargo bench -p srtp-engine-benches --bench dtls [-- --streams N --rate R
+//! --dtls-backend auto|openssl|dimpl --dtls-key ecdsa|rsa]`.
 
 mod support;
 
@@ -18,52 +19,30 @@ use std::time::{Duration, Instant};
 
 use srtp_engine::ctl::protocol::{CryptoRequest, EngineStats, LegRequest, StreamRequest};
 use srtp_engine::model::{Event, Mode};
-use srtp_engine::proto::dtls::DtlsRole;
+use srtp_engine::proto::dtls::{
+    DtlsBackend, DtlsContext, DtlsIdentity, DtlsOptions, DtlsRole, KeyKind, run_in_memory,
+};
 use support::{arg, child_or_list, connect, rss_kib, spawn_engine};
 
-/// Handshakes per second of dimpl alone, client and server in one thread, in memory.
-fn ceiling(seconds: f64) -> (f64, usize) {
-    let cfg = Arc::new(dimpl::Config::default());
-    let cert_c = dimpl::certificate::generate_self_signed_certificate().unwrap();
-    let cert_s = dimpl::certificate::generate_self_signed_certificate().unwrap();
-    let mut buf = vec![0u8; 2048];
+/// Handshakes per second of the DTLS library alone (the engine's session on `backend`, with
+/// `key` certificates on both sides), client and server in one thread, in memory.
+fn ceiling(seconds: f64, backend: DtlsBackend, key: KeyKind) -> (f64, usize) {
+    let ctx = || {
+        let id = Arc::new(DtlsIdentity::generate_kind(key).unwrap());
+        let opts = DtlsOptions {
+            backend,
+            ..DtlsOptions::default()
+        };
+        DtlsContext::new(id, opts).unwrap()
+    };
+    let (a, b) = (ctx(), ctx());
     let start = Instant::now();
     let mut n = 0;
     while start.elapsed().as_secs_f64() < seconds {
         let now = Instant::now();
-        let mut c = dimpl::Dtls::new_12(cfg.clone(), cert_c.clone(), now);
-        c.set_active(true);
-        let mut s = dimpl::Dtls::new_12(cfg.clone(), cert_s.clone(), now);
-        c.handle_timeout(now).unwrap();
-        s.handle_timeout(now).unwrap();
-        let (mut c_done, mut s_done) = (false, false);
-        let mut to_s: Vec<Vec<u8>> = Vec::new();
-        let mut to_c: Vec<Vec<u8>> = Vec::new();
-        for _ in 0..32 {
-            for (d, out, done) in [
-                (&mut c, &mut to_s, &mut c_done),
-                (&mut s, &mut to_c, &mut s_done),
-            ] {
-                loop {
-                    match d.poll_output(&mut buf) {
-                        dimpl::Output::Packet(p) => out.push(p.to_vec()),
-                        dimpl::Output::KeyingMaterial(..) => *done = true,
-                        dimpl::Output::Timeout(_) => break,
-                        _ => {}
-                    }
-                }
-            }
-            if c_done && s_done {
-                break;
-            }
-            for p in to_s.drain(..) {
-                s.handle_packet(&p).unwrap();
-            }
-            for p in to_c.drain(..) {
-                c.handle_packet(&p).unwrap();
-            }
-        }
-        assert!(c_done && s_done, "in-memory handshake completes");
+        let mut c = a.session(DtlsRole::Client, b.identity().fingerprint().clone(), now);
+        let mut s = b.session(DtlsRole::Server, a.identity().fingerprint().clone(), now);
+        run_in_memory(&mut *c, &mut *s, now, 32).expect("in-memory handshake completes");
         n += 1;
     }
     (n as f64 / start.elapsed().as_secs_f64(), n)
@@ -112,12 +91,23 @@ fn main() {
     // build and latency climbs (2,500/s: all established, p99 ~400 ms; 2,100/s: p99 ~40 ms).
     let rate: f64 = arg(&args, "--rate", 2_100.0);
     let linger_ms: u64 = 2_000;
+    let backend_name: String = arg(&args, "--dtls-backend", "auto".to_string());
+    let key_name: String = arg(&args, "--dtls-key", "ecdsa".to_string());
+    let backend = match backend_name.as_str() {
+        "dimpl" => DtlsBackend::Dimpl,
+        "openssl" => DtlsBackend::Openssl,
+        _ => DtlsBackend::Auto,
+    };
+    let key = match key_name.as_str() {
+        "rsa" => KeyKind::Rsa,
+        _ => KeyKind::Ecdsa,
+    };
 
     // The ceiling first, on a thread pinned to core 0, before the engines exist (the bench's
     // own threads and the engine processes it starts stay unpinned).
-    let (ceil, ceil_n) = std::thread::spawn(|| {
+    let (ceil, ceil_n) = std::thread::spawn(move || {
         let _ = srtp_engine::runtime::pin_to(0);
-        ceiling(3.0)
+        ceiling(3.0, backend, key)
     })
     .join()
     .unwrap();
@@ -127,7 +117,16 @@ fn main() {
     let srv_sock: PathBuf = dir.join(format!("srtp-dtls-srv-{pid}.sock"));
     let cli_sock: PathBuf = dir.join(format!("srtp-dtls-cli-{pid}.sock"));
     let linger = linger_ms.to_string();
-    let extra = ["--ports", "15000", "--dtls-linger-ms", linger.as_str()];
+    let extra = [
+        "--ports",
+        "15000",
+        "--dtls-linger-ms",
+        linger.as_str(),
+        "--dtls-backend",
+        backend.as_str(),
+        "--dtls-key",
+        key_name.as_str(),
+    ];
     let mut srv_proc = spawn_engine(1, 20_000, &srv_sock, &extra);
     let mut cli_proc = spawn_engine(0, 40_000, &cli_sock, &extra);
     let mut srv = connect(&srv_sock);
@@ -228,7 +227,14 @@ fn main() {
         "# clients offered at {rate:.0}/s (created in {:.2} s)",
         created.as_secs_f64()
     );
-    println!("ceiling (dimpl alone, in memory, 1 core): {ceil:.0} handshakes/s ({ceil_n} in 3 s)");
+    println!(
+        "DTLS backend {}, {key_name} certificates on both sides",
+        backend.as_str()
+    );
+    println!(
+        "ceiling ({} alone, in memory, 1 core): {ceil:.0} handshakes/s ({ceil_n} in 3 s)",
+        backend.as_str()
+    );
     println!(
         "established: {} clients, {} servers; failures: {}",
         client_ms.len(),

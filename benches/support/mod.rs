@@ -44,9 +44,10 @@ pub(crate) fn engine_role(args: &[String]) {
             "--dtls-rto-ms",
             d.retransmit_initial.as_millis() as u64,
         )),
-        backend: match arg(args, "--dtls-backend", String::from("openssl")).as_str() {
+        backend: match arg(args, "--dtls-backend", String::from("auto")).as_str() {
             "dimpl" => DtlsBackend::Dimpl,
-            _ => DtlsBackend::Openssl,
+            "openssl" => DtlsBackend::Openssl,
+            _ => DtlsBackend::Auto,
         },
         ..d
     };

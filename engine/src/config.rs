@@ -207,8 +207,8 @@ impl Default for MetricsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DtlsSection {
-    /// The implementation: `openssl` (any peer: RSA and ECDSA certificates, four profiles) or
-    /// `dimpl` (ECDSA only).
+    /// The implementation: `auto` (per peer), `openssl` (any peer: RSA and ECDSA certificates,
+    /// four profiles) or `dimpl` (ECDSA only).
     pub backend: DtlsBackend,
     /// The engine's certificate, PEM (ECDSA P-256 or P-384, or RSA); empty: a self-signed one
     /// is generated at start, with a `key` key.
@@ -445,7 +445,7 @@ impl Config {
         if d.backend == DtlsBackend::Dimpl && d.key == KeyKind::Rsa {
             return v(
                 "dtls.key",
-                "the dimpl backend signs with ECDSA only: use backend = \"openssl\" for an RSA key"
+                "the dimpl backend signs with ECDSA only: use backend = \"auto\" or \"openssl\" for an RSA key"
                     .into(),
             );
         }

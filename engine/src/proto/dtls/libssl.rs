@@ -21,8 +21,8 @@ use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::ex_data::Index;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslStream,
-    SslVerifyMode,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef,
+    SslSessionCacheMode, SslStream, SslVerifyMode,
 };
 use openssl::x509::{X509, X509VerifyResult};
 use zeroize::Zeroizing;
@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 use super::failure::DtlsFailure;
 use super::fingerprint::{DtlsRole, Fingerprint};
 use super::session::opens_first_flight;
-use super::types::{DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession};
+use super::types::{DtlsBackend, DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession};
 use crate::proto::srtp::{MasterKey, Suite};
 
 /// ECDHE with ECDSA or RSA signatures, AEAD first; the CBC suites last, for older phones.
@@ -134,6 +134,9 @@ impl OpensslContext {
             .map_err(|x| e("use_srtp", x))?;
         // Our datagrams are queues, not a socket OpenSSL could ask for its MTU.
         b.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
+        // Every stream's handshake is a full one: no session is resumed, so none is cached
+        // (a cache of tens of thousands costs memory and a periodic scan of all of them).
+        b.set_session_cache_mode(SslSessionCacheMode::OFF);
         b.set_read_ahead(true);
         Ok(OpensslContext {
             ctx: b.build(),
@@ -556,6 +559,10 @@ impl DtlsSession for OpensslSession {
     fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    fn implementation(&self) -> Option<DtlsBackend> {
+        Some(DtlsBackend::Openssl)
+    }
 }
 
 fn far_future(now: Instant) -> Instant {
@@ -579,5 +586,8 @@ impl DtlsSession for FailedSession {
     }
     fn dropped(&self) -> u64 {
         0
+    }
+    fn implementation(&self) -> Option<DtlsBackend> {
+        Some(DtlsBackend::Openssl)
     }
 }

@@ -17,6 +17,8 @@
 //! `SRTP_AEAD_AES_256_GCM`, `SRTP_AEAD_AES_128_GCM`, `SRTP_AES128_CM_HMAC_SHA1_80`, and as a
 //! server it picks among the client's offer in that order.
 
+#[cfg(feature = "dataplane")]
+mod auto;
 mod failure;
 mod fingerprint;
 #[cfg(feature = "dataplane")]

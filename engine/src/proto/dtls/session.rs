@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::{Zeroize, Zeroizing};
 
+use super::auto::AutoSession;
 use super::failure::DtlsFailure;
 use super::fingerprint::{DtlsRole, Fingerprint, HashAlg};
 use super::libssl::{OpensslContext, split_keys};
@@ -19,20 +20,46 @@ use crate::proto::srtp::Suite;
 
 /// What every session of an engine shares: its identity and the DTLS configuration.
 pub struct DtlsContext {
-    identity: Arc<DtlsIdentity>,
-    backend: Backend,
+    engines: Arc<Engines>,
     options: DtlsOptions,
 }
 
-enum Backend {
-    Openssl(OpensslContext),
-    Dimpl(Arc<dimpl::Config>),
+/// The implementations a context can make sessions with, and the identity they present.
+pub(super) struct Engines {
+    pub(super) identity: Arc<DtlsIdentity>,
+    pub(super) openssl: Option<OpensslContext>,
+    pub(super) dimpl: Option<Arc<dimpl::Config>>,
+    pub(super) backend: DtlsBackend,
+}
+
+impl Engines {
+    /// A dimpl session (the caller made sure dimpl is there).
+    pub(super) fn dimpl(
+        &self,
+        role: DtlsRole,
+        remote: Fingerprint,
+        now: Instant,
+    ) -> Option<Box<dyn DtlsSession>> {
+        let config = self.dimpl.as_ref()?;
+        Some(dimpl_session(config, &self.identity, role, remote, now))
+    }
+
+    /// An OpenSSL session.
+    pub(super) fn openssl(
+        &self,
+        role: DtlsRole,
+        remote: Fingerprint,
+        profiles: Option<&[Suite]>,
+        now: Instant,
+    ) -> Option<Box<dyn DtlsSession>> {
+        Some(self.openssl.as_ref()?.session(role, remote, profiles, now))
+    }
 }
 
 impl fmt::Debug for DtlsContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DtlsContext")
-            .field("identity", &self.identity)
+            .field("identity", &self.engines.identity)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -44,21 +71,26 @@ impl DtlsContext {
         identity: Arc<DtlsIdentity>,
         options: DtlsOptions,
     ) -> Result<DtlsContext, DtlsOptionsError> {
-        let backend = match options.backend {
-            DtlsBackend::Openssl => Backend::Openssl(OpensslContext::new(
+        let backend = options.backend;
+        let openssl = match backend {
+            DtlsBackend::Openssl | DtlsBackend::Auto => Some(OpensslContext::new(
                 &identity.cert.certificate,
                 &identity.cert.private_key,
                 options,
                 &PROFILES,
             )?),
-            DtlsBackend::Dimpl => {
-                if identity.kind == KeyKind::Rsa {
-                    return Err(DtlsOptionsError(
-                        "the dimpl DTLS backend signs with ECDSA keys only; use the openssl \
-                         backend with an RSA certificate"
-                            .into(),
-                    ));
-                }
+            DtlsBackend::Dimpl => None,
+        };
+        let dimpl_usable = identity.kind == KeyKind::Ecdsa;
+        if backend == DtlsBackend::Dimpl && !dimpl_usable {
+            return Err(DtlsOptionsError(
+                "the dimpl DTLS backend signs with ECDSA keys only; use the openssl or auto \
+                 backend with an RSA certificate"
+                    .into(),
+            ));
+        }
+        let dimpl = match backend {
+            DtlsBackend::Dimpl | DtlsBackend::Auto if dimpl_usable => {
                 let config = dimpl::Config::builder()
                     .mtu(options.mtu)
                     .flight_start_rto(options.retransmit_initial)
@@ -67,27 +99,32 @@ impl DtlsContext {
                     .require_client_certificate(true)
                     .build()
                     .map_err(|e| DtlsOptionsError(e.to_string()))?;
-                Backend::Dimpl(Arc::new(config))
+                Some(Arc::new(config))
             }
+            _ => None,
         };
         Ok(DtlsContext {
-            identity,
-            backend,
+            engines: Arc::new(Engines {
+                identity,
+                openssl,
+                dimpl,
+                backend,
+            }),
             options,
         })
     }
 
     /// The engine's identity.
     pub fn identity(&self) -> &DtlsIdentity {
-        &self.identity
+        &self.engines.identity
     }
 
-    /// The SRTP profiles this backend negotiates, in our preference order.
+    /// The SRTP profiles the engine negotiates, in our preference order.
     pub fn profiles(&self) -> &'static [Suite] {
-        match self.backend {
-            Backend::Openssl(_) => &PROFILES,
+        match self.engines.openssl {
+            Some(_) => &PROFILES,
             // dimpl 0.9 has no AES_CM_128_HMAC_SHA1_32.
-            Backend::Dimpl(_) => &PROFILES[..3],
+            None => &PROFILES[..3],
         }
     }
 
@@ -108,7 +145,8 @@ impl DtlsContext {
     }
 
     /// A session whose SRTP profiles are restricted to `profiles` (in preference order; None:
-    /// every profile the backend has). The dimpl backend always offers its three.
+    /// every profile the backend has). The dimpl backend always offers its three; the auto
+    /// backend runs a restricted session on OpenSSL.
     pub fn session_with(
         &self,
         role: DtlsRole,
@@ -116,32 +154,54 @@ impl DtlsContext {
         profiles: Option<&[Suite]>,
         now: Instant,
     ) -> Box<dyn DtlsSession> {
-        let config = match &self.backend {
-            Backend::Openssl(o) => return o.session(role, remote, profiles, now),
-            Backend::Dimpl(c) => c,
+        let e = &self.engines;
+        let made = match (e.backend, role) {
+            (DtlsBackend::Dimpl, _) => e.dimpl(role, remote, now),
+            (DtlsBackend::Openssl, DtlsRole::Client) => e.openssl(role, remote, profiles, now),
+            // auto in both roles; an OpenSSL server, so that it can wait past a refused
+            // ClientHello.
+            _ => Some(AutoSession::start(
+                Arc::clone(&self.engines),
+                role,
+                remote,
+                profiles.map(<[Suite]>::to_vec),
+                now,
+                now + self.options.handshake_timeout,
+            )),
         };
-        let mut dtls = dimpl::Dtls::new_12(Arc::clone(config), self.identity.cert.clone(), now);
-        dtls.set_active(role == DtlsRole::Client);
-        // dimpl must see the clock before the first packet.
-        let failed = dtls
-            .handle_timeout(now)
-            .err()
-            .map(|e| failure_from_dimpl(&e));
-        Box::new(DimplSession {
-            dtls,
-            role,
-            remote,
-            peer_cert_ok: None,
-            keys: None,
-            connected: false,
-            dropped: 0,
-            heard: false,
-            state: match failed {
-                Some(f) => State::Failing(f),
-                None => State::Handshaking,
-            },
-        })
+        made.expect("the context holds the backend it was made for")
     }
+}
+
+/// A dimpl session for `identity`.
+fn dimpl_session(
+    config: &Arc<dimpl::Config>,
+    identity: &DtlsIdentity,
+    role: DtlsRole,
+    remote: Fingerprint,
+    now: Instant,
+) -> Box<dyn DtlsSession> {
+    let mut dtls = dimpl::Dtls::new_12(Arc::clone(config), identity.cert.clone(), now);
+    dtls.set_active(role == DtlsRole::Client);
+    // dimpl must see the clock before the first packet.
+    let failed = dtls
+        .handle_timeout(now)
+        .err()
+        .map(|e| failure_from_dimpl(&e));
+    Box::new(DimplSession {
+        dtls,
+        role,
+        remote,
+        peer_cert_ok: None,
+        keys: None,
+        connected: false,
+        dropped: 0,
+        heard: false,
+        state: match failed {
+            Some(f) => State::Failing(f),
+            None => State::Handshaking,
+        },
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,6 +431,10 @@ impl DtlsSession for DimplSession {
 
     fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    fn implementation(&self) -> Option<DtlsBackend> {
+        Some(DtlsBackend::Dimpl)
     }
 }
 

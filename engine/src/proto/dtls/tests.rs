@@ -6,7 +6,7 @@ use crate::proto::srtp::Suite;
 use super::session::ALERT_BAD_CERTIFICATE;
 use super::*;
 
-const BACKENDS: [DtlsBackend; 2] = [DtlsBackend::Openssl, DtlsBackend::Dimpl];
+const BACKENDS: [DtlsBackend; 3] = [DtlsBackend::Auto, DtlsBackend::Openssl, DtlsBackend::Dimpl];
 
 fn ctx_on(backend: DtlsBackend) -> DtlsContext {
     DtlsContext::new(
@@ -269,6 +269,69 @@ fn garbage(a: DtlsContext, b: DtlsContext) {
     assert!(
         sk.is_some() && ck.is_some(),
         "the handshake completes after the junk"
+    );
+}
+
+/// The auto backend: two engines meet on dimpl; an RSA side (ours, or a client offering RSA
+/// suites, as OpenSSL's does) runs on OpenSSL.
+#[test]
+fn auto_picks_dimpl_between_ecdsa_engines_and_openssl_for_others() {
+    let run = |client: &DtlsContext, server: &DtlsContext| {
+        let now = Instant::now();
+        let mut c = client.session(
+            DtlsRole::Client,
+            server.identity().fingerprint().clone(),
+            now,
+        );
+        let mut s = server.session(
+            DtlsRole::Server,
+            client.identity().fingerprint().clone(),
+            now,
+        );
+        run_in_memory(&mut *c, &mut *s, now, 64).unwrap_or_else(|e| {
+            panic!(
+                "{:?} ({:?}) to {:?} ({:?}): {e:?}",
+                client.options().backend,
+                client.identity().kind(),
+                server.options().backend,
+                server.identity().kind()
+            )
+        });
+        (c.implementation(), s.implementation())
+    };
+    let auto = || ctx_on(DtlsBackend::Auto);
+    assert_eq!(
+        run(&auto(), &auto()),
+        (Some(DtlsBackend::Dimpl), Some(DtlsBackend::Dimpl))
+    );
+    // OpenSSL's ClientHello offers RSA suites: the auto server answers on OpenSSL.
+    assert_eq!(
+        run(&ctx_on(DtlsBackend::Openssl), &auto()),
+        (Some(DtlsBackend::Openssl), Some(DtlsBackend::Openssl))
+    );
+    // An RSA server refuses dimpl's ECDSA-only ClientHello: the auto client tries again on
+    // OpenSSL and completes.
+    let rsa = DtlsContext::new(
+        Arc::new(DtlsIdentity::generate_kind(KeyKind::Rsa).unwrap()),
+        DtlsOptions {
+            backend: DtlsBackend::Openssl,
+            ..DtlsOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        run(&auto(), &rsa),
+        (Some(DtlsBackend::Openssl), Some(DtlsBackend::Openssl))
+    );
+    // Our own RSA certificate: every session on OpenSSL.
+    let rsa_auto = DtlsContext::new(
+        Arc::new(DtlsIdentity::generate_kind(KeyKind::Rsa).unwrap()),
+        DtlsOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        run(&rsa_auto, &auto()),
+        (Some(DtlsBackend::Openssl), Some(DtlsBackend::Openssl))
     );
 }
 
