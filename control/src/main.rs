@@ -80,6 +80,11 @@ enum Command {
         /// in its 200, we answer in the ACK.
         #[arg(long)]
         delayed_offer: bool,
+        /// The far end's engine certificate fingerprint (`sha-256 AB:...`, as its `hello`
+        /// gives it; repeatable): after a DTLS-SRTP call, say whether DTLS went end to end or
+        /// was terminated by a middlebox.
+        #[arg(long)]
+        far_end_fingerprint: Vec<String>,
     },
     /// Register a fleet of endpoints (TOML; see configs/register/) with an ordered list of
     /// registrars: refresh, keepalives, failover and fallback, metrics while it runs, a
@@ -295,7 +300,15 @@ async fn run(cli: Cli) -> Result<bool, String> {
             calls,
             hold_ms,
             delayed_offer,
+            far_end_fingerprint,
         } => {
+            let far_end = far_end_fingerprint
+                .iter()
+                .map(|f| {
+                    srtp_engine::proto::dtls::Fingerprint::parse(f)
+                        .map_err(|e| format!("--far-end-fingerprint: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let target = Uri::parse(&to).map_err(|e| format!("--to: {e}"))?;
             let peer = via
                 .or_else(|| target.socket_addr())
@@ -306,7 +319,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
                 call_id: None,
                 delayed_offer,
             };
-            place_calls(&ep, opts, calls, Duration::from_millis(hold_ms)).await
+            place_calls(&ep, opts, calls, Duration::from_millis(hold_ms), &far_end).await
         }
     }
 }

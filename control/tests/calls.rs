@@ -66,9 +66,12 @@ fn calls_with_every_suite_and_dtls_over_udp_tcp_and_tls() {
             assert_eq!(figure(&out, "auth failures"), 0, "{out}");
             assert!(out.contains(&format!("rx {suite} tx {suite}")), "{out}");
         }
-        // DTLS-SRTP negotiated in SDP: the answerer is the DTLS client.
+        // DTLS-SRTP negotiated in SDP: the answerer is the DTLS client. Both ends are on
+        // one engine, so the far end's certificate is that engine's.
+        let far_end = node.client().hello().unwrap().capabilities.dtls_fingerprint;
         let mut a = base.to_vec();
         a.extend(["--method", "dtls", "--hold-ms", "1600"]);
+        a.extend(["--far-end-fingerprint", &far_end]);
         let o = call(&a);
         let out = text(&o);
         assert!(o.status.success(), "{proto} dtls: {out}");
@@ -79,6 +82,10 @@ fn calls_with_every_suite_and_dtls_over_udp_tcp_and_tls() {
         assert!(
             out.contains("DTLS established"),
             "{proto}: the handshake did not complete: {out}"
+        );
+        assert!(
+            out.contains("DTLS path: end to end (the far end's own certificate)"),
+            "{out}"
         );
         assert!(
             figure(&out, "packets in") > 5,

@@ -50,6 +50,8 @@ fn rtpengine_anchors_sdes_and_dtls_calls() {
     bob.wait_line(|l| l.starts_with("registered"), Duration::from_secs(10))
         .unwrap_or_else(|| panic!("{}\n{}", bob.output(), kamailio.daemon.log()));
     let sbc = 43000..=43999;
+    // Both ends are on one engine: the far end's certificate is that engine's.
+    let far_end = node.client().hello().unwrap().capabilities.dtls_fingerprint;
     for method in ["sdes", "dtls"] {
         let log = dir.join(&format!("caller-{method}.sip"));
         let o = call(&[
@@ -67,6 +69,8 @@ fn rtpengine_anchors_sdes_and_dtls_calls() {
             "1500",
             "--sip-log",
             log.to_str().unwrap(),
+            "--far-end-fingerprint",
+            &far_end,
         ]);
         let out = text(&o);
         assert!(
@@ -90,6 +94,12 @@ fn rtpengine_anchors_sdes_and_dtls_calls() {
         );
         if method == "dtls" {
             assert!(out.contains("DTLS-SRTP established"), "{out}");
+            // rtpengine terminated DTLS: we shook hands with its certificate.
+            assert!(
+                out.contains("DTLS path: terminated by a middlebox (we shook hands with sha-256 "),
+                "{out}"
+            );
+            assert!(!out.contains(&format!("with {far_end},")), "{out}");
         }
     }
     // The answerer was offered by the SBC: its address, and for SDES every suite rtpengine

@@ -7,13 +7,16 @@ use super::lines::{
     DTLS_WAIT, await_registration, end_line, leg0, registration_line, stop_signal, stopped_line,
 };
 use srtp_control::media::DtlsOutcome;
+use srtp_control::sdp::DtlsPath;
 use srtp_control::ua::{CallOptions, UasEvent, UserAgent};
+use srtp_engine::proto::dtls::Fingerprint;
 
 pub(crate) async fn place_calls(
     ep: &Endpoint,
     opts: CallOptions,
     calls: u32,
     hold: Duration,
+    far_end: &[Fingerprint],
 ) -> Result<bool, String> {
     let Setup { cfg, media, dtls } = config(ep)?;
     let registering = cfg.register.is_some();
@@ -114,6 +117,15 @@ pub(crate) async fn place_calls(
                     ok = false;
                 }
                 println!("call {n} ended {line}");
+                let peer = leg0(&end.stats)
+                    .and_then(|l| l.dtls.as_ref())
+                    .and_then(|d| d.rtp.peer_fingerprint.as_deref());
+                if let Some(peer) = peer {
+                    match DtlsPath::judge(peer, far_end) {
+                        Some(p) => println!("call {n} DTLS path: {p}"),
+                        None => println!("call {n} DTLS peer certificate {peer}"),
+                    }
+                }
                 if silent {
                     println!(
                         "call {n} FAILED: no media received in {} ms",

@@ -174,6 +174,9 @@ pub(crate) fn media_line(stats: &Option<StreamStats>) -> String {
         if let Some(suite) = d.rtp.suite {
             s.push_str(&format!(" ({})", suite.sdp_name()));
         }
+        if let Some(i) = d.rtp.implementation {
+            s.push_str(&format!(" on {}", i.as_str()));
+        }
     }
     s
 }

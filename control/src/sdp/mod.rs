@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod crypto;
 pub mod negotiate;
+pub mod path;
 pub mod session;
 pub mod verdict;
 
@@ -14,5 +15,6 @@ pub use negotiate::{
     Codec, KeyMethod, LocalMedia, MediaCrypto, Negotiated, NegotiationError, Offer, SecurityConfig,
     SrtpPolicy,
 };
+pub use path::DtlsPath;
 pub use session::{Direction, SdpError, Session};
 pub use verdict::{DtlsState, MediaSecurity, SecurityLevel, Signaling, Verdict};

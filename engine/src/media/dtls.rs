@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use super::{Outbox, Port};
 use crate::model::{Counters, DtlsComponentStats, DtlsLegStats, DtlsSpec, DtlsState};
 use crate::proto::dtls::{
-    DtlsContext, DtlsFailure, DtlsOptions, DtlsOutput, DtlsRole, DtlsSession,
+    DtlsBackend, DtlsContext, DtlsFailure, DtlsOptions, DtlsOutput, DtlsRole, DtlsSession,
+    Fingerprint,
 };
 use crate::proto::srtp::{SrtpInbound, SrtpOutbound, SrtpPolicy, Suite};
 
@@ -54,6 +55,10 @@ pub(crate) struct Component {
     /// How long it took, ns.
     took_ns: Option<u64>,
     suite: Option<Suite>,
+    /// The peer's certificate (sha-256), once established.
+    peer: Option<Fingerprint>,
+    /// The implementation that ran it.
+    implementation: Option<DtlsBackend>,
     /// The timer armed for this component, ns (None: none pending).
     timer_at: Option<u64>,
     /// A server keeps its established session until then, ns.
@@ -69,6 +74,8 @@ impl Component {
             started_ns: None,
             took_ns: None,
             suite: None,
+            peer: None,
+            implementation: None,
             timer_at: None,
             linger_until: None,
         }
@@ -86,6 +93,10 @@ impl Component {
             handshake_ms: self.took_ns.map(|n| n as f64 / 1e6),
             failure,
             alert,
+            peer_fingerprint: self.peer.as_ref().map(ToString::to_string),
+            implementation: self
+                .implementation
+                .or_else(|| self.session.as_ref().and_then(|s| s.implementation())),
         }
     }
 }
@@ -337,6 +348,8 @@ impl LegDtls {
         match result {
             Some(Ok(keys)) => {
                 let suite = keys.suite;
+                c.peer = Some(keys.peer);
+                c.implementation = c.session.as_ref().and_then(|s| s.implementation());
                 let tx = SrtpOutbound::new(SrtpPolicy::new(suite, keys.local));
                 let rx = SrtpInbound::new(SrtpPolicy::new(suite, keys.remote));
                 match (tx, rx) {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::counters::DropCounts;
 use super::stream::Mode;
-use crate::proto::dtls::{DtlsFailureReason, DtlsRole};
+use crate::proto::dtls::{DtlsBackend, DtlsFailureReason, DtlsRole};
 use crate::proto::srtp::Suite;
 
 /// Where a created leg listens.
@@ -74,6 +74,13 @@ pub struct DtlsComponentStats {
     pub failure: Option<DtlsFailureReason>,
     /// For a peer alert, its name.
     pub alert: Option<Cow<'static, str>>,
+    /// The sha-256 fingerprint of the certificate the peer presented (once established): the
+    /// far end's own, or a middlebox's that terminated DTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_fingerprint: Option<String>,
+    /// The implementation that ran the handshake (`dimpl` or `openssl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<DtlsBackend>,
 }
 
 /// A leg's DTLS figures.

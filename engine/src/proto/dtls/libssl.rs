@@ -28,7 +28,7 @@ use openssl::x509::{X509, X509VerifyResult};
 use zeroize::Zeroizing;
 
 use super::failure::DtlsFailure;
-use super::fingerprint::{DtlsRole, Fingerprint};
+use super::fingerprint::{DtlsRole, Fingerprint, HashAlg};
 use super::session::opens_first_flight;
 use super::types::{DtlsBackend, DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession};
 use crate::proto::srtp::{MasterKey, Suite};
@@ -375,18 +375,19 @@ impl OpensslSession {
 
     fn conclude(&mut self) {
         let ssl = self.stream.ssl();
-        let cert_ok = ssl
-            .peer_certificate()
-            .and_then(|c| c.to_der().ok())
-            .is_some_and(|der| self.remote.matches(&der));
-        if !cert_ok {
+        let der = ssl.peer_certificate().and_then(|c| c.to_der().ok());
+        let peer = der
+            .as_deref()
+            .filter(|der| self.remote.matches(der))
+            .map(|der| Fingerprint::of(HashAlg::Sha256, der));
+        let Some(peer) = peer else {
             self.fail(if self.mismatch.load(Ordering::Relaxed) {
                 DtlsFailure::FingerprintMismatch
             } else {
                 DtlsFailure::NoCertificate
             });
             return;
-        }
+        };
         let Some(suite) = ssl
             .selected_srtp_profile()
             .and_then(|p| u16::try_from(p.id().as_raw()).ok())
@@ -405,7 +406,7 @@ impl OpensslSession {
             self.fail(DtlsFailure::Protocol);
             return;
         }
-        match split_keys(self.role, suite, &km) {
+        match split_keys(self.role, suite, &km, peer) {
             Some(keys) => {
                 self.keys = Some(keys);
                 self.state = State::Concluded;
@@ -445,7 +446,12 @@ impl OpensslSession {
 
 /// Splits RFC 5764 4.2 keying material
 /// `client_key | server_key | client_salt | server_salt` into our two master keys.
-pub(super) fn split_keys(role: DtlsRole, suite: Suite, km: &[u8]) -> Option<DtlsKeys> {
+pub(super) fn split_keys(
+    role: DtlsRole,
+    suite: Suite,
+    km: &[u8],
+    peer: Fingerprint,
+) -> Option<DtlsKeys> {
     let p = suite.params();
     let (k, s) = (p.master_key_len, p.master_salt_len);
     if km.len() != 2 * (k + s) {
@@ -461,6 +467,7 @@ pub(super) fn split_keys(role: DtlsRole, suite: Suite, km: &[u8]) -> Option<Dtls
         suite,
         local,
         remote,
+        peer,
     })
 }
 

@@ -193,6 +193,7 @@ fn dimpl_session(
         role,
         remote,
         peer_cert_ok: None,
+        peer_fp: None,
         keys: None,
         connected: false,
         dropped: 0,
@@ -222,6 +223,8 @@ struct DimplSession {
     remote: Fingerprint,
     /// Whether the peer's certificate matched (None: not seen yet).
     peer_cert_ok: Option<bool>,
+    /// Its sha-256 fingerprint.
+    peer_fp: Option<Fingerprint>,
     keys: Option<(Suite, Zeroizing<Vec<u8>>)>,
     /// dimpl said Connected in this poll cycle.
     connected: bool,
@@ -293,7 +296,11 @@ impl DimplSession {
             self.fail(DtlsFailure::NoCommonProfile);
             return None;
         };
-        match split_keys(self.role, suite, &km) {
+        let Some(peer) = self.peer_fp.take() else {
+            self.fail(DtlsFailure::NoCertificate);
+            return None;
+        };
+        match split_keys(self.role, suite, &km, peer) {
             Some(keys) => {
                 self.state = State::Established;
                 Some(keys)
@@ -378,6 +385,7 @@ impl DtlsSession for DimplSession {
                 dimpl::Output::PeerCert(der) => {
                     let ok = self.remote.matches(der);
                     self.peer_cert_ok = Some(ok);
+                    self.peer_fp = Some(Fingerprint::of(HashAlg::Sha256, der));
                     if !ok {
                         self.fail(DtlsFailure::FingerprintMismatch);
                         // Tell the peer (it reads epoch 0 until our ChangeCipherSpec).

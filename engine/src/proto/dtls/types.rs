@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::failure::DtlsFailure;
+use super::fingerprint::Fingerprint;
 use crate::proto::srtp::{MasterKey, Suite};
 
 /// The suites a handshake can negotiate (RFC 5764 4.1.2, RFC 7714 14.2), in the order we
@@ -109,6 +110,9 @@ pub struct DtlsKeys {
     pub local: MasterKey,
     /// The key we unprotect with.
     pub remote: MasterKey,
+    /// The sha-256 fingerprint of the certificate the peer presented (it matched the one from
+    /// signaling; this says whose it is, e.g. an SBC's that terminated DTLS).
+    pub peer: Fingerprint,
 }
 
 impl fmt::Debug for DtlsKeys {
