@@ -84,6 +84,13 @@ min_mos = 3.8
         "{text}"
     );
     assert_eq!(r["dtls_handshake_ms"]["count"], 1000, "{text}");
+    // Both ends are ours, with nothing between them: every DTLS call end to end.
+    assert_eq!(r["dtls_path"]["end_to_end"], 1000, "{text}");
+    assert_eq!(r["dtls_path"]["terminated"], 0, "{text}");
+    assert!(
+        text.contains("DTLS path         1000 end to end (the far end's own certificate), 0 terminated by a middlebox"),
+        "{text}"
+    );
     for side in ["caller_media", "answerer_media"] {
         let m = &r[side];
         assert_eq!(m["streams"], 2000, "{side}: {text}");

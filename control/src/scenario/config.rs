@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use srtp_engine::proto::dtls::Fingerprint;
 use srtp_engine::proto::srtp::Suite;
 
 use crate::sdp::{Codec, KeyMethod, SecurityConfig, SrtpPolicy};
@@ -153,6 +154,10 @@ pub struct SecuritySection {
     pub rtcp_mux: bool,
     /// How long a DTLS-SRTP call waits for its handshake before it is failed, ms.
     pub dtls_timeout_ms: u64,
+    /// The far end's engine certificates (`sha-256 AB:...`, from its `hello`), to say per
+    /// call whether DTLS went end to end or was terminated by a middlebox. With role `both`
+    /// our own engine's is used.
+    pub far_end_fingerprints: Vec<String>,
 }
 
 impl Default for SecuritySection {
@@ -165,6 +170,7 @@ impl Default for SecuritySection {
             codecs: vec!["pcmu".into()],
             rtcp_mux: true,
             dtls_timeout_ms: 10_000,
+            far_end_fingerprints: Vec::new(),
         }
     }
 }
@@ -438,7 +444,20 @@ impl Scenario {
         })
     }
 
+    /// The far end's certificates from `security.far_end_fingerprints`.
+    pub fn far_end(&self) -> Result<Vec<Fingerprint>, ScenarioError> {
+        self.security
+            .far_end_fingerprints
+            .iter()
+            .map(|f| {
+                Fingerprint::parse(f)
+                    .map_err(|e| invalid("security.far_end_fingerprints", format!("{f:?}: {e}")))
+            })
+            .collect()
+    }
+
     fn check(&self) -> Result<(), ScenarioError> {
+        self.far_end()?;
         let protocol = self.protocol()?;
         let target = self.target()?;
         if self.role == Role::Caller && target.is_none() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use srtp_engine::ctl::client::CtlClient;
 use srtp_engine::ctl::protocol::EngineStats;
 use srtp_engine::model::{Component, Event};
+use srtp_engine::proto::dtls::Fingerprint;
 #[cfg(feature = "embedded")]
 use srtp_engine::runtime::{Engine, EngineOptions, EngineSnapshot, MediaOptions};
 use tokio::sync::mpsc;
@@ -36,6 +37,23 @@ impl EngineLink {
             EngineLink::Socket(p) => EngineMedia::connect(p)
                 .map_err(|e| RunError::Engine(format!("{}: {e}", p.display()))),
         }
+    }
+
+    /// The engine's DTLS certificate fingerprint.
+    pub(super) fn fingerprint(&self) -> Option<Fingerprint> {
+        let text = match self {
+            #[cfg(feature = "embedded")]
+            EngineLink::Embedded(e) => e.dtls_fingerprint(),
+            EngineLink::Socket(p) => {
+                CtlClient::connect(p)
+                    .ok()?
+                    .hello()
+                    .ok()?
+                    .capabilities
+                    .dtls_fingerprint
+            }
+        };
+        Fingerprint::parse(&text).ok()
     }
 
     /// The engine's counters so far.

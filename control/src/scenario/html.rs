@@ -164,6 +164,9 @@ pub fn render(r: &Report) -> String {
     if let Some(b) = &r.media_balance {
         o.push_str(&balance_table(b));
     }
+    if let Some(p) = &r.dtls_path {
+        let _ = write!(o, "<p>DTLS path: {}.</p>", esc(&p.line()));
+    }
     let g = &r.generator;
     let pct = super::host::percent;
     let _ = write!(

@@ -45,6 +45,9 @@ pub struct LegEnd {
     /// Suite received with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rx_suite: Option<Suite>,
+    /// The certificate its DTLS handshake shook hands with (sha-256), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtls_peer: Option<String>,
     /// The end of a call that was never set up here (a fork not chosen): it counts in the
     /// media balance, not in the quality figures.
     #[serde(skip)]
@@ -71,6 +74,7 @@ impl LegEnd {
             remote_changes: l.remote_changes,
             pacing_skips: s.pacing_skips,
             rx_suite: l.rx_suite,
+            dtls_peer: l.dtls.as_ref().and_then(|d| d.rtp.peer_fingerprint.clone()),
             released: false,
         })
     }

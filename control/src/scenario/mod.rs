@@ -14,6 +14,7 @@ mod faults;
 pub mod host;
 pub mod html;
 pub mod media;
+pub mod path;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -48,6 +48,9 @@ pub struct CallRecord {
     /// With our answerer at the other end: what it sent the caller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_caller: Option<Flow>,
+    /// Whether DTLS went end to end (when the far end's certificate is known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtls_path: Option<crate::sdp::DtlsPath>,
     /// SIP messages of a failed call (not in the JSON: in `failed-calls.log`).
     #[serde(skip)]
     pub sip_log: Vec<String>,
@@ -95,6 +98,8 @@ pub struct Gathered {
     pub refused: std::collections::HashMap<String, u64>,
     /// Our answerers' media per call, by Call-ID (several ends for a forked call).
     pub answerer_media: HashMap<String, Vec<LegEnd>>,
+    /// The far end's certificates, to judge the DTLS path (empty: unknown).
+    pub far_end: Vec<srtp_engine::proto::dtls::Fingerprint>,
     /// Our answerer's DTLS handshakes, ms.
     pub answerer_dtls_ms: Vec<f64>,
     /// The time series.
@@ -246,6 +251,10 @@ pub struct Report {
     /// not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_balance: Option<Balance>,
+    /// DTLS end to end or terminated by a middlebox (when the far end's certificate is
+    /// known: role `both`, or `security.far_end_fingerprints`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtls_path: Option<super::path::PathTotals>,
     /// Calls our answerer answered.
     pub answered: u64,
     /// Calls our answerer refused, by cause.
@@ -272,6 +281,7 @@ impl Report {
     /// Builds the report and judges the thresholds.
     pub fn build(s: &Scenario, mut g: Gathered) -> Report {
         let balance = pair_ends(&mut g.records, &g.answerer_media);
+        let dtls_path = super::path::judge(&mut g.records, &g.answerer_media, &g.far_end);
         let attempted = g.records.len() as u64;
         let failed = g.records.iter().filter(|r| r.cause.is_some()).count() as u64;
         let mut by_method: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -426,6 +436,7 @@ impl Report {
             dtls_handshake_ms: Distribution::of(&dtls),
             answerer_dtls_handshake_ms: Distribution::of(&g.answerer_dtls_ms),
             media_balance: (s.role == Role::Both).then_some(balance).flatten(),
+            dtls_path,
             generator,
             caller_media,
             answerer_media,
@@ -567,6 +578,9 @@ impl Report {
                 let _ = writeln!(o, "    to answerers    {}", up.line());
                 let _ = writeln!(o, "    to callers      {}", down.line());
             }
+        }
+        if let Some(p) = &self.dtls_path {
+            let _ = writeln!(o, "  DTLS path         {}", p.line());
         }
         let g = &self.generator;
         let pct = super::host::percent;

@@ -30,6 +30,11 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
     let link = Arc::new(link);
     let tls = run_tls(s, protocol)?;
     let shared: Shared = Arc::new(Mutex::new(Tally::default()));
+    // Whose certificate the far end presents: ours when both ends are here.
+    let mut far_end = s.far_end()?;
+    if s.role == Role::Both {
+        far_end.extend(link.fingerprint());
+    }
     tokio::spawn(fold_events(events, shared.clone()));
     let answerers = start_answerers(s, protocol, &tls, &link, &shared).await?;
     if s.answerer.register.is_some()
@@ -86,6 +91,7 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
             answered: sh.answered,
             refused: sh.refused,
             answerer_media: sh.answerer_media,
+            far_end,
             answerer_dtls_ms: sh.answerer_dtls_ms,
             samples,
             engine,
