@@ -8,7 +8,6 @@ use serde::Serialize;
 use srtp_engine::proto::dtls::Fingerprint;
 
 use super::media::LegEnd;
-use super::report::CallRecord;
 use crate::sdp::DtlsPath;
 
 /// The run's DTLS paths.
@@ -44,21 +43,23 @@ impl PathTotals {
 }
 
 /// Judges every DTLS call whose ends reported the certificate they shook hands with: the
-/// caller's end, and our answerer's when it is ours and the call was not forked. None when no
-/// far end is known or no call used DTLS.
-pub(super) fn judge(
-    records: &mut [CallRecord],
+/// caller's end (`calls`: Call-ID and the caller's end), and our answerer's when it is ours
+/// and the call was not forked. Returns each call's path, in order, and the totals (None when
+/// no far end is known or no call used DTLS).
+pub(super) fn judge<'a>(
+    calls: impl Iterator<Item = (&'a str, Option<&'a LegEnd>)>,
     answerer: &HashMap<String, Vec<LegEnd>>,
     far_end: &[Fingerprint],
-) -> Option<PathTotals> {
+) -> (Vec<Option<DtlsPath>>, Option<PathTotals>) {
     if far_end.is_empty() {
-        return None;
+        return (Vec::new(), None);
     }
     let mut t = PathTotals::default();
     let mut any = false;
-    for r in records.iter_mut() {
-        let caller = r.media.as_ref().and_then(|m| m.dtls_peer.as_deref());
-        let callee = match answerer.get(&r.call_id).map(Vec::as_slice) {
+    let mut paths = Vec::new();
+    for (call_id, media) in calls {
+        let caller = media.and_then(|m| m.dtls_peer.as_deref());
+        let callee = match answerer.get(call_id).map(Vec::as_slice) {
             Some([one]) => one.dtls_peer.as_deref(),
             _ => None,
         };
@@ -68,6 +69,7 @@ pub(super) fn judge(
             .filter_map(|p| DtlsPath::judge(p, far_end))
             .collect();
         if verdicts.is_empty() {
+            paths.push(None);
             continue;
         }
         any = true;
@@ -85,7 +87,7 @@ pub(super) fn judge(
                 }
             }
         }
-        r.dtls_path = Some(path);
+        paths.push(Some(path));
     }
-    any.then_some(t)
+    (paths, any.then_some(t))
 }

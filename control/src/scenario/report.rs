@@ -281,7 +281,16 @@ impl Report {
     /// Builds the report and judges the thresholds.
     pub fn build(s: &Scenario, mut g: Gathered) -> Report {
         let balance = pair_ends(&mut g.records, &g.answerer_media);
-        let dtls_path = super::path::judge(&mut g.records, &g.answerer_media, &g.far_end);
+        let (paths, dtls_path) = super::path::judge(
+            g.records
+                .iter()
+                .map(|r| (r.call_id.as_str(), r.media.as_ref())),
+            &g.answerer_media,
+            &g.far_end,
+        );
+        for (r, p) in g.records.iter_mut().zip(paths) {
+            r.dtls_path = p;
+        }
         let attempted = g.records.len() as u64;
         let failed = g.records.iter().filter(|r| r.cause.is_some()).count() as u64;
         let mut by_method: BTreeMap<String, (u64, u64)> = BTreeMap::new();

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use super::failure::DtlsFailure;
 use super::fingerprint::{DtlsRole, Fingerprint};
-use super::session::{Engines, opens_first_flight};
+use super::record::opens_first_flight;
 use super::types::{DtlsBackend, DtlsKeys, DtlsOutput, DtlsSession};
 use crate::proto::srtp::Suite;
 
@@ -131,6 +131,27 @@ fn another_implementation_may_do(f: DtlsFailure) -> bool {
     )
 }
 
+/// What makes the sessions an auto session chooses between (the context's implementations).
+pub(super) trait SessionMaker: Send + Sync {
+    /// A dimpl session, if dimpl is there (an ECDSA identity).
+    fn dimpl(
+        &self,
+        role: DtlsRole,
+        remote: Fingerprint,
+        now: Instant,
+    ) -> Option<Box<dyn DtlsSession>>;
+    /// An OpenSSL session, if OpenSSL is there.
+    fn openssl(
+        &self,
+        role: DtlsRole,
+        remote: Fingerprint,
+        profiles: Option<&[Suite]>,
+        now: Instant,
+    ) -> Option<Box<dyn DtlsSession>>;
+    /// Whether dimpl is there.
+    fn has_dimpl(&self) -> bool;
+}
+
 /// One output of the inner session, owned (no borrow of the buffer kept).
 enum Got {
     Packet(usize, usize),
@@ -141,7 +162,7 @@ enum Got {
 
 /// The auto session: see the module.
 pub(super) struct AutoSession {
-    engines: Arc<Engines>,
+    engines: Arc<dyn SessionMaker>,
     role: DtlsRole,
     remote: Fingerprint,
     /// The stream's profile restriction (OpenSSL only).
@@ -165,14 +186,14 @@ pub(super) struct AutoSession {
 
 impl AutoSession {
     pub(super) fn start(
-        engines: Arc<Engines>,
+        engines: Arc<dyn SessionMaker>,
         role: DtlsRole,
         remote: Fingerprint,
         profiles: Option<Vec<Suite>>,
         now: Instant,
         deadline: Instant,
     ) -> Box<dyn DtlsSession> {
-        let use_dimpl = engines.dimpl.is_some() && profiles.is_none();
+        let use_dimpl = engines.has_dimpl() && profiles.is_none();
         let inner = match role {
             DtlsRole::Client if use_dimpl => engines.dimpl(role, remote.clone(), now),
             DtlsRole::Client => engines.openssl(role, remote.clone(), profiles.as_deref(), now),

@@ -29,9 +29,9 @@ use zeroize::Zeroizing;
 
 use super::failure::DtlsFailure;
 use super::fingerprint::{DtlsRole, Fingerprint, HashAlg};
-use super::session::opens_first_flight;
+use super::record::{opens_first_flight, split_keys};
 use super::types::{DtlsBackend, DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession};
-use crate::proto::srtp::{MasterKey, Suite};
+use crate::proto::srtp::Suite;
 
 /// ECDHE with ECDSA or RSA signatures, AEAD first; the CBC suites last, for older phones.
 const CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
@@ -442,33 +442,6 @@ impl OpensslSession {
         }
         DtlsFailure::Protocol
     }
-}
-
-/// Splits RFC 5764 4.2 keying material
-/// `client_key | server_key | client_salt | server_salt` into our two master keys.
-pub(super) fn split_keys(
-    role: DtlsRole,
-    suite: Suite,
-    km: &[u8],
-    peer: Fingerprint,
-) -> Option<DtlsKeys> {
-    let p = suite.params();
-    let (k, s) = (p.master_key_len, p.master_salt_len);
-    if km.len() != 2 * (k + s) {
-        return None;
-    }
-    let client = MasterKey::from_parts(suite, &km[..k], &km[2 * k..2 * k + s]).ok()?;
-    let server = MasterKey::from_parts(suite, &km[k..2 * k], &km[2 * k + s..]).ok()?;
-    let (local, remote) = match role {
-        DtlsRole::Client => (client, server),
-        DtlsRole::Server => (server, client),
-    };
-    Some(DtlsKeys {
-        suite,
-        local,
-        remote,
-        peer,
-    })
 }
 
 impl DtlsSession for OpensslSession {

@@ -24,6 +24,8 @@ mod fingerprint;
 #[cfg(feature = "dataplane")]
 mod libssl;
 #[cfg(feature = "dataplane")]
+mod record;
+#[cfg(feature = "dataplane")]
 mod session;
 #[cfg(all(test, feature = "dataplane"))]
 mod tests;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::auto::AutoSession;
+use super::auto::{AutoSession, SessionMaker};
 use super::failure::DtlsFailure;
 use super::fingerprint::{DtlsRole, Fingerprint, HashAlg};
-use super::libssl::{OpensslContext, split_keys};
+use super::libssl::OpensslContext;
+use super::record::{opens_first_flight, split_keys};
 use super::types::{
     DtlsBackend, DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession, KeyKind,
     PROFILES,
@@ -25,16 +26,15 @@ pub struct DtlsContext {
 }
 
 /// The implementations a context can make sessions with, and the identity they present.
-pub(super) struct Engines {
-    pub(super) identity: Arc<DtlsIdentity>,
-    pub(super) openssl: Option<OpensslContext>,
-    pub(super) dimpl: Option<Arc<dimpl::Config>>,
-    pub(super) backend: DtlsBackend,
+struct Engines {
+    identity: Arc<DtlsIdentity>,
+    openssl: Option<OpensslContext>,
+    dimpl: Option<Arc<dimpl::Config>>,
+    backend: DtlsBackend,
 }
 
-impl Engines {
-    /// A dimpl session (the caller made sure dimpl is there).
-    pub(super) fn dimpl(
+impl SessionMaker for Engines {
+    fn dimpl(
         &self,
         role: DtlsRole,
         remote: Fingerprint,
@@ -44,8 +44,7 @@ impl Engines {
         Some(dimpl_session(config, &self.identity, role, remote, now))
     }
 
-    /// An OpenSSL session.
-    pub(super) fn openssl(
+    fn openssl(
         &self,
         role: DtlsRole,
         remote: Fingerprint,
@@ -53,6 +52,10 @@ impl Engines {
         now: Instant,
     ) -> Option<Box<dyn DtlsSession>> {
         Some(self.openssl.as_ref()?.session(role, remote, profiles, now))
+    }
+
+    fn has_dimpl(&self) -> bool {
+        self.dimpl.is_some()
     }
 }
 
@@ -161,7 +164,7 @@ impl DtlsContext {
             // auto in both roles; an OpenSSL server, so that it can wait past a refused
             // ClientHello.
             _ => Some(AutoSession::start(
-                Arc::clone(&self.engines),
+                Arc::clone(&self.engines) as Arc<dyn SessionMaker>,
                 role,
                 remote,
                 profiles.map(<[Suite]>::to_vec),
@@ -234,28 +237,6 @@ struct DimplSession {
     /// The peer's first flight has come (a ClientHello to a server; a ServerHello or
     /// HelloVerifyRequest to a client).
     heard: bool,
-}
-
-/// Whether a datagram opens the peer's first flight: a handshake record of epoch 0 whose
-/// message is a ClientHello (to a server) or a ServerHello or HelloVerifyRequest (to a
-/// client). RFC 6347 4.1 record header (13 bytes), then the handshake header (12).
-pub(super) fn opens_first_flight(datagram: &[u8], role: DtlsRole) -> bool {
-    const HANDSHAKE: u8 = 22;
-    if datagram.len() < 13 + 12 || datagram[0] != HANDSHAKE || datagram[3..5] != [0, 0] {
-        return false;
-    }
-    let record_len = usize::from(u16::from_be_bytes([datagram[11], datagram[12]]));
-    let h = &datagram[13..];
-    let msg = h[0];
-    let len = u32::from_be_bytes([0, h[1], h[2], h[3]]);
-    let offset = u32::from_be_bytes([0, h[6], h[7], h[8]]);
-    // The smallest body: version, random and empty lengths (RFC 6347 4.2.1, 4.3.2).
-    let least = match (role, msg) {
-        (DtlsRole::Server, 1) | (DtlsRole::Client, 2) => 38,
-        (DtlsRole::Client, 3) => 3,
-        _ => return false,
-    };
-    record_len >= 12 && 13 + record_len <= datagram.len() && offset == 0 && len >= least
 }
 
 /// An unprotected fatal alert record (epoch 0), sent when we abort a handshake ourselves, so
