@@ -180,7 +180,7 @@ fn we_call_baresip_with_dtls_srtp_and_its_rsa_certificate() {
         "--to",
         "sip:dave@127.0.0.1:5240",
         "--hold-ms",
-        "3000",
+        "4000",
         "--sip-log",
         log.to_str().unwrap(),
     ]);

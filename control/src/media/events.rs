@@ -24,6 +24,8 @@ pub enum DtlsOutcome {
         reason: DtlsFailureReason,
         /// The alert, for `peer_alert`.
         alert: Option<String>,
+        /// For `timeout`, which flight was missing.
+        detail: Option<String>,
         /// Our role.
         role: DtlsRole,
     },
@@ -34,9 +36,15 @@ impl DtlsOutcome {
     pub fn reason(&self) -> Option<String> {
         match self {
             DtlsOutcome::Established { .. } => None,
-            DtlsOutcome::Failed { reason, alert, .. } => Some(match alert {
-                Some(a) => format!("{reason}: {a}"),
-                None => reason.to_string(),
+            DtlsOutcome::Failed {
+                reason,
+                alert,
+                detail,
+                ..
+            } => Some(match (alert, detail) {
+                (Some(a), _) => format!("{reason}: {a}"),
+                (None, Some(d)) => format!("{reason} ({d})"),
+                (None, None) => reason.to_string(),
             }),
         }
     }
@@ -77,6 +85,7 @@ impl DtlsEvent {
                 role,
                 reason,
                 alert,
+                detail,
                 ..
             } => (
                 *stream,
@@ -84,6 +93,7 @@ impl DtlsEvent {
                 DtlsOutcome::Failed {
                     reason: *reason,
                     alert: alert.as_deref().map(str::to_owned),
+                    detail: detail.as_deref().map(str::to_owned),
                     role: *role,
                 },
             ),

@@ -256,10 +256,11 @@ pub(super) async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, shared: 
                 role,
                 reason,
                 alert,
+                detail: stage,
                 ..
             } => {
                 let mut detail = format!("DTLS-SRTP handshake failed as {}: {reason}", role.name());
-                if let Some(a) = alert {
+                if let Some(a) = alert.or(stage) {
                     detail.push_str(&format!(" ({a})"));
                 }
                 lock(&shared).dtls_event(

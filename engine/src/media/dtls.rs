@@ -57,6 +57,10 @@ pub(crate) struct Component {
     suite: Option<Suite>,
     /// The peer's certificate (sha-256), once established.
     peer: Option<Fingerprint>,
+    /// A datagram of the peer's reached the session.
+    heard: bool,
+    /// For a timeout, which flight was missing.
+    stage: Option<&'static str>,
     /// The implementation that ran it.
     implementation: Option<DtlsBackend>,
     /// The timer armed for this component, ns (None: none pending).
@@ -75,6 +79,8 @@ impl Component {
             took_ns: None,
             suite: None,
             peer: None,
+            heard: false,
+            stage: None,
             implementation: None,
             timer_at: None,
             linger_until: None,
@@ -93,6 +99,7 @@ impl Component {
             handshake_ms: self.took_ns.map(|n| n as f64 / 1e6),
             failure,
             alert,
+            detail: self.stage.map(Into::into),
             peer_fingerprint: self.peer.as_ref().map(ToString::to_string),
             implementation: self
                 .implementation
@@ -125,8 +132,8 @@ pub(crate) enum Outcome {
     Quiet,
     /// Established: the keys are installed.
     Established { suite: Suite, took_ns: u64 },
-    /// Failed: media stays blocked.
-    Failed(DtlsFailure),
+    /// Failed: media stays blocked; for a timeout, which flight was missing.
+    Failed(DtlsFailure, Option<&'static str>),
 }
 
 impl LegDtls {
@@ -255,6 +262,7 @@ impl LegDtls {
             return Input::Over;
         };
         c.started_ns.get_or_insert(now);
+        c.heard = true;
         session.handle_timeout(at);
         session.handle_packet(datagram);
         Input::Fed
@@ -269,8 +277,9 @@ impl LegDtls {
         now: u64,
         clock: &DtlsClock,
         totals: &mut Counters,
-    ) -> Option<DtlsFailure> {
+    ) -> Option<(DtlsFailure, Option<&'static str>)> {
         let timeout = clock.opts.handshake_timeout.as_nanos() as u64;
+        let role = self.role;
         let c = self.component_mut(port)?;
         // Only the latest (earliest) timer counts; older entries in the wheel are stale.
         match c.timer_at {
@@ -279,7 +288,9 @@ impl LegDtls {
         }
         match c.phase {
             Phase::Handshaking if now >= c.created_ns + timeout => {
-                return Some(fail(c, DtlsFailure::Timeout, totals));
+                let stage = timeout_stage(c, role, DtlsFailure::Timeout);
+                c.stage = stage;
+                return Some((fail(c, DtlsFailure::Timeout, totals), stage));
             }
             Phase::Established if c.linger_until.is_some_and(|l| l <= now) => {
                 c.linger_until = None;
@@ -378,13 +389,16 @@ impl LegDtls {
                         };
                         d.keys = Some((tx, rx));
                     }
-                    _ => d.outcome = Outcome::Failed(DtlsFailure::Protocol),
+                    _ => d.outcome = Outcome::Failed(DtlsFailure::Protocol, None),
                 }
             }
-            Some(Err(f)) => d.outcome = Outcome::Failed(f),
+            Some(Err(f)) => {
+                c.stage = timeout_stage(c, role, f);
+                d.outcome = Outcome::Failed(f, c.stage);
+            }
             None => {}
         }
-        if let Outcome::Failed(f) = d.outcome {
+        if let Outcome::Failed(f, _) = d.outcome {
             fail(c, f, totals);
             return d;
         }
@@ -407,6 +421,27 @@ impl LegDtls {
         }
         d
     }
+}
+
+/// For a timeout, which flight was missing, in words: whether anything came from the peer.
+fn timeout_stage(c: &Component, role: DtlsRole, f: DtlsFailure) -> Option<&'static str> {
+    if f != DtlsFailure::Timeout {
+        return None;
+    }
+    Some(match (role, c.heard) {
+        (DtlsRole::Client, false) => {
+            "no answer to our ClientHello: the peer is silent or unreachable, or every flight was lost"
+        }
+        (DtlsRole::Client, true) => {
+            "the server answered, then its next flight never came: a later flight was lost"
+        }
+        (DtlsRole::Server, false) => {
+            "no ClientHello came: the peer never started its handshake, or its first flight was lost"
+        }
+        (DtlsRole::Server, true) => {
+            "the client's flights stopped mid-handshake: a later flight was lost"
+        }
+    })
 }
 
 /// Ends a handshake with a failure: the session goes, media stays blocked, the reason is

@@ -63,7 +63,7 @@ impl Leg {
         now: u64,
         clock: &DtlsClock,
         totals: &mut Counters,
-    ) -> Option<DtlsFailure> {
+    ) -> Option<(DtlsFailure, Option<&'static str>)> {
         self.dtls.as_mut()?.timer(port, now, clock, totals)
     }
 

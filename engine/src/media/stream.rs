@@ -47,7 +47,7 @@ pub(crate) fn dtls_event(
             suite,
             handshake_ms: took_ns as f64 / 1e6,
         }),
-        Outcome::Failed(f) => Some(failed_event(stream, leg, component, role, f)),
+        Outcome::Failed(f, detail) => Some(failed_event(stream, leg, component, role, f, detail)),
     }
 }
 
@@ -57,6 +57,7 @@ fn failed_event(
     component: Component,
     role: crate::proto::dtls::DtlsRole,
     f: DtlsFailure,
+    detail: Option<&'static str>,
 ) -> Event {
     tracing::debug!(stream, leg, component = component.name(), reason = %f, "DTLS handshake failed");
     Event::DtlsFailed {
@@ -66,6 +67,7 @@ fn failed_event(
         role,
         reason: f.kind(),
         alert: f.alert().map(Into::into),
+        detail: detail.map(Into::into),
     }
 }
 
@@ -260,8 +262,8 @@ impl Stream {
         let leg = self.legs.get_mut(k)?;
         let role = leg.dtls_role()?;
         let component = leg.dtls_component(port);
-        let f = leg.dtls_timer(port, now, clock, totals)?;
-        Some(failed_event(id, k, component, role, f))
+        let (f, detail) = leg.dtls_timer(port, now, clock, totals)?;
+        Some(failed_event(id, k, component, role, f, detail))
     }
 
     pub(crate) fn stats(&mut self) -> StreamStats {

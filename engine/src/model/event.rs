@@ -129,6 +129,10 @@ pub enum Event {
         /// For `peer_alert`, the alert's name (`bad_certificate`, `handshake_failure`, ...).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         alert: Option<Cow<'static, str>>,
+        /// For `timeout`, which flight was missing: nothing from the peer at all, or the peer
+        /// answered and a later flight never came.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<Cow<'static, str>>,
     },
     /// The engine is stopping: every stream goes with it. Sent to every subscriber, whatever
     /// its filter.
@@ -236,6 +240,7 @@ mod tests {
                 role: DtlsRole::Server,
                 reason: DtlsFailureReason::PeerAlert,
                 alert: Some("bad_certificate".into()),
+                detail: None,
             },
             Event::EngineStopping {},
         ];

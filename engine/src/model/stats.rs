@@ -74,6 +74,9 @@ pub struct DtlsComponentStats {
     pub failure: Option<DtlsFailureReason>,
     /// For a peer alert, its name.
     pub alert: Option<Cow<'static, str>>,
+    /// For a timeout, which flight was missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Cow<'static, str>>,
     /// The sha-256 fingerprint of the certificate the peer presented (once established): the
     /// far end's own, or a middlebox's that terminated DTLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
