@@ -119,3 +119,79 @@ fn rtpengine_anchors_sdes_and_dtls_calls() {
     assert_eq!(code, Some(0), "{rest}");
     assert!(rest.contains("2 call(s) answered, 0 failure(s)"), "{rest}");
 }
+
+/// A load run through Kamailio and rtpengine with DTLS-SRTP: both ends are ours, so the run
+/// knows the far end's certificate (its own engine's), and every call's report says DTLS was
+/// terminated by a middlebox, naming the certificate rtpengine presented.
+#[test]
+fn a_load_run_through_rtpengine_reports_dtls_terminated_by_a_middlebox() {
+    let dir = Scratch::new("rtpengine-run");
+    pki(&dir.join("pki"));
+    let lab = LabPki::in_dir(&dir.join("pki"));
+    let rtpengine = Rtpengine::start(&dir, 22310, (45000, 45499));
+    let kamailio = Kamailio::start(&dir, 5190, &lab, None, Some(rtpengine.ng));
+    let scenario = dir.join("run.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"name = "DTLS through rtpengine"
+role = "both"
+[engine]
+workers = 1
+pin = false
+port_min = 46000
+port_max = 46499
+[sip]
+target = "sip:answer@127.0.0.1"
+proxy = "{proxy}"
+agents = 1
+[security]
+method = "dtls"
+[load]
+calls = 10
+rate = 5.0
+hold_s = 1.0
+[thresholds]
+min_mos = 1.0
+# rtpengine terminates DTLS on each side: what reaches it before its handshake with the
+# other end is done is dropped there, and shows as unaccounted in the media balance.
+max_unaccounted_packets = 100
+[answerer]
+register = "{proxy}"
+[report]
+dir = "{report}"
+"#,
+            proxy = kamailio.sip,
+            report = dir.join("report").display()
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new(common::BIN)
+        .args(["run", "--progress", "off"])
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "{out}\n{}\n{}",
+        kamailio.daemon.log(),
+        rtpengine.daemon.log()
+    );
+    assert!(out.contains("set up            10 (100.00%)"), "{out}");
+    assert!(
+        out.contains(
+            "DTLS path         0 end to end (the far end's own certificate), 10 terminated by a middlebox (we shook hands with sha-256 "
+        ),
+        "{out}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report/report.json")).unwrap()).unwrap();
+    assert_eq!(report["dtls_path"]["terminated"], 10, "{out}");
+    assert_eq!(report["dtls_path"]["end_to_end"], 0, "{out}");
+    let html = std::fs::read_to_string(dir.join("report/report.html")).unwrap();
+    assert!(
+        html.contains("terminated by a middlebox"),
+        "the HTML says it too"
+    );
+}
