@@ -264,9 +264,19 @@ async fn run(cli: Cli) -> Result<bool, String> {
         } => registrar(listen, max_expires, min_expires, realm, password, tls).await,
         Command::Pki { dir, names } => {
             use srtp_control::pki::{CertSpec, LabCa, write_pair};
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            use srtp_control::pki::{check_private_dir, write_exclusive};
+            use std::os::unix::fs::DirBuilderExt;
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(|e| e.to_string())?;
+            }
+            check_private_dir(&dir).map_err(|e| format!("pki: {e}"))?;
             let ca = LabCa::new("srtp-control lab CA").map_err(|e| e.to_string())?;
-            std::fs::write(dir.join("ca.crt"), ca.cert_pem()).map_err(|e| e.to_string())?;
+            write_exclusive(&dir.join("ca.crt"), ca.cert_pem().as_bytes(), 0o644)
+                .map_err(|e| e.to_string())?;
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             for (name, client, expired) in [
                 ("server", false, false),

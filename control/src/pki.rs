@@ -97,24 +97,91 @@ impl LabCa {
     }
 }
 
-/// Writes `<dir>/<name>.crt` and `<dir>/<name>.key` (mode 0600 for the key).
+/// Checks that `dir` is a directory only its owner (us) can write to: a key written where
+/// others can write could be read, swapped or redirected through a symlink planted there.
+pub fn check_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)?;
+    let refuse = |why: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
+        ))
+    };
+    if !m.is_dir() {
+        return refuse(format!(
+            "{} is not a directory (or is a symlink)",
+            dir.display()
+        ));
+    }
+    let me = effective_uid();
+    if m.uid() != me {
+        return refuse(format!(
+            "{} belongs to uid {}, not to us (uid {me}): choose a directory of your own",
+            dir.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "{} is writable by others (mode {:o}): keys go in a private directory (mkdir -m 700)",
+            dir.display(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Our effective uid, read from `/proc/self` (owned by it) rather than by an unsafe call.
+fn effective_uid() -> u32 {
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    })
+}
+
+/// Writes `path` with `mode` without following or trusting what is there: the bytes go to a
+/// new file (created exclusively, never through a symlink) in the same directory, which is
+/// then renamed over `path` (a symlink or a file of another mode at `path` is replaced, not
+/// written through).
+pub fn write_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mut nonce = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| std::io::Error::other("no randomness for a temporary name"))?;
+    let tmp = dir.join(format!(
+        ".{name}.{}.tmp",
+        nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Writes `<dir>/<name>.crt` (0644) and `<dir>/<name>.key` (0600), each by
+/// [`write_exclusive`], into a directory [`check_private_dir`] accepts.
 pub fn write_pair(
     dir: &Path,
     name: &str,
     cert: &str,
     key: &str,
 ) -> std::io::Result<(PathBuf, PathBuf)> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    check_private_dir(dir)?;
     let c = dir.join(format!("{name}.crt"));
     let k = dir.join(format!("{name}.key"));
-    std::fs::write(&c, cert)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&k)?;
-    f.write_all(key.as_bytes())?;
+    write_exclusive(&c, cert.as_bytes(), 0o644)?;
+    write_exclusive(&k, key.as_bytes(), 0o600)?;
     Ok((c, k))
 }
