@@ -589,7 +589,8 @@ fn run(
                             CtlError::new(
                                 ErrorCode::InvalidArgument,
                                 format!(
-                                    "events: {name:?} is not an event ({})",
+                                    "events: {} is not an event ({})",
+                                    super::protocol::shown(name),
                                     Event::NAMES.join(", ")
                                 ),
                             )

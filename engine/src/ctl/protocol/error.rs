@@ -198,21 +198,46 @@ impl std::fmt::Display for CtlError {
 
 impl std::error::Error for CtlError {}
 
-/// Replaces the contents of every `"..."` in a message by `…`.
+/// A value from a request as an error may show it: short names, addresses and numbers as they
+/// are (they help the client see its mistake), anything longer or with other characters
+/// (a key in the wrong field: base64 is at least 40 characters and has `+`, `/`, `=`) only by
+/// its length.
+pub fn shown(value: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_.:-[]".contains(c);
+    if value.len() <= 24 && value.chars().all(safe) {
+        format!("{value:?}")
+    } else {
+        format!(
+            "a value of {} characters (not shown)",
+            value.chars().count()
+        )
+    }
+}
+
+/// Replaces every value quoted in a message (`"..."`, or serde's `` `...` ``) that [`shown`]
+/// would not show by `…`: a misplaced key never comes back, a misspelt name does.
 pub(crate) fn redact_quoted(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
-    let mut inside = false;
-    for ch in msg.chars() {
-        if ch == '"' {
-            if inside {
-                out.push('…');
-            }
-            inside = !inside;
-            out.push('"');
-        } else if !inside {
-            out.push(ch);
+    let mut rest = msg;
+    while let Some(i) = rest.find(['"', '`']) {
+        let q = rest.as_bytes()[i] as char;
+        out.push_str(&rest[..=i]);
+        let after = &rest[i + 1..];
+        let Some(j) = after.find(q) else {
+            // An unterminated quote: nothing after it is shown.
+            out.push('…');
+            return out;
+        };
+        let value = &after[..j];
+        if shown(value).starts_with('"') {
+            out.push_str(value);
+        } else {
+            out.push('…');
         }
+        out.push(q);
+        rest = &after[j + 1..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -221,11 +246,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_removes_every_quoted_value() {
+    fn redaction_removes_every_value_that_could_be_a_key() {
+        let key = "WVNfX19jb250cm9sX19zZWNyZXRfX19rZXlfX19fXw==";
         assert_eq!(
-            redact_quoted("invalid type: string \"c2VjcmV0\", expected u32"),
+            redact_quoted(&format!("invalid type: string \"{key}\", expected u32")),
             "invalid type: string \"…\", expected u32"
         );
+        // serde's backticks, as in an unknown variant: the key goes, the choices stay.
+        assert_eq!(
+            redact_quoted(&format!(
+                "unknown variant `{key}`, expected one of `send`, `recv`"
+            )),
+            "unknown variant `…`, expected one of `send`, `recv`"
+        );
+        assert_eq!(
+            redact_quoted("unknown variant `sendrecvx`, expected `send`"),
+            "unknown variant `sendrecvx`, expected `send`"
+        );
+        assert_eq!(redact_quoted("cut \"abc+def"), "cut \"…");
         assert_eq!(redact_quoted("no quotes"), "no quotes");
+        assert_eq!(shown("127.0.0.1:5004"), "\"127.0.0.1:5004\"");
+        assert_eq!(shown(key), "a value of 44 characters (not shown)");
     }
 }

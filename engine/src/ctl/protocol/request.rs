@@ -232,7 +232,10 @@ fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, CtlError> {
     s.parse().map_err(|_| {
         CtlError::new(
             ErrorCode::BadAddress,
-            format!("{field}: {s:?} is not an address (ip:port, [ipv6]:port)"),
+            format!(
+                "{field}: {} is not an address (ip:port, [ipv6]:port)",
+                super::error::shown(s)
+            ),
         )
     })
 }
@@ -241,7 +244,7 @@ fn parse_ip(field: &str, s: &str) -> Result<IpAddr, CtlError> {
     s.parse().map_err(|_| {
         CtlError::new(
             ErrorCode::BadAddress,
-            format!("{field}: {s:?} is not an IP address"),
+            format!("{field}: {} is not an IP address", super::error::shown(s)),
         )
     })
 }
@@ -381,7 +384,10 @@ fn dtls_profiles(field: &str, names: &[String]) -> Result<Vec<Suite>, CtlError> 
             .ok_or_else(|| {
                 CtlError::new(
                     ErrorCode::UnknownSuite,
-                    format!("{field}: {n:?} is not a suite with a DTLS-SRTP profile"),
+                    format!(
+                        "{field}: {} is not a suite with a DTLS-SRTP profile",
+                        super::error::shown(n)
+                    ),
                 )
             })?;
         if !out.contains(&s) {
@@ -439,7 +445,10 @@ impl CodecRequest {
             Some(n) => Codec::from_name(n).ok_or_else(|| {
                 CtlError::invalid(
                     "codec.name",
-                    format!("{n:?} is not pcmu, pcma, g722, opus or video"),
+                    format!(
+                        "{} is not pcmu, pcma, g722, opus or video",
+                        super::error::shown(n)
+                    ),
                 )
             })?,
         };
