@@ -123,6 +123,48 @@ fn sigterm_stops_it_cleanly() {
     assert!(!path.exists(), "the control socket is removed on exit");
 }
 
+/// An engine whose control socket file was removed under it (a tmp cleaner, an operator)
+/// still stops on SIGTERM, at once: its control thread was left waiting in `accept`.
+#[test]
+fn sigterm_stops_it_after_its_socket_file_was_removed() {
+    let path = socket_path("removed");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config_dir().join("engine.toml"))
+        .args([
+            "--workers",
+            "1",
+            "--port-min",
+            "46100",
+            "--port-max",
+            "46199",
+            "--metrics",
+            "",
+        ])
+        .arg("--control")
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(connect(&path));
+    std::fs::remove_file(&path).unwrap();
+    let t0 = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc_kill(child.id() as i32, 15) };
+    assert_eq!(rc, 0);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(2) {
+            let _ = child.kill();
+            panic!("the engine did not stop within 2 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// With few file descriptors allowed (soft and hard limit 96), stream creation ends in a
 /// `file_limit` error that names the limit and the shared-port model, and the engine keeps
 /// answering.

@@ -29,9 +29,14 @@ pub enum SdpError {
         /// Which field.
         what: &'static str,
     },
-    /// Too many lines or media sections.
-    #[error("SDP too large")]
-    TooLarge,
+    /// Too many lines or media sections: which limit.
+    #[error("SDP too large: more than {limit} {what}")]
+    TooLarge {
+        /// `lines` or `m-lines`.
+        what: &'static str,
+        /// The most that is taken.
+        limit: usize,
+    },
 }
 
 /// `c=IN IP4 <addr>`.
@@ -154,7 +159,10 @@ impl Session {
                 continue;
             }
             if lines.len() == MAX_LINES {
-                return Err(SdpError::TooLarge);
+                return Err(SdpError::TooLarge {
+                    what: "lines",
+                    limit: MAX_LINES,
+                });
             }
             let b = l.as_bytes();
             if b.len() < 2 || b[1] != b'=' || !b[0].is_ascii_lowercase() {
@@ -199,7 +207,10 @@ impl Session {
             match t {
                 'm' => {
                     if s.media.len() == MAX_MEDIA {
-                        return Err(SdpError::TooLarge);
+                        return Err(SdpError::TooLarge {
+                            what: "m-lines",
+                            limit: MAX_MEDIA,
+                        });
                     }
                     s.media.push(parse_m(n, v)?);
                 }
@@ -548,5 +559,21 @@ a=sendonly\r\n";
                 let _ = crate::sdp::CryptoAttr::parse(&l[2..]);
             }
         }
+    }
+
+    #[test]
+    fn the_media_limit_is_said_with_its_number() {
+        let sdp = |n: usize| {
+            let mut t = String::from(
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n",
+            );
+            for k in 0..n {
+                t.push_str(&format!("m=audio {} RTP/AVP 0\r\n", 5000 + 2 * k));
+            }
+            t
+        };
+        assert_eq!(Session::parse(sdp(16).as_bytes()).unwrap().media.len(), 16);
+        let e = Session::parse(sdp(17).as_bytes()).unwrap_err();
+        assert_eq!(e.to_string(), "SDP too large: more than 16 m-lines");
     }
 }

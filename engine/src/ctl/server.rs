@@ -131,6 +131,9 @@ struct Shared {
 pub struct CtlServer {
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
+    /// The listening socket, to wake the accept loop on stop even when the socket file is
+    /// gone (a tmp cleaner, an operator): shutting a listener down ends a blocked `accept`.
+    listener: Option<UnixListener>,
     hub: Option<JoinHandle<()>>,
 }
 
@@ -222,6 +225,7 @@ impl CtlServer {
             conns: Mutex::new(HashMap::new()),
         });
         let s = shared.clone();
+        let waker = listener.try_clone().ok();
         let accept = std::thread::Builder::new()
             .name("srtp-ctl".into())
             .spawn(move || accept_loop(&s, listener))
@@ -243,6 +247,7 @@ impl CtlServer {
         Ok(CtlServer {
             shared,
             accept: Some(accept),
+            listener: waker,
             hub,
         })
     }
@@ -275,7 +280,11 @@ impl CtlServer {
         if self.shared.stop.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the accept loop with a connection of our own.
+        // Wake the accept loop: shut the listener down (which works when the socket file was
+        // removed), and connect for good measure.
+        if let Some(l) = self.listener.take() {
+            let _ = socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Both);
+        }
         let _ = UnixStream::connect(&self.shared.opts.path);
         if let Some(t) = self.accept.take() {
             let _ = t.join();
@@ -305,7 +314,11 @@ fn accept_loop(shared: &Arc<Shared>, listener: UnixListener) {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors, or an aborted connection: do not spin.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        };
         let conn = next_conn;
         next_conn += 1;
         let open = shared.counters.connections.load(Ordering::SeqCst);
