@@ -149,7 +149,7 @@ fn main() {
             .unwrap();
     }
     std::thread::sleep(Duration::from_millis(500));
-    let all = generator.streams(0, None).unwrap();
+    let all = generator.all_streams().unwrap();
     let mut sent = 0u64;
     let mut got = 0u64;
     let mut short = 0usize;
@@ -157,7 +157,7 @@ fn main() {
     let mut auth = 0u64;
     let mut worst_jitter = 0f64;
     let mut worst_mos = 5f64;
-    for s in &all.streams {
+    for s in &all {
         let l = &s.legs[0];
         let (o, i) = (l.packets_out, l.packets_in);
         sent += o;

@@ -165,6 +165,76 @@ fn sigterm_stops_it_after_its_socket_file_was_removed() {
     }
 }
 
+/// The engine's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A client that pipelines requests and never reads its replies (issue 26: 400,000 `hello`
+/// lines grew the engine from 25 MB to 834 MB) is read from no faster than it reads: the
+/// engine's memory stays within 64 MB of its idle size, and another client is served.
+#[test]
+fn a_client_that_never_reads_its_replies_costs_bounded_memory() {
+    let path = socket_path("unread");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config_dir().join("engine.toml"))
+        .args([
+            "--workers",
+            "1",
+            "--port-min",
+            "46200",
+            "--port-max",
+            "46299",
+            "--metrics",
+            "",
+        ])
+        .arg("--control")
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut other = connect(&path);
+    other.request_json("hello", Value::Null).unwrap();
+    let idle = rss_kib(child.id());
+    let mut attacker = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    attacker
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let line = b"{\"id\":1,\"cmd\":\"hello\"}\n".repeat(1000);
+    let mut sent = 0usize;
+    let t0 = Instant::now();
+    while sent < 400_000 && t0.elapsed() < Duration::from_secs(20) {
+        match std::io::Write::write_all(&mut attacker, &line) {
+            Ok(()) => sent += 1000,
+            Err(_) => break, // the engine stopped reading us: back-pressure
+        }
+    }
+    let peak = rss_kib(child.id());
+    if peak >= idle + 64 * 1024 || sent >= 400_000 {
+        let _ = child.kill();
+        panic!("idle {idle} KiB, after {sent} unread hellos {peak} KiB: not bounded");
+    }
+    // Someone else is still served, at once.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = other.request_json("hello", Value::Null).is_ok();
+        let _ = tx.send((r, t.elapsed()));
+    });
+    let served = rx.recv_timeout(Duration::from_secs(5));
+    drop(attacker);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (ok, took) = served.expect("another client was not served within 5 s");
+    assert!(ok && took < Duration::from_secs(1), "{ok} {took:?}");
+}
+
 /// With few file descriptors allowed (soft and hard limit 96), stream creation ends in a
 /// `file_limit` error that names the limit and the shared-port model, and the engine keeps
 /// answering.

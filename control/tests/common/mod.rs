@@ -79,7 +79,7 @@ impl Node {
 
     /// Statistics of every stream alive, in id order.
     pub fn stream_stats(&self) -> Vec<StreamStats> {
-        self.client().streams(0, None).expect("streams").streams
+        self.client().all_streams().expect("streams")
     }
 
     /// Waits until the engine holds `n` streams; returns whether it did.

@@ -195,6 +195,19 @@ impl CtlClient {
         self.call(&Request::Streams { offset, limit })
     }
 
+    /// Every stream's statistics, page by page (the engine answers at most 1,000 a time).
+    pub fn all_streams(&mut self) -> Result<Vec<StreamStats>, ClientError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.streams(all.len(), None)?;
+            let n = page.streams.len();
+            all.extend(page.streams);
+            if n == 0 || all.len() >= page.total {
+                return Ok(all);
+            }
+        }
+    }
+
     /// `engine_stats`.
     pub fn engine_stats(&mut self) -> Result<EngineStats, ClientError> {
         self.call(&Request::EngineStats {})

@@ -99,6 +99,10 @@ pub(crate) fn delete_batch(engine: &Engine, ids: &[u64]) -> BatchDeleted {
 }
 
 /// `streams`: a page of every stream, by id.
+/// The most streams one `streams` reply carries (the default page too): a listing of 100,000
+/// streams in one reply is tens of megabytes the engine would build and hold.
+pub(crate) const MAX_STREAMS_PAGE: usize = 1000;
+
 pub(crate) fn streams(engine: &Engine, offset: usize, limit: Option<usize>) -> StreamPage {
     let mut all = engine.list_streams();
     all.sort_by_key(|s| s.id);
@@ -106,7 +110,7 @@ pub(crate) fn streams(engine: &Engine, offset: usize, limit: Option<usize>) -> S
     let streams = all
         .into_iter()
         .skip(offset)
-        .take(limit.unwrap_or(usize::MAX))
+        .take(limit.unwrap_or(MAX_STREAMS_PAGE).min(MAX_STREAMS_PAGE))
         .collect();
     StreamPage {
         total,

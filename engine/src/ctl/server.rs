@@ -441,17 +441,28 @@ fn serve(shared: &Arc<Shared>, conn: u64, stream: UnixStream) {
     }
     let (out_tx, out_rx) = mpsc::channel::<Out>();
     let queued = Arc::new(AtomicUsize::new(0));
+    // Bytes of replies written into the queue and not yet onto the socket: a client that
+    // sends requests and never reads its replies is not read from either once this passes
+    // MAX_UNSENT_REPLY_BYTES (back-pressure: its socket buffer fills, it blocks), instead of
+    // the engine growing without bound.
+    let unsent = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let queued = queued.clone();
+        let (queued, unsent) = (queued.clone(), unsent.clone());
         std::thread::Builder::new()
             .name(format!("srtp-ctl-{conn}-w"))
-            .spawn(move || write_loop(write_half, &out_rx, &queued))
+            .spawn(move || write_loop(write_half, &out_rx, &queued, &unsent))
     };
     let Ok(writer) = writer else {
         return;
     };
     let mut lines = LineReader::new(shared.opts.max_line_bytes);
     loop {
+        while unsent.load(Ordering::Acquire) > MAX_UNSENT_REPLY_BYTES {
+            if shared.stop.load(Ordering::SeqCst) || writer.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let reply = match lines.next(&mut read_half) {
             Ok(Line::Complete(range)) => {
                 let reply = handle_line(shared, conn, &lines.buf[range.clone()], &out_tx, &queued);
@@ -476,6 +487,7 @@ fn serve(shared: &Arc<Shared>, conn: u64, stream: UnixStream) {
             }
             Ok(Line::Eof) | Err(_) => break,
         };
+        unsent.fetch_add(reply.len(), Ordering::AcqRel);
         if out_tx.send(Out::Reply(reply)).is_err() {
             break;
         }
@@ -490,10 +502,17 @@ fn serve(shared: &Arc<Shared>, conn: u64, stream: UnixStream) {
     let _ = writer.join();
 }
 
-fn write_loop(mut w: UnixStream, rx: &Receiver<Out>, queued: &AtomicUsize) {
+/// Reply bytes one connection may have waiting to be written before its requests wait.
+const MAX_UNSENT_REPLY_BYTES: usize = 1 << 20;
+
+fn write_loop(mut w: UnixStream, rx: &Receiver<Out>, queued: &AtomicUsize, unsent: &AtomicUsize) {
     while let Ok(out) = rx.recv() {
         let ok = match out {
-            Out::Reply(line) => w.write_all(&line).is_ok(),
+            Out::Reply(line) => {
+                let ok = w.write_all(&line).is_ok();
+                unsent.fetch_sub(line.len(), Ordering::AcqRel);
+                ok
+            }
             Out::Event(line) => {
                 queued.fetch_sub(1, Ordering::Relaxed);
                 w.write_all(&line).is_ok()
