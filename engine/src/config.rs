@@ -467,6 +467,73 @@ impl Config {
         Ok(())
     }
 
+    /// What can only be checked on this host, before anything starts: workers against the
+    /// cores, the local IPs among the host's addresses, the control socket's directory and
+    /// group, the DTLS certificate and key (present, readable, and a pair). Returns the
+    /// warnings (a control socket others may use) when every check holds.
+    pub fn check_host(&self) -> Result<Vec<String>, ConfigError> {
+        let v = |key, message: String| Err(ConfigError::Value { key, message });
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = self.workers();
+        // The daemon pins one worker per core: more workers than cores only contend (and
+        // each holds its ring, buffers and slot table: thousands exhaust memory).
+        if workers > online {
+            return v(
+                "engine.workers",
+                format!(
+                    "{workers} workers on a host with {online} cores: at most one pinned worker per core (0 means one per core)"
+                ),
+            );
+        }
+        for ip in &self.sockets.local_ips {
+            let Ok(addr) = ip.parse::<IpAddr>() else {
+                continue;
+            };
+            if let Err(e) = std::net::UdpSocket::bind(SocketAddr::new(addr, 0)) {
+                return v(
+                    "sockets.local_ips",
+                    format!("{ip} is not an address of this host ({e})"),
+                );
+            }
+        }
+        let mut warnings = Vec::new();
+        if !self.control.path.is_empty() {
+            let path = Path::new(&self.control.path);
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !dir.is_dir() {
+                return v(
+                    "control.path",
+                    format!("the directory {} does not exist", dir.display()),
+                );
+            }
+            if !self.control.group.is_empty() && crate::ctl::group_id(&self.control.group).is_none()
+            {
+                return v(
+                    "control.group",
+                    format!("no group named {:?} on this host", self.control.group),
+                );
+            }
+            if self.control.mode & 0o117 != 0 {
+                warnings.push(format!(
+                    "control.mode {:#o} lets more than the owner and its group use the control socket (0o660 at most is advised): whoever can connect can create, change and delete streams",
+                    self.control.mode
+                ));
+            }
+        }
+        let d = &self.dtls;
+        if !d.certificate.is_empty() {
+            crate::proto::dtls::DtlsIdentity::from_pem_files(&d.certificate, &d.private_key)
+                .map_err(|e| ConfigError::Value {
+                    key: "dtls.certificate",
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(warnings)
+    }
+
     /// Workers the config asks for (0 resolved to the online cores).
     pub fn workers(&self) -> usize {
         if self.engine.workers == 0 {

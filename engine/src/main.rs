@@ -357,6 +357,17 @@ fn main() -> ExitCode {
         eprintln!("srtp-engine: config: {e}");
         return ExitCode::from(2);
     }
+    match config.check_host() {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("srtp-engine: config: warning: {w}");
+            }
+        }
+        Err(e) => {
+            eprintln!("srtp-engine: config: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if cli.check_config {
         say!("config ok");
         return ExitCode::SUCCESS;

@@ -47,6 +47,67 @@ fn bad_config_names_the_key_and_exits_2() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // What only this host can say, said by --check-config before anything starts (issue 26:
+    // workers = 5000 passed and the engine grew to 21.6 GB).
+    let key = dir.join("not-a-key.pem");
+    std::fs::write(&key, "not a key").unwrap();
+    for (text, key_name, words) in [
+        (
+            "[engine]\nworkers = 5000\n",
+            "engine.workers",
+            "at most one pinned worker per core",
+        ),
+        (
+            "[sockets]\nlocal_ips = [\"192.0.2.77\"]\n",
+            "sockets.local_ips",
+            "is not an address of this host",
+        ),
+        (
+            "[control]\npath = \"/nonexistent-dir-for-srtp/engine.sock\"\n",
+            "control.path",
+            "does not exist",
+        ),
+        (
+            "[control]\ngroup = \"no-such-group-srtp\"\n",
+            "control.group",
+            "no group named",
+        ),
+        (
+            &format!(
+                "[dtls]\ncertificate = \"/nonexistent.pem\"\nprivate_key = \"{}\"\n",
+                key.display()
+            ),
+            "dtls.certificate",
+            "/nonexistent.pem",
+        ),
+    ] {
+        let path = dir.join("host.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(
+            err.contains(key_name) && err.contains(words),
+            "{text}: {err}"
+        );
+    }
+    // A control socket anyone may use is allowed, with a warning.
+    let path = dir.join("open.toml");
+    std::fs::write(&path, "[control]\nmode = 0o666\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: control.mode 0o666"), "{err}");
 }
 
 fn socket_path(name: &str) -> std::path::PathBuf {

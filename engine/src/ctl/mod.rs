@@ -17,4 +17,5 @@ pub mod protocol;
 mod server;
 
 #[cfg(feature = "dataplane")]
+pub(crate) use server::group_id;
 pub use server::{CtlCounters, CtlOptions, CtlServer, CtlStartError};

@@ -187,7 +187,7 @@ fn set_umask(mask: u32) -> u32 {
 }
 
 #[allow(unsafe_code)]
-fn group_id(name: &str) -> Option<u32> {
+pub(crate) fn group_id(name: &str) -> Option<u32> {
     let cname = std::ffi::CString::new(name).ok()?;
     let mut grp: libc::group = {
         // SAFETY: `group` is plain data; getgrnam_r fills it.
