@@ -170,6 +170,8 @@ pub struct ControlSection {
     pub max_batch: usize,
     /// Events queued for a subscriber before more are dropped.
     pub max_queued_events: usize,
+    /// A connection that sends no request within this long of opening is closed, ms.
+    pub first_request_timeout_ms: u64,
 }
 
 impl Default for ControlSection {
@@ -183,6 +185,7 @@ impl Default for ControlSection {
             max_line_bytes: d.max_line_bytes,
             max_batch: d.max_batch,
             max_queued_events: d.max_queued_events,
+            first_request_timeout_ms: d.first_request_timeout.as_millis() as u64,
         }
     }
 }
@@ -602,6 +605,7 @@ impl Config {
             max_line_bytes: c.max_line_bytes,
             max_batch: c.max_batch,
             max_queued_events: c.max_queued_events,
+            first_request_timeout: Duration::from_millis(c.first_request_timeout_ms.max(100)),
         })
     }
 

@@ -899,3 +899,39 @@ fn the_dashboard_queries_are_valid_and_use_exported_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Connections that open and say nothing are closed after `first_request_timeout`: 32 of them
+/// locked every other client out with `too_many_connections` (issue 26), for good.
+#[test]
+fn silent_connections_do_not_lock_others_out() {
+    let n = node("idle", (30_420, 30_423), |o, c| {
+        o.workers = 1;
+        c.max_connections = 4;
+        c.first_request_timeout = Duration::from_millis(300);
+    });
+    let idle: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&n.path).unwrap())
+        .collect();
+    sleep(Duration::from_millis(100));
+    // All places are taken now: the next one is refused.
+    let mut refused = UnixStream::connect(&n.path).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut text = String::new();
+    let _ = refused.read_to_string(&mut text);
+    assert!(text.contains("too_many_connections"), "{text}");
+    // Once the silent ones are closed, a client is served.
+    sleep(Duration::from_millis(600));
+    let mut c = n.client();
+    assert_eq!(c.request_json("hello", Value::Null).unwrap()["protocol"], 1);
+    // The silent ones were closed by the engine.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut b = [0u8; 16];
+        assert_eq!(s.read(&mut b).unwrap_or(0), 0, "closed");
+    }
+    // A client that spoke stays, silent or not.
+    sleep(Duration::from_millis(600));
+    assert_eq!(c.request_json("hello", Value::Null).unwrap()["protocol"], 1);
+}

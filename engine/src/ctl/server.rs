@@ -50,6 +50,9 @@ pub struct CtlOptions {
     pub max_batch: usize,
     /// Events queued for one subscriber before further events to it are dropped.
     pub max_queued_events: usize,
+    /// A connection that sends no request within this long of opening is closed: idle
+    /// connections would otherwise hold `max_connections` against everyone else.
+    pub first_request_timeout: std::time::Duration,
 }
 
 impl Default for CtlOptions {
@@ -62,6 +65,7 @@ impl Default for CtlOptions {
             max_line_bytes: 16 << 20,
             max_batch: 20_000,
             max_queued_events: 10_000,
+            first_request_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct CtlCounters {
     pub events_sent: AtomicU64,
     /// Events dropped because a subscriber did not read.
     pub events_dropped: AtomicU64,
+    /// Connections closed because they sent no request in time.
+    pub idle_closed: AtomicU64,
 }
 
 /// What a connection's writer sends: a reply, or an event shared by every subscriber.
@@ -456,6 +462,8 @@ fn serve(shared: &Arc<Shared>, conn: u64, stream: UnixStream) {
         return;
     };
     let mut lines = LineReader::new(shared.opts.max_line_bytes);
+    let _ = read_half.set_read_timeout(Some(shared.opts.first_request_timeout));
+    let mut heard = false;
     loop {
         while unsent.load(Ordering::Acquire) > MAX_UNSENT_REPLY_BYTES {
             if shared.stop.load(Ordering::SeqCst) || writer.is_finished() {
@@ -465,6 +473,10 @@ fn serve(shared: &Arc<Shared>, conn: u64, stream: UnixStream) {
         }
         let reply = match lines.next(&mut read_half) {
             Ok(Line::Complete(range)) => {
+                if !heard {
+                    heard = true;
+                    let _ = read_half.set_read_timeout(None);
+                }
                 let reply = handle_line(shared, conn, &lines.buf[range.clone()], &out_tx, &queued);
                 lines.buf[range].zeroize();
                 match reply {
@@ -485,7 +497,19 @@ fn serve(shared: &Arc<Shared>, conn: u64, stream: UnixStream) {
                     )),
                 )
             }
-            Ok(Line::Eof) | Err(_) => break,
+            Ok(Line::Eof) => break,
+            Err(e) => {
+                if !heard
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                {
+                    tracing::debug!(conn, "control connection sent nothing: closed");
+                    shared.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
         };
         unsent.fetch_add(reply.len(), Ordering::AcqRel);
         if out_tx.send(Out::Reply(reply)).is_err() {
