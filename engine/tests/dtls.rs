@@ -596,3 +596,44 @@ fn each_profile_engine_to_engine_when_restricted_per_stream() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A DTLS server leg created without `remote` learns its peer from the ClientHello, not from
+/// whatever arrives first: one datagram of junk from another address used to take the leg
+/// (its socket connected to the sender), and the real client then timed out (issue 26).
+#[test]
+fn junk_before_the_client_hello_does_not_take_a_server_leg() {
+    let a = engine_with(BackendKind::IoUring, fast());
+    let b = engine_with(BackendKind::IoUring, fast());
+    let (aev, bev) = (a.take_events().unwrap(), b.take_events().unwrap());
+    let s = serve(&a, &b);
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in [
+        &[0x16u8, 0xfe, 0xfd, 0, 0][..],
+        &[0x17; 40],
+        &[0x14, 0xfe, 0xfd, 0, 0, 0, 0],
+    ] {
+        junk.send_to(d, s.legs[0].local).unwrap();
+    }
+    sleep(Duration::from_millis(100));
+    b.create_stream(spec(dtls_leg(
+        DtlsRole::Client,
+        fingerprint(&a),
+        Some(s.legs[0].local),
+        true,
+    )))
+    .unwrap();
+    for (name, rx) in [("server", &aev), ("client", &bev)] {
+        let ev = dtls_events(rx, 1, Duration::from_secs(5));
+        assert!(
+            matches!(ev.first(), Some(Event::DtlsEstablished { .. })),
+            "{name}: {ev:?}"
+        );
+    }
+    let learned = stats(&a, s.id).legs[0].remote;
+    assert!(learned.is_some(), "the client was learned");
+    assert_ne!(
+        learned,
+        Some(junk.local_addr().unwrap()),
+        "not the junk's sender"
+    );
+}

@@ -240,10 +240,15 @@ impl Stream {
         let Some(leg) = self.legs.get_mut(k) else {
             return (false, None);
         };
-        let learned = leg.learn_from_handshake(port, from).map(|mut l| {
-            l.leg = k as u8;
-            l
-        });
+        // Only a ClientHello teaches a server its peer: one datagram of junk from anyone
+        // would otherwise take the leg (its socket connected to the sender) for good.
+        let learned = crate::proto::dtls::opens_client_hello(datagram)
+            .then(|| leg.learn_from_handshake(port, from))
+            .flatten()
+            .map(|mut l| {
+                l.leg = k as u8;
+                l
+            });
         let go = leg.dtls_input(port, datagram, now, clock.at(now), totals);
         (go, learned)
     }

@@ -34,6 +34,8 @@ mod types;
 pub use failure::{DtlsFailure, DtlsFailureReason, alert_name};
 pub use fingerprint::{DtlsRole, Fingerprint, FingerprintError, HashAlg};
 #[cfg(feature = "dataplane")]
+pub use record::opens_client_hello;
+#[cfg(feature = "dataplane")]
 pub use session::{DtlsContext, DtlsIdentity, IdentityError, InMemoryOutcome, run_in_memory};
 pub use types::{
     DtlsBackend, DtlsKeys, DtlsOptions, DtlsOptionsError, DtlsOutput, DtlsSession, KeyKind,

@@ -2,6 +2,12 @@
 //! RFC 5764 keying material into our two master keys.
 
 use super::fingerprint::{DtlsRole, Fingerprint};
+
+/// Whether a datagram is the start of a ClientHello (what a DTLS server may learn its peer
+/// from): see [`opens_first_flight`].
+pub fn opens_client_hello(datagram: &[u8]) -> bool {
+    opens_first_flight(datagram, DtlsRole::Server)
+}
 use super::types::DtlsKeys;
 use crate::proto::srtp::{MasterKey, Suite};
 
