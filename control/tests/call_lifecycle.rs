@@ -255,3 +255,55 @@ fn an_unanswered_bye_is_a_failure() {
     );
     assert!(out.contains("0 of 1 call(s) completed"), "{out}");
 }
+
+/// An answerer whose engine has no free port says so with 503 and Retry-After (RFC 3261
+/// 21.5.4), not 500: an INVITE flood that exhausts the ports is overload, and the caller can
+/// tell (issue 26).
+#[test]
+fn an_answerer_out_of_ports_answers_503_with_retry_after() {
+    // One port: one call's stream (rtcp-mux) takes it.
+    let full = Node::start("full-answerer", (39950, 39950));
+    let caller = Node::start("full-caller", (39960, 39999));
+    let mut bob = Answerer::start(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--user",
+        "bob",
+        "--engine",
+        full.sock(),
+        "--seconds",
+        "30",
+    ]);
+    let to = format!("sip:bob@127.0.0.1:{}", bob.port);
+    let first = call_spawn(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        caller.sock(),
+        "--to",
+        &to,
+        "--hold-ms",
+        "3000",
+    ]);
+    bob.wait_line(|l| l.starts_with("answered "), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", bob.output()));
+    let log = std::env::temp_dir().join(format!("srtp-503-{}.sip", std::process::id()));
+    let o = call(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        caller.sock(),
+        "--to",
+        &to,
+        "--sip-log",
+        log.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("503 Service Unavailable"), "{out}");
+    let sip = std::fs::read_to_string(&log).unwrap();
+    assert!(sip.contains("Retry-After: 5"), "{sip}");
+    let o = first.wait_with_output().unwrap();
+    assert!(o.status.success(), "the first call went on: {}", text(&o));
+    let _ = std::fs::remove_file(&log);
+}

@@ -36,11 +36,21 @@ pub enum MediaError {
     /// The engine restarted since this stream was made: the stream is gone with it.
     #[error("the media engine restarted: this call's stream is gone")]
     EngineRestarted,
+    /// The engine is full for now (no free port, a full worker, out of file descriptors): a
+    /// call can be tried again later.
+    #[error("media engine full: {0}")]
+    Full(String),
 }
 
 impl From<ClientError> for MediaError {
     fn from(e: ClientError) -> Self {
-        MediaError::Engine(e.to_string())
+        use srtp_engine::ctl::protocol::ErrorCode;
+        match e.code() {
+            Some(ErrorCode::PortsExhausted | ErrorCode::WorkerFull | ErrorCode::FileLimit) => {
+                MediaError::Full(e.to_string())
+            }
+            _ => MediaError::Engine(e.to_string()),
+        }
     }
 }
 

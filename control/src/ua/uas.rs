@@ -156,6 +156,9 @@ impl UaCore {
                     let text = e.to_string();
                     self.report_failure(call_id, e.into());
                     self.end_call(now, call_id, EndedBy::Failure(text));
+                } else if matches!(e, MediaError::Full(_)) {
+                    // Overload is said as such (RFC 3261 21.5.4), with when to try again.
+                    self.refuse(now, call_id, 503, "Service Unavailable", &e.to_string());
                 } else {
                     self.refuse(now, call_id, 500, "Server Internal Error", &e.to_string());
                 }
