@@ -307,3 +307,55 @@ fn an_answerer_out_of_ports_answers_503_with_retry_after() {
     assert!(o.status.success(), "the first call went on: {}", text(&o));
     let _ = std::fs::remove_file(&log);
 }
+
+/// A TLS client that connects and never finishes its handshake is closed after 10 s, and the
+/// answerer says so in those words (issue 26: stalled clients stayed, and each was logged as
+/// "closed right after the handshake").
+#[test]
+fn a_stalled_tls_client_is_closed_with_its_cause() {
+    let dir = std::env::temp_dir().join(format!("srtp-stalled-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    common::pki(&dir);
+    let d = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let (cert, key) = (d("server.crt"), d("server.key"));
+    let (out, err) = (dir.join("answer.out"), dir.join("answer.err"));
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["answer", "--listen", "tls:127.0.0.1:0", "--tls-cert", &cert])
+        .args(["--tls-key", &key, "--seconds", "30"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let port = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            let t = std::fs::read_to_string(&out).ok()?;
+            t.lines()
+                .find_map(|l| l.strip_prefix("listening on tls 127.0.0.1:"))
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        })
+        .expect("the answerer listens");
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut b = [0u8; 64];
+    let n = std::io::Read::read(&mut stalled, &mut b).unwrap_or(0);
+    let waited = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&err).unwrap();
+    assert_eq!(n, 0, "closed by the answerer");
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(14),
+        "{waited:?}"
+    );
+    assert!(
+        log.contains("did not complete its handshake within 10s: closed"),
+        "{log}"
+    );
+    assert!(!log.contains("right after the handshake"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

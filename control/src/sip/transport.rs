@@ -152,6 +152,14 @@ impl From<TlsConfigError> for TransportError {
 
 type Writers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>>>;
 
+/// Connections peers may hold open to one listener at once.
+const MAX_INCOMING: usize = 4096;
+/// A client's TLS handshake must be done within this long of its connection.
+const TLS_HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection a peer opened is closed after this long without a byte from it (Kamailio's
+/// `tcp_connection_lifetime` default; RFC 5626 keepalives come every 30 to 120 s).
+const IDLE_INCOMING: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// One listening SIP transport and its connections.
 #[derive(Clone)]
 pub struct SipTransport {
@@ -165,6 +173,10 @@ pub struct SipTransport {
     writers: Writers,
     events: mpsc::UnboundedSender<TransportEvent>,
     next_id: Arc<AtomicU64>,
+    /// Connections peers opened to us, open now.
+    incoming: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections refused at the limit.
+    refused: Arc<AtomicU64>,
     tls_client: Option<(Arc<rustls::ClientConfig>, String, bool)>,
     log: MessageLog,
     silent: Arc<AtomicBool>,
@@ -222,6 +234,8 @@ impl SipTransport {
             writers: Arc::new(Mutex::new(HashMap::new())),
             events: tx,
             next_id: Arc::new(AtomicU64::new(1)),
+            incoming: Arc::default(),
+            refused: Arc::default(),
             tls_client,
             log,
             silent: Arc::new(AtomicBool::new(false)),
@@ -314,24 +328,51 @@ impl SipTransport {
     }
 
     async fn accept_loop(self, l: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>) {
+        let mut said_full = false;
         loop {
-            let Ok((tcp, peer)) = l.accept().await else {
-                continue;
+            let (tcp, peer) = match l.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors (or another passing error): the connection
+                    // waits in the backlog; do not spin on it at full CPU.
+                    if !said_full {
+                        tracing::warn!("SIP {} listener cannot accept: {e}", self.protocol.via());
+                        said_full = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             };
+            said_full = false;
+            if self.incoming.load(Ordering::Relaxed) >= MAX_INCOMING {
+                // A connection beyond the limit is closed at once: idle or hostile ones must
+                // not take the descriptors legitimate peers need.
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                drop(tcp);
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
             let t = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 match acceptor {
-                    Some(a) => match a.accept(tcp).await {
-                        Ok(s) => {
-                            t.register(s, peer, false);
+                    Some(a) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_DEADLINE, a.accept(tcp)).await {
+                            Ok(Ok(s)) => {
+                                t.register(s, peer, false);
+                            }
+                            Ok(Err(e)) => {
+                                let f = TlsFailure::from_io(&e, false, "");
+                                tracing::warn!(%peer, "TLS handshake with a client failed: {f}");
+                            }
+                            Err(_) => {
+                                tracing::warn!(
+                                    %peer,
+                                    "TLS client did not complete its handshake within {TLS_HANDSHAKE_DEADLINE:?}: closed"
+                                );
+                            }
                         }
-                        Err(e) => {
-                            let f = TlsFailure::from_io(&e, false, "");
-                            tracing::warn!(%peer, "TLS handshake with a client failed: {f}");
-                        }
-                    },
+                    }
                     None if t.protocol == Protocol::Tls => {
                         tracing::warn!(%peer, "TLS connection refused: no certificate configured for this listener");
                     }
@@ -366,12 +407,28 @@ impl SipTransport {
         });
         let t = self.clone();
         let opened = std::time::Instant::now();
+        if !outgoing {
+            self.incoming.fetch_add(1, Ordering::Relaxed);
+        }
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 16384];
             let mut got_message = false;
             let error = loop {
-                match rd.read(&mut chunk).await {
+                // A connection a peer opened and keeps silent (no message, no keepalive) is
+                // closed after IDLE_INCOMING: thousands of them cost memory and descriptors.
+                let read = async {
+                    if outgoing {
+                        Ok(rd.read(&mut chunk).await)
+                    } else {
+                        tokio::time::timeout(IDLE_INCOMING, rd.read(&mut chunk)).await
+                    }
+                };
+                let Ok(read) = read.await else {
+                    tracing::debug!(%peer, "idle SIP connection closed");
+                    break None;
+                };
+                match read {
                     // A TLS server that hangs up at once, before saying anything at all, usually
                     // did not like our client certificate (TLS 1.3 tells us after our
                     // Finished). Later, or from a client, a close is only a close.
@@ -436,6 +493,9 @@ impl SipTransport {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            if !outgoing {
+                t.incoming.fetch_sub(1, Ordering::Relaxed);
+            }
             let _ = t.events.send(TransportEvent::Closed { flow, error });
         });
         flow
