@@ -18,4 +18,5 @@ mod server;
 
 #[cfg(feature = "dataplane")]
 pub(crate) use server::group_id;
+#[cfg(feature = "dataplane")]
 pub use server::{CtlCounters, CtlOptions, CtlServer, CtlStartError};

@@ -4,7 +4,8 @@
 use super::fingerprint::{DtlsRole, Fingerprint};
 
 /// Whether a datagram is the start of a ClientHello (what a DTLS server may learn its peer
-/// from): see [`opens_first_flight`].
+/// from): a handshake record of epoch 0 holding the first fragment of a ClientHello at least
+/// as long as the smallest one.
 pub fn opens_client_hello(datagram: &[u8]) -> bool {
     opens_first_flight(datagram, DtlsRole::Server)
 }
