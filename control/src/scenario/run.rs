@@ -102,10 +102,12 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
 
 /// Waits until every answerer is registered (`answerer.register`) before the first call: a
 /// call placed before would find no binding, or a half-made one, at the registrar. Gives up,
-/// with the reason in words, when a registrar refuses one or none answers, or after one
-/// REGISTER transaction's time (64 * T1).
+/// with the reason in words, when a registrar refuses one or none answers, or after twice a
+/// REGISTER transaction's time (2 * 64 * T1).
 async fn registered(s: &Scenario, agents: usize, shared: &Shared) -> Result<(), RunError> {
-    let limit = Duration::from_millis(64 * s.sip.t1_ms);
+    // The endpoint itself gives up on a REGISTER after 64 * T1 (timer F) and says so; this
+    // wait is a backstop behind it, not a race with it.
+    let limit = Duration::from_millis(2 * 64 * s.sip.t1_ms);
     let start = Instant::now();
     loop {
         let (done, problem) = {
