@@ -98,11 +98,9 @@ pub(crate) async fn answer(
                 by,
                 bye,
             } => {
-                let (line, good) = end_line(&by, &stats, bye.as_ref());
-                if !good {
+                if !ended_line(&call_id, &by, &stats, bye.as_ref()) {
                     failed += 1;
                 }
-                println!("ended {call_id}: {line}");
             }
             UasEvent::Registration(e) => {
                 if registration_line(&e) == Some(false) {
@@ -125,13 +123,7 @@ pub(crate) async fn answer(
                 stats,
                 by,
                 bye,
-            } => {
-                let (line, good) = end_line(&by, &stats, bye.as_ref());
-                if !good {
-                    failed += 1;
-                }
-                println!("ended {call_id}: {line}");
-            }
+            } if !ended_line(&call_id, &by, &stats, bye.as_ref()) => failed += 1,
             UasEvent::Registration(e) => {
                 registration_line(&e);
             }
@@ -141,4 +133,16 @@ pub(crate) async fn answer(
     let clean = stopped_line(&summary, ua.engine_reconnects());
     println!("{answered} call(s) answered, {failed} failure(s)");
     Ok(ok && clean && failed == 0)
+}
+
+/// Prints a call's end; whether it ended cleanly.
+fn ended_line(
+    call_id: &str,
+    by: &srtp_control::ua::EndedBy,
+    stats: &Option<srtp_engine::model::StreamStats>,
+    bye: Option<&Result<(), srtp_control::ua::CallError>>,
+) -> bool {
+    let (line, good) = end_line(by, stats, bye);
+    println!("ended {call_id}: {line}");
+    good
 }
