@@ -226,6 +226,86 @@ fn sigterm_stops_it_after_its_socket_file_was_removed() {
     }
 }
 
+/// 100 slowloris clients (each trickling a request head a byte a second) cost a scrape
+/// nothing: it is answered within 1 s while they hold their connections, and SIGTERM stops the
+/// engine within 2 s under the same (issue 26: one such client blocked every scrape for 30 s,
+/// and the stop waited 40 s for the metrics thread).
+#[test]
+fn slowloris_clients_neither_block_a_scrape_nor_the_stop() {
+    use std::io::{Read, Write};
+    let path = socket_path("slowloris");
+    let metrics: std::net::SocketAddr = "127.0.0.1:46491".parse().unwrap();
+    let mut engine = KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(config_dir().join("engine.toml"))
+            .args([
+                "--workers",
+                "1",
+                "--port-min",
+                "46300",
+                "--port-max",
+                "46399",
+            ])
+            .args(["--metrics", &metrics.to_string()])
+            .arg("--control")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut engine.0;
+    drop(connect(&path));
+    let scrape = || -> Duration {
+        let t = Instant::now();
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:.80}");
+        assert!(text.contains("srtp_engine_streams"), "{text:.200}");
+        t.elapsed()
+    };
+    scrape();
+    let mut slow: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(metrics).unwrap())
+        .collect();
+    let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let t0 = Instant::now();
+    let mut took = Vec::new();
+    for i in 0..4 {
+        for s in &mut slow {
+            let _ = s.write_all(&head[i % head.len()..i % head.len() + 1]);
+        }
+        took.push(scrape());
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(took[i]));
+    }
+    let slowest = took.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_secs(1),
+        "scrapes took {took:?} beside 100 slowloris clients"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let t = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc_kill(child.id() as i32, 15) }, 0);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the engine did not stop within 2 s of SIGTERM beside 100 slowloris clients"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(slow);
+}
+
 /// The engine's resident memory, KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -347,6 +427,16 @@ fn out_of_files_is_a_clear_error() {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc_kill(child.id() as i32, 15) };
     let _ = child.wait();
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 unsafe extern "C" {

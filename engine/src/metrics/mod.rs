@@ -1,6 +1,7 @@
 //! Prometheus metrics: every metric declared once ([`declare_metrics!`](crate::declare_metrics): name, type, help,
 //! labels), rendered in the text exposition format (version 0.0.4) and served on `/metrics`
-//! by a small HTTP/1.1 server on its own thread ([`MetricsServer`]).
+//! by hyper's HTTP/1 server on a thread of its own ([`MetricsServer`]), each connection under
+//! a deadline.
 //!
 //! The engine's own families are in `engine.rs` (with the data plane): a scrape reads the
 //! snapshots the workers publish every 100 ms (one short lock each) and never asks a worker
