@@ -359,3 +359,97 @@ fn a_stalled_tls_client_is_closed_with_its_cause() {
     assert!(!log.contains("right after the handshake"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An INVITE that is never acknowledged gets no media: the answerer's stream is held until
+/// the ACK (issue 26: one 516-byte INVITE, never ACKed, made the engine send 3,212 packets to
+/// the address in its SDP, which may be anyone's). When the ACK comes, the media starts.
+#[test]
+fn an_invite_never_acknowledged_gets_no_media() {
+    use std::net::UdpSocket;
+    let node = Node::start("held-answerer", (39900, 39949));
+    let bob = Answerer::start(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        node.sock(),
+        "--srtp",
+        "offered",
+        "--seconds",
+        "30",
+    ]);
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let victim = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (me, media) = (sip.local_addr().unwrap(), victim.local_addr().unwrap());
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\na=sendrecv\r\n",
+        media.port()
+    );
+    let head = |method: &str, cseq: &str, to_tag: &str| {
+        format!(
+            "{method} sip:bob@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-held-{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:mallory@127.0.0.1>;tag=m1\r\nTo: <sip:bob@127.0.0.1>{to_tag}\r\n\
+             Call-ID: held-1@127.0.0.1\r\nCSeq: {cseq} {method}\r\nContact: <sip:mallory@{me}>\r\n",
+            port = bob.port
+        )
+    };
+    let invite = format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        head("INVITE", "1", ""),
+        sdp.len()
+    );
+    sip.send_to(invite.as_bytes(), ("127.0.0.1", bob.port))
+        .unwrap();
+    // The 200 (and its retransmissions, unanswered).
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = vec![0u8; 4096];
+    let mut said = String::new();
+    let ok = loop {
+        let Ok(n) = sip.recv(&mut b) else {
+            panic!("no 200: {said}");
+        };
+        let m = String::from_utf8_lossy(&b[..n]).into_owned();
+        if m.starts_with("SIP/2.0 200") {
+            break m;
+        }
+        said += &m;
+    };
+    let to_tag = ok
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .and_then(|l| l.split_once(";tag="))
+        .map(|(_, t)| format!(";tag={}", t.trim()))
+        .expect("a To tag");
+    // RTP (payload type 0) that reaches the address in the SDP within `for_`.
+    let rtp_within = |for_: Duration| {
+        victim
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        let mut d = [0u8; 2048];
+        while t0.elapsed() < for_ {
+            if let Ok(len) = victim.recv(&mut d)
+                && len >= 12
+                && d[1] & 0x7f == 0
+            {
+                n += 1;
+            }
+        }
+        n
+    };
+    let before_ack = rtp_within(Duration::from_secs(2));
+    assert_eq!(before_ack, 0, "RTP sent before the ACK");
+    let ack = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        head("ACK", "1", &to_tag).replace("held-1\r\n", "held-ack\r\n")
+    );
+    sip.send_to(ack.as_bytes(), ("127.0.0.1", bob.port))
+        .unwrap();
+    let after_ack = rtp_within(Duration::from_secs(1));
+    assert!(
+        after_ack >= 20,
+        "{after_ack} RTP packets in the second after the ACK"
+    );
+    drop(bob);
+}

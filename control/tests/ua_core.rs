@@ -169,20 +169,23 @@ impl FakeEngine {
         who: &str,
         op: MediaOp,
     ) -> Result<MediaDone, srtp_control::media::MediaError> {
-        let stream_op = !matches!(op, MediaOp::Prepare | MediaOp::Open(_));
+        let stream_op = !matches!(op, MediaOp::Prepare | MediaOp::Open { .. });
         if self.restarted && stream_op {
             self.ops.push(format!("{who} refused"));
             return Err(srtp_control::media::MediaError::EngineRestarted);
         }
         Ok(match op {
-            MediaOp::Prepare | MediaOp::Open(_) => {
+            MediaOp::Prepare | MediaOp::Open { .. } => {
                 self.next += 1;
                 self.ops.push(format!(
                     "{who} {}",
                     if matches!(op, MediaOp::Prepare) {
                         "prepare"
                     } else {
-                        "open"
+                        match op {
+                            MediaOp::Open { held: true, .. } => "open held",
+                            _ => "open",
+                        }
                     }
                 ));
                 MediaDone::Allocated(Allocation {
@@ -223,8 +226,9 @@ impl FakeEngine {
                 ));
                 MediaDone::Applied
             }
-            MediaOp::StopSending(s) => {
-                self.ops.push(format!("{who} stop {}", s.id));
+            MediaOp::Sending(s, on) => {
+                let what = if on { "send" } else { "stop" };
+                self.ops.push(format!("{who} {what} {}", s.id));
                 MediaDone::Applied
             }
             MediaOp::Stats(s) => MediaDone::Stats(Some(stats(s.id, 0))),
@@ -452,10 +456,12 @@ fn a_direct_call_sets_up_and_hangs_up() {
     );
     assert_eq!(net.bob_ended(&id), Some((EndedBy::Peer, false)));
     assert!(net.lost.is_empty(), "{:?}", net.lost);
-    // The engine was asked in order: prepare, open, the answer applied, stop before BYE, close.
+    // The engine was asked in order: prepare, open held, the answer applied, bob's media
+    // started by the ACK, stop before BYE, close.
     let ops = net.engine.ops.join("\n");
     assert!(
-        ops.starts_with("alice prepare\nbob open\nalice apply 1"),
+        ops.starts_with("alice prepare\nbob open held\nalice apply 1 ")
+            && ops.contains("\nbob send 2\nalice stop 1\n"),
         "{ops}"
     );
     assert!(ops.contains("alice stop 1\n"), "{ops}");
@@ -631,8 +637,12 @@ fn no_ack_ends_the_call_and_its_media() {
     assert_eq!(net.bob_ended(&id).map(|e| e.0), Some(EndedBy::NoAck));
     let ops = net.engine.ops.join("\n");
     assert!(
-        ops.contains("bob stop 2") && ops.contains("bob close 2"),
+        ops.contains("bob open held") && ops.contains("bob close 2"),
         "{ops}"
+    );
+    assert!(
+        !ops.contains("bob send 2"),
+        "media started without an ACK: {ops}"
     );
 }
 

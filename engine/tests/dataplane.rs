@@ -199,6 +199,7 @@ fn relay_srtp_to_rtp(backend: BackendKind) {
         codec: CodecProfile::default_for(Codec::Pcma),
         rtcp_interval_ms: 0,
         watch: Default::default(),
+        paused: false,
     };
     let r = relay.create_stream(spec).unwrap();
     let mut send = StreamSpec::new(
@@ -738,6 +739,7 @@ fn bad_requests_are_typed_errors() {
         codec: CodecProfile::default_for(Codec::Pcmu),
         rtcp_interval_ms: 0,
         watch: Default::default(),
+        paused: false,
     };
     assert!(e.create_stream(two_legs).is_err());
     let bad_ip = LegSpec {

@@ -86,8 +86,9 @@ pub trait MediaEngine: Send {
     /// [`MediaEngine::apply`] brings the answer. It always has an RTCP port: when we offer
     /// rtcp-mux and the answer declines it, RTCP needs a port of its own (RFC 5761 5.1.1).
     fn prepare(&mut self) -> Result<Allocation, MediaError>;
-    /// An answerer's stream, whole.
-    fn open(&mut self, n: &Negotiated) -> Result<Allocation, MediaError>;
+    /// A stream for a negotiation made by the peer's offer, whole. `held`: it sends no RTP
+    /// until [`MediaEngine::sending`] (an answerer's stream, before the ACK of its 2xx).
+    fn open(&mut self, n: &Negotiated, held: bool) -> Result<Allocation, MediaError>;
     /// Brings a stream to a negotiation: the offerer's answer (`prev` None), or a later
     /// offer/answer (re-INVITE, UPDATE) that changed any of the peer's address, keys or DTLS
     /// fingerprint, rtcp-mux or direction (`prev` the negotiation in force).
@@ -99,9 +100,10 @@ pub trait MediaEngine: Send {
     ) -> Result<(), MediaError>;
     /// A stream's statistics (None: no media plane).
     fn stats(&mut self, stream: StreamRef) -> Result<Option<StreamStats>, MediaError>;
-    /// Stops sending on a stream that goes on receiving: a hangup, before its BYE, so the
-    /// peer gets nothing after it has closed its side (RFC 3261 15: media ends with the BYE).
-    fn stop_sending(&mut self, stream: StreamRef) -> Result<(), MediaError>;
+    /// Starts sending on a held stream (the ACK came), or stops sending on a stream that goes
+    /// on receiving: a hangup, before its BYE, so the peer gets nothing after it has closed
+    /// its side (RFC 3261 15: media ends with the BYE).
+    fn sending(&mut self, stream: StreamRef, on: bool) -> Result<(), MediaError>;
     /// Removes a stream, returning its final statistics (None: no media plane).
     fn close(&mut self, stream: StreamRef) -> Result<Option<StreamStats>, MediaError>;
     /// Times this client reconnected to a restarted engine.
@@ -350,12 +352,13 @@ impl MediaEngine for EngineMedia {
                 rtcp_interval_ms: None,
                 silence_ms: None,
                 auth_failure_threshold: None,
+                paused: None,
             })
         })?;
         self.allocation(info)
     }
 
-    fn open(&mut self, n: &Negotiated) -> Result<Allocation, MediaError> {
+    fn open(&mut self, n: &Negotiated, held: bool) -> Result<Allocation, MediaError> {
         let mode = self.answer_mode.unwrap_or(engine_mode(n.direction));
         let info = self.request(false, |api| {
             api.create(StreamRequest {
@@ -371,6 +374,7 @@ impl MediaEngine for EngineMedia {
                 rtcp_interval_ms: None,
                 silence_ms: None,
                 auth_failure_threshold: None,
+                paused: held.then_some(true),
             })
         })?;
         self.allocation(info)
@@ -401,10 +405,10 @@ impl MediaEngine for EngineMedia {
             .map(Some)
     }
 
-    fn stop_sending(&mut self, stream: StreamRef) -> Result<(), MediaError> {
+    fn sending(&mut self, stream: StreamRef, on: bool) -> Result<(), MediaError> {
         self.stream_request(stream, |api| {
             api.update(UpdateRequest {
-                paused: Some(true),
+                paused: Some(!on),
                 ..UpdateRequest::of(stream.id)
             })
         })?;
@@ -458,7 +462,7 @@ impl MediaEngine for SignalingOnly {
     fn prepare(&mut self) -> Result<Allocation, MediaError> {
         Ok(self.alloc())
     }
-    fn open(&mut self, _: &Negotiated) -> Result<Allocation, MediaError> {
+    fn open(&mut self, _: &Negotiated, _: bool) -> Result<Allocation, MediaError> {
         Ok(self.alloc())
     }
     fn apply(
@@ -472,7 +476,7 @@ impl MediaEngine for SignalingOnly {
     fn stats(&mut self, _: StreamRef) -> Result<Option<StreamStats>, MediaError> {
         Ok(None)
     }
-    fn stop_sending(&mut self, _: StreamRef) -> Result<(), MediaError> {
+    fn sending(&mut self, _: StreamRef, _: bool) -> Result<(), MediaError> {
         Ok(())
     }
     fn close(&mut self, _: StreamRef) -> Result<Option<StreamStats>, MediaError> {

@@ -37,7 +37,7 @@ impl MediaEngine for Faulty {
     ) -> Result<(), MediaError> {
         self.inner.apply(stream, n, prev)
     }
-    fn open(&mut self, n: &Negotiated) -> Result<Allocation, MediaError> {
+    fn open(&mut self, n: &Negotiated, held: bool) -> Result<Allocation, MediaError> {
         let mut n = n.clone();
         if self.wrong_keys
             && let MediaCrypto::Sdes { local, .. } = &mut n.crypto
@@ -48,13 +48,13 @@ impl MediaEngine for Faulty {
                 }
             }
         }
-        self.inner.open(&n).map(|a| self.fake(a))
+        self.inner.open(&n, held).map(|a| self.fake(a))
     }
     fn stats(&mut self, stream: StreamRef) -> Result<Option<StreamStats>, MediaError> {
         self.inner.stats(stream)
     }
-    fn stop_sending(&mut self, stream: StreamRef) -> Result<(), MediaError> {
-        self.inner.stop_sending(stream)
+    fn sending(&mut self, stream: StreamRef, on: bool) -> Result<(), MediaError> {
+        self.inner.sending(stream, on)
     }
     fn close(&mut self, stream: StreamRef) -> Result<Option<StreamStats>, MediaError> {
         self.inner.close(stream)

@@ -382,7 +382,7 @@ impl UaCore {
             .as_mut()
             .map(|d| d.request(Method::Bye, protocol, local));
         if let Some(s) = stream {
-            self.media_request(MediaOp::StopSending(s), Pending::Ignored);
+            self.media_request(MediaOp::Sending(s, false), Pending::Ignored);
         }
         let Some(call) = self.calls.get(call_id) else {
             return;

@@ -266,11 +266,11 @@ fn media_thread(
                 let m = &mut *media;
                 let result = match r.op {
                     MediaOp::Prepare => m.prepare().map(MediaDone::Allocated),
-                    MediaOp::Open(n) => m.open(&n).map(MediaDone::Allocated),
+                    MediaOp::Open { n, held } => m.open(&n, held).map(MediaDone::Allocated),
                     MediaOp::Apply { stream, n, prev } => m
                         .apply(stream, &n, prev.as_deref())
                         .map(|()| MediaDone::Applied),
-                    MediaOp::StopSending(s) => m.stop_sending(s).map(|()| MediaDone::Applied),
+                    MediaOp::Sending(s, on) => m.sending(s, on).map(|()| MediaDone::Applied),
                     MediaOp::Stats(s) => m.stats(s).map(MediaDone::Stats),
                     MediaOp::Close(s) => m.close(s).map(MediaDone::Stats),
                 };

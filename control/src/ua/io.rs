@@ -71,8 +71,14 @@ pub struct MediaRequest {
 pub enum MediaOp {
     /// An offerer's stream before the answer.
     Prepare,
-    /// An answerer's stream.
-    Open(Box<Negotiated>),
+    /// A stream for a negotiation made by the peer's offer: the answerer's (`held`: it sends
+    /// no RTP until [`MediaOp::Sending`] after the ACK), or a delayed offerer's at its ACK.
+    Open {
+        /// The negotiation.
+        n: Box<Negotiated>,
+        /// Created sending nothing.
+        held: bool,
+    },
     /// Bring a stream to a negotiation (`prev`: the one in force).
     Apply {
         /// The stream.
@@ -82,8 +88,8 @@ pub enum MediaOp {
         /// The one it replaces.
         prev: Option<Box<Negotiated>>,
     },
-    /// Stop sending (a hangup, before its BYE).
-    StopSending(StreamRef),
+    /// Start (`true`: the ACK came) or stop (`false`: a hangup, before its BYE) sending.
+    Sending(StreamRef, bool),
     /// Statistics.
     Stats(StreamRef),
     /// Remove the stream.

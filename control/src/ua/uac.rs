@@ -337,7 +337,10 @@ impl UaCore {
                         call.invite = Some(invite);
                         self.pending_ack(call_id, ack_t);
                         self.media_request(
-                            MediaOp::Open(Box::new(n)),
+                            MediaOp::Open {
+                                n: Box::new(n),
+                                held: false,
+                            },
                             Pending::Opened(call_id.to_owned()),
                         );
                     }

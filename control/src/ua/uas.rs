@@ -109,7 +109,13 @@ impl UaCore {
                 call.negotiated = Some(n.clone());
                 call.invite = Some(req);
                 self.calls.insert(call_id.clone(), call);
-                self.media_request(MediaOp::Open(Box::new(n)), Pending::Opened(call_id));
+                // Held until the ACK: an INVITE that is never acknowledged (or names someone
+                // else's address) gets no media sent to the address in its SDP.
+                let op = MediaOp::Open {
+                    n: Box::new(n),
+                    held: true,
+                };
+                self.media_request(op, Pending::Opened(call_id));
             }
             Err(e) => {
                 let (code, reason) = e.sip_status();
@@ -301,6 +307,12 @@ impl UaCore {
             }
             (Phase::Accepted, None) => {
                 call.phase = Phase::Confirmed;
+                if let Some(s) = call.stream() {
+                    self.media_request(MediaOp::Sending(s, true), Pending::Ignored);
+                }
+                let Some(call) = self.calls.get_mut(call_id) else {
+                    return;
+                };
                 if let Some(by) = call.hangup_wanted.take() {
                     self.end_call(now, call_id, by);
                 }

@@ -170,6 +170,8 @@ pub struct StreamSpec {
     pub rtcp_interval_ms: u32,
     /// Silence and authentication-failure thresholds for events (unset: the engine's).
     pub watch: WatchOverrides,
+    /// Created paused: no RTP until an update resumes it.
+    pub paused: bool,
 }
 
 impl StreamSpec {
@@ -181,6 +183,7 @@ impl StreamSpec {
             codec: CodecProfile::default_for(Codec::Pcmu),
             rtcp_interval_ms: 5000,
             watch: WatchOverrides::default(),
+            paused: false,
         }
     }
 }

@@ -132,7 +132,7 @@ impl Worker {
             legs,
             source,
             rtcp_interval_ns: u64::from(spec.rtcp_interval_ms) * 1_000_000,
-            paused: false,
+            paused: spec.paused,
             report_ssrc: self.rng.next_u64() as u32,
             pace_pending: false,
             watch: self.cfg.media.watch.with(spec.watch),
@@ -157,7 +157,7 @@ impl Worker {
                 .filter(|_| !dtls_legs.is_empty())
                 .map(|c| c.identity().fingerprint().to_string()),
         };
-        if let Some(src) = &stream.source {
+        if let Some(src) = stream.source.as_ref().filter(|_| stream.generates()) {
             self.wheel
                 .insert(src.next_due(), slot, gen_, TimerKind::Pace);
             stream.pace_pending = true;

@@ -212,6 +212,10 @@ pub struct StreamRequest {
     /// Authentication failures per `auth_failures` event (0: never; default from the config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_failure_threshold: Option<u32>,
+    /// `true`: created paused, sending no RTP until an `update` with `paused: false` (an SIP
+    /// answerer waiting for the ACK of its 2xx). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 impl StreamRequest {
@@ -224,6 +228,7 @@ impl StreamRequest {
             rtcp_interval_ms: None,
             silence_ms: None,
             auth_failure_threshold: None,
+            paused: None,
         }
     }
 }
@@ -507,6 +512,7 @@ impl StreamRequest {
             silence_ms: self.silence_ms,
             auth_failure_threshold: self.auth_failure_threshold,
         };
+        spec.paused = self.paused.unwrap_or(false);
         Ok(spec)
     }
 }
