@@ -15,31 +15,12 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use srtp_engine::ctl::api::StreamApi;
-use srtp_engine::ctl::protocol::{
-    CodecRequest, CryptoRequest, EngineStats, LegRequest, SdesRequest, StreamRequest, UpdateRequest,
-};
-use srtp_engine::model::Mode;
-use srtp_engine::proto::srtp::Suite;
+use srtp_engine::ctl::protocol::{EngineStats, UpdateRequest};
 use srtp_engine::runtime::thread_cpu_us;
-use support::{arg, child_or_list, connect, spawn_engine};
-
-const SUITE: Suite = Suite::AesCm128HmacSha1_80;
-
-fn sdes(tx: usize, rx: usize) -> CryptoRequest {
-    let key = |k: usize| -> Vec<u8> {
-        (0..30u8)
-            .map(|i| i.wrapping_mul(31) ^ (k as u8) ^ ((k >> 8) as u8))
-            .collect()
-    };
-    CryptoRequest::Sdes {
-        tx: SdesRequest::with_key(SUITE, &key(tx)),
-        rx: SdesRequest::with_key(SUITE, &key(rx)),
-    }
-}
+use support::{Engines, SUITE, arg, child_or_list, echo_pairs};
 
 fn cpu_s(stats: &EngineStats) -> (f64, f64) {
     stats.workers.first().map_or((0.0, 0.0), |w| {
@@ -56,63 +37,12 @@ fn main() {
     let seconds: u64 = arg(&args, "--seconds", 60);
     let ref_seconds: u64 = arg(&args, "--reference-seconds", 10);
     let bare = (ref_seconds > 0).then(|| bare_reference(n, Duration::from_secs(ref_seconds)));
-    let dir = std::env::temp_dir();
-    let pid = std::process::id();
-    let gen_sock: PathBuf = dir.join(format!("srtp-soak-gen-{pid}.sock"));
-    let echo_sock: PathBuf = dir.join(format!("srtp-soak-echo-{pid}.sock"));
-    let mut gen_proc = spawn_engine(0, 20_000, &gen_sock, &[]);
-    let mut echo_proc = spawn_engine(1, 30_000, &echo_sock, &[]);
-    let mut generator = connect(&gen_sock);
-    let mut echo = connect(&echo_sock);
+    let (engines, mut generator, mut echo) = Engines::start("soak", &[]);
 
     // Echo streams first (non-muxed RTCP: a port pair each), then the endpoints aimed at them.
-    let reqs = (0..n)
-        .map(|k| {
-            let mut r = StreamRequest::new(
-                Mode::Echo,
-                LegRequest {
-                    crypto: sdes(10_000 + k, k),
-                    ..LegRequest::default()
-                },
-            );
-            r.silence_ms = Some(0);
-            r
-        })
-        .collect();
-    let echoes = echo.create_batch(reqs).unwrap();
-    assert_eq!(echoes.failed, 0, "{:?}", echoes.streams.first());
-    let reqs = echoes
-        .streams
-        .into_iter()
-        .enumerate()
-        .map(|(k, e)| {
-            let leg = e.unwrap().legs.remove(0);
-            let mut r = StreamRequest::new(
-                Mode::SendRecv,
-                LegRequest {
-                    remote: Some(leg.local.to_string()),
-                    remote_rtcp: leg.local_rtcp.map(|a| a.to_string()),
-                    crypto: sdes(k, 10_000 + k),
-                    ..LegRequest::default()
-                },
-            );
-            r.codec = Some(CodecRequest {
-                name: Some("pcmu".into()),
-                ptime_ms: Some(20),
-                ..CodecRequest::default()
-            });
-            r.rtcp_interval_ms = Some(5000);
-            r
-        })
-        .collect();
     let t0 = Instant::now();
-    let ends = generator.create_batch(reqs).unwrap();
-    assert_eq!(ends.failed, 0, "{:?}", ends.streams.first());
-    let ids: Vec<u64> = ends
-        .streams
-        .iter()
-        .map(|s| s.as_ref().unwrap().id)
-        .collect();
+    let (ends, _) = echo_pairs(&mut generator, &mut echo, n);
+    let ids: Vec<u64> = ends.iter().map(|s| s.id).collect();
     let (g0, e0) = (
         generator.engine_stats().unwrap(),
         echo.engine_stats().unwrap(),
@@ -265,10 +195,7 @@ fn main() {
         }
     }
     println!("result: {}", if pass { "PASS (zero loss)" } else { "FAIL" });
-    drop(gen_proc.stdin.take());
-    drop(echo_proc.stdin.take());
-    let _ = gen_proc.wait();
-    let _ = echo_proc.wait();
+    engines.stop();
     if !pass {
         std::process::exit(1);
     }

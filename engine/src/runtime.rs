@@ -450,14 +450,14 @@ impl Engine {
             .unwrap_or(Err(StreamError::ShuttingDown))
     }
 
-    /// Every stream's statistics.
-    pub fn list_streams(&self) -> Vec<StreamStats> {
+    /// Every stream's id, in no order: one small reply per worker (8 bytes a stream).
+    pub fn stream_ids(&self) -> Vec<u64> {
         let rxs: Vec<_> = self
             .workers
             .iter()
             .filter_map(|w| {
                 let (tx, rx) = channel();
-                let sent = w.tx.send(Command::List(tx)).ok().map(|_| rx);
+                let sent = w.tx.send(Command::Ids(tx)).ok().map(|_| rx);
                 self.ring(w);
                 sent
             })
@@ -466,6 +466,22 @@ impl Engine {
             .filter_map(|rx| rx.recv().ok())
             .flatten()
             .collect()
+    }
+
+    /// The statistics of the streams `ids` that still exist, in that order.
+    pub fn streams_stats(&self, ids: &[u64]) -> Vec<StreamStats> {
+        self.fan_out(ids.iter().map(|&id| (id, ())), |id, (), tx| {
+            Command::Stats(id, tx)
+        })
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect()
+    }
+
+    /// Every stream's statistics (a listing of every stream at once: for a page of them, take
+    /// [`Engine::stream_ids`] and [`Engine::streams_stats`]).
+    pub fn list_streams(&self) -> Vec<StreamStats> {
+        self.streams_stats(&self.stream_ids())
     }
 
     /// The workers' last published figures (at most 100 ms old).

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use srtp_engine::ctl::client::CtlClient;
+use srtp_engine::ctl::protocol::{LegRequest, StreamRequest};
+use srtp_engine::model::{Mode, SocketModel};
 
 const BIN: &str = env!("CARGO_BIN_EXE_srtp-engine");
 
@@ -114,6 +116,50 @@ fn socket_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("srtp-daemon-{name}-{}.sock", std::process::id()))
 }
 
+/// An engine daemon on one worker with the repository's config, media ports `ports`, metrics
+/// on `metrics` ("" for none), quiet, killed when the test ends; and its control socket.
+fn daemon(name: &str, ports: (u16, u16), metrics: &str) -> (KillOnDrop, std::path::PathBuf) {
+    let path = socket_path(name);
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(config_dir().join("engine.toml"))
+        .args([
+            "--workers",
+            "1",
+            "--log-level",
+            "error",
+            "--metrics",
+            metrics,
+        ])
+        .args(["--port-min", &ports.0.to_string()])
+        .args(["--port-max", &ports.1.to_string()])
+        .arg("--control")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (KillOnDrop(child), path)
+}
+
+/// Sends SIGTERM and waits for exit code 0 within `limit`.
+fn stops_within(child: &mut std::process::Child, limit: Duration, what: &str) {
+    let t0 = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc_kill(child.id() as i32, 15) }, 0);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            return;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "the engine did not stop within {limit:?} of SIGTERM{what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits for the daemon's control socket and connects.
 fn connect(path: &std::path::Path) -> CtlClient {
     let end = Instant::now() + Duration::from_secs(10);
@@ -188,42 +234,10 @@ fn sigterm_stops_it_cleanly() {
 /// still stops on SIGTERM, at once: its control thread was left waiting in `accept`.
 #[test]
 fn sigterm_stops_it_after_its_socket_file_was_removed() {
-    let path = socket_path("removed");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config_dir().join("engine.toml"))
-        .args([
-            "--workers",
-            "1",
-            "--port-min",
-            "46100",
-            "--port-max",
-            "46199",
-            "--metrics",
-            "",
-        ])
-        .arg("--control")
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut engine, path) = daemon("removed", (46100, 46199), "");
     drop(connect(&path));
     std::fs::remove_file(&path).unwrap();
-    let t0 = Instant::now();
-    // SAFETY: kill(2) on our own child's pid.
-    let rc = unsafe { libc_kill(child.id() as i32, 15) };
-    assert_eq!(rc, 0);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0));
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(2) {
-            let _ = child.kill();
-            panic!("the engine did not stop within 2 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stops_within(&mut engine.0, Duration::from_secs(2), "");
 }
 
 /// 100 slowloris clients (each trickling a request head a byte a second) cost a scrape
@@ -233,29 +247,8 @@ fn sigterm_stops_it_after_its_socket_file_was_removed() {
 #[test]
 fn slowloris_clients_neither_block_a_scrape_nor_the_stop() {
     use std::io::{Read, Write};
-    let path = socket_path("slowloris");
     let metrics: std::net::SocketAddr = "127.0.0.1:46491".parse().unwrap();
-    let mut engine = KillOnDrop(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(config_dir().join("engine.toml"))
-            .args([
-                "--workers",
-                "1",
-                "--port-min",
-                "46300",
-                "--port-max",
-                "46399",
-            ])
-            .args(["--metrics", &metrics.to_string()])
-            .arg("--control")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let child = &mut engine.0;
+    let (mut engine, path) = daemon("slowloris", (46300, 46399), &metrics.to_string());
     drop(connect(&path));
     let scrape = || -> Duration {
         let t = Instant::now();
@@ -289,20 +282,11 @@ fn slowloris_clients_neither_block_a_scrape_nor_the_stop() {
         "scrapes took {took:?} beside 100 slowloris clients"
     );
     assert!(t0.elapsed() < Duration::from_secs(10));
-    let t = Instant::now();
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc_kill(child.id() as i32, 15) }, 0);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0));
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "the engine did not stop within 2 s of SIGTERM beside 100 slowloris clients"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stops_within(
+        &mut engine.0,
+        Duration::from_secs(2),
+        " beside 100 slowloris clients",
+    );
     drop(slow);
 }
 
@@ -321,28 +305,11 @@ fn rss_kib(pid: u32) -> u64 {
 /// engine's memory stays within 64 MB of its idle size, and another client is served.
 #[test]
 fn a_client_that_never_reads_its_replies_costs_bounded_memory() {
-    let path = socket_path("unread");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config_dir().join("engine.toml"))
-        .args([
-            "--workers",
-            "1",
-            "--port-min",
-            "46200",
-            "--port-max",
-            "46299",
-            "--metrics",
-            "",
-        ])
-        .arg("--control")
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (engine, path) = daemon("unread", (46200, 46299), "");
+    let pid = engine.0.id();
     let mut other = connect(&path);
     other.request_json("hello", Value::Null).unwrap();
-    let idle = rss_kib(child.id());
+    let idle = rss_kib(pid);
     let mut attacker = std::os::unix::net::UnixStream::connect(&path).unwrap();
     attacker
         .set_write_timeout(Some(Duration::from_secs(3)))
@@ -356,11 +323,11 @@ fn a_client_that_never_reads_its_replies_costs_bounded_memory() {
             Err(_) => break, // the engine stopped reading us: back-pressure
         }
     }
-    let peak = rss_kib(child.id());
-    if peak >= idle + 64 * 1024 || sent >= 400_000 {
-        let _ = child.kill();
-        panic!("idle {idle} KiB, after {sent} unread hellos {peak} KiB: not bounded");
-    }
+    let peak = rss_kib(pid);
+    assert!(
+        peak < idle + 64 * 1024 && sent < 400_000,
+        "idle {idle} KiB, after {sent} unread hellos {peak} KiB: not bounded"
+    );
     // Someone else is still served, at once.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -370,10 +337,74 @@ fn a_client_that_never_reads_its_replies_costs_bounded_memory() {
     });
     let served = rx.recv_timeout(Duration::from_secs(5));
     drop(attacker);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(engine);
     let (ok, took) = served.expect("another client was not served within 5 s");
     assert!(ok && took < Duration::from_secs(1), "{ok} {took:?}");
+}
+
+/// Listing 100,000 streams costs bounded memory (issue 26: one `streams` request built a
+/// 58 MB reply and the engine kept 1 GB afterwards): a page holds at most 1,000 streams, and
+/// while a client pages through all of them the engine stays within 64 MB of its size before.
+#[test]
+fn listing_100000_streams_costs_bounded_memory() {
+    let (engine, path) = daemon("list100k", (46400, 46409), "");
+    let pid = engine.0.id();
+    let mut ctl = connect(&path);
+    const N: usize = 100_000;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(20_000) {
+        let reqs = chunk
+            .iter()
+            .map(|&k| {
+                let remote = format!("127.0.0.{}:{}", 1 + k / 50_000, 10_000 + k % 50_000);
+                let leg = LegRequest {
+                    remote: Some(remote),
+                    rtcp_mux: true,
+                    socket: SocketModel::Shared,
+                    ..LegRequest::default()
+                };
+                let mut r = StreamRequest::new(Mode::Recv, leg);
+                r.rtcp_interval_ms = Some(0);
+                r.silence_ms = Some(0);
+                r
+            })
+            .collect();
+        let made = ctl.create_batch(reqs).unwrap();
+        assert_eq!(
+            made.failed,
+            0,
+            "{:?}",
+            made.streams.iter().find(|s| s.is_err())
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = rss_kib(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    // One request with no limit gets one page; the client pages through the rest.
+    let page = ctl.request_json("streams", json!({})).unwrap();
+    assert_eq!(page["total"], N);
+    assert_eq!(page["streams"].as_array().unwrap().len(), 1000);
+    let all = ctl.all_streams().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = watch.join().unwrap().max(rss_kib(pid));
+    assert_eq!(all.len(), N);
+    drop(all);
+    let after = rss_kib(pid);
+    assert!(
+        peak < idle + 64 * 1024 && after < idle + 64 * 1024,
+        "{N} streams: {idle} KiB before listing, peak {peak} KiB, {after} KiB after"
+    );
+    eprintln!("{N} streams: {idle} KiB before listing, peak {peak} KiB, {after} KiB after");
 }
 
 /// With few file descriptors allowed (soft and hard limit 96), stream creation ends in a

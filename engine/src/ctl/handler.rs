@@ -98,20 +98,19 @@ pub(crate) fn delete_batch(engine: &Engine, ids: &[u64]) -> BatchDeleted {
     }
 }
 
-/// `streams`: a page of every stream, by id.
 /// The most streams one `streams` reply carries (the default page too): a listing of 100,000
 /// streams in one reply is tens of megabytes the engine would build and hold.
 pub(crate) const MAX_STREAMS_PAGE: usize = 1000;
 
+/// `streams`: a page of every stream, by id.
 pub(crate) fn streams(engine: &Engine, offset: usize, limit: Option<usize>) -> StreamPage {
-    let mut all = engine.list_streams();
-    all.sort_by_key(|s| s.id);
-    let total = all.len();
-    let streams = all
-        .into_iter()
-        .skip(offset)
-        .take(limit.unwrap_or(MAX_STREAMS_PAGE).min(MAX_STREAMS_PAGE))
-        .collect();
+    // Only the ids of every stream are gathered; statistics only for the page's.
+    let mut ids = engine.stream_ids();
+    ids.sort_unstable();
+    let total = ids.len();
+    let take = limit.unwrap_or(MAX_STREAMS_PAGE).min(MAX_STREAMS_PAGE);
+    let page = ids.get(offset.min(total)..).unwrap_or_default();
+    let streams = engine.streams_stats(&page[..take.min(page.len())]);
     StreamPage {
         total,
         offset,

@@ -129,8 +129,9 @@ pub fn bind_udp(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UdpSocket>
     Ok(sock.into())
 }
 
-/// Asks the kernel to report the socket's receive-buffer drops with each datagram
-/// (`SO_RXQ_OVFL`): the backends add them up as `kernel_drops`.
+/// Asks the kernel to report the datagrams it dropped at the socket (a full receive buffer,
+/// a bad UDP checksum) with each datagram (`SO_RXQ_OVFL`): the backends add them up as
+/// `kernel_drops`.
 fn count_drops(sock: &Socket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let one: libc::c_int = 1;

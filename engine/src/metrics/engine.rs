@@ -68,7 +68,7 @@ crate::declare_metrics! {
     IO_RX_TRUNCATED: Counter "srtp_engine_io_receive_truncated_total" ["worker"]
         "Datagrams longer than a receive buffer, dropped.";
     IO_KERNEL_DROPS: Counter "srtp_engine_io_kernel_receive_drops_total" ["worker"]
-        "Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL; reported with the socket's next datagram).";
+        "Datagrams the kernel dropped at a socket: a full receive buffer, or a bad UDP checksum (SO_RXQ_OVFL; reported with the socket's next datagram).";
     DTLS_HANDSHAKES: Counter "srtp_engine_dtls_handshakes_total" ["result"]
         "DTLS-SRTP handshakes by outcome: established, or the failure reason (timeout, fingerprint_mismatch, no_certificate, no_common_profile, no_common_cipher_suite, peer_alert, malformed, protocol).";
     DTLS_STARTED: Counter "srtp_engine_dtls_handshakes_started_total" []

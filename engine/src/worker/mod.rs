@@ -59,8 +59,8 @@ pub(crate) enum Command {
     Delete(u64, Sender<Result<StreamStats, StreamError>>),
     /// A stream's statistics.
     Stats(u64, Sender<Result<StreamStats, StreamError>>),
-    /// Every stream's statistics.
-    List(Sender<Vec<StreamStats>>),
+    /// Every stream's id.
+    Ids(Sender<Vec<u64>>),
     /// Change a stream.
     Update(u64, Box<StreamUpdate>, Sender<Result<(), StreamError>>),
     /// Stop accepting streams, publish final counters and exit.
@@ -364,14 +364,8 @@ impl Worker {
                         .ok_or(StreamError::NoSuchStream(id));
                     let _ = reply.send(r);
                 }
-                Command::List(reply) => {
-                    let all = self
-                        .slots
-                        .iter_mut()
-                        .flatten()
-                        .map(|s| s.stream.stats())
-                        .collect();
-                    let _ = reply.send(all);
+                Command::Ids(reply) => {
+                    let _ = reply.send(self.by_id.keys().copied().collect());
                 }
                 Command::Update(id, update, reply) => {
                     let _ = reply.send(self.update(id, *update));
