@@ -3,7 +3,7 @@
 //! SIGTERM ends every call with BYE and leaves no engine stream, a restarted engine is
 //! reconnected, and a BYE nobody answers makes the exit code non-zero.
 //!
-//! Ports: engines' media 39000-39999; SIP on ephemeral ports.
+//! Ports: engines' media 39000-39999 and 41000-41499; SIP on ephemeral ports.
 
 mod common;
 
@@ -262,8 +262,8 @@ fn an_unanswered_bye_is_a_failure() {
 #[test]
 fn an_answerer_out_of_ports_answers_503_with_retry_after() {
     // One port: one call's stream (rtcp-mux) takes it.
-    let full = Node::start("full-answerer", (39950, 39950));
-    let caller = Node::start("full-caller", (39960, 39999));
+    let full = Node::start("full-answerer", (41200, 41200));
+    let caller = Node::start("full-caller", (41210, 41249));
     let mut bob = Answerer::start(&[
         "--listen",
         "udp:127.0.0.1:0",
@@ -366,7 +366,7 @@ fn a_stalled_tls_client_is_closed_with_its_cause() {
 #[test]
 fn an_invite_never_acknowledged_gets_no_media() {
     use std::net::UdpSocket;
-    let node = Node::start("held-answerer", (39900, 39949));
+    let node = Node::start("held-answerer", (41000, 41049));
     let bob = Answerer::start(&[
         "--listen",
         "udp:127.0.0.1:0",
@@ -452,4 +452,77 @@ fn an_invite_never_acknowledged_gets_no_media() {
         "{after_ack} RTP packets in the second after the ACK"
     );
     drop(bob);
+}
+
+/// At its file limit, an answerer flooded with idle TCP connections neither spins nor locks
+/// out a caller that speaks (issue 26: with `ulimit -n 1024` and 1,100 idle connections the
+/// accept loop ran at 100% CPU and legitimate calls timed out). Its connection limit stays
+/// below the file limit, and at the limit the oldest connection that never sent a message
+/// makes room.
+#[test]
+fn an_idle_connection_flood_at_the_file_limit_locks_no_caller_out() {
+    let node = Node::start("nofile", (41100, 41199));
+    let dir = srtp_engine_tests::peers::Scratch::new("nofile");
+    let out = dir.join("answer.out");
+    let err = dir.join("answer.err");
+    let mut answerer = std::process::Command::new("prlimit")
+        .args(["--nofile=256:256", common::BIN, "answer"])
+        .args(["--listen", "tcp:127.0.0.1:0", "--engine", node.sock()])
+        .args(["--seconds", "30"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("prlimit (util-linux)");
+    let port = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            let t = std::fs::read_to_string(&out).ok()?;
+            t.lines()
+                .find_map(|l| l.strip_prefix("listening on tcp 127.0.0.1:"))
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        })
+        .expect("the answerer listens");
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // CPU over 2 s of the flood: an accept loop spinning at the limit would take all of it.
+    let cpu = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let c0 = cpu(answerer.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = (cpu(answerer.id()) - c0) / 2.0;
+    let to = format!("sip:bob@127.0.0.1:{port};transport=tcp");
+    let o = call(&[
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--engine",
+        node.sock(),
+        "--to",
+        &to,
+        "--hold-ms",
+        "200",
+    ]);
+    let _ = answerer.kill();
+    let _ = answerer.wait();
+    drop(idle);
+    let log = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(o.status.success(), "{}\nanswerer: {log}", text(&o));
+    assert!(
+        busy < 0.5,
+        "the answerer used {:.0}% CPU under the idle flood",
+        busy * 100.0
+    );
+    assert!(
+        log.contains("closed the oldest that never sent a message"),
+        "{log}"
+    );
 }

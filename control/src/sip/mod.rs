@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod headers;
+mod incoming;
 pub mod log;
 pub mod message;
 pub mod stun;

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+use super::incoming::{Admission, Incoming, Slot};
 use super::log::{Direction, MessageLog};
 use super::message::{Message, StreamRead};
 use super::tls::{TlsConfigError, TlsFailure, TlsSettings, client_config, server_config};
@@ -152,8 +153,6 @@ impl From<TlsConfigError> for TransportError {
 
 type Writers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>>>;
 
-/// Connections peers may hold open to one listener at once.
-const MAX_INCOMING: usize = 4096;
 /// A client's TLS handshake must be done within this long of its connection.
 const TLS_HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// A connection a peer opened is closed after this long without a byte from it (Kamailio's
@@ -173,10 +172,8 @@ pub struct SipTransport {
     writers: Writers,
     events: mpsc::UnboundedSender<TransportEvent>,
     next_id: Arc<AtomicU64>,
-    /// Connections peers opened to us, open now.
-    incoming: Arc<std::sync::atomic::AtomicUsize>,
-    /// Connections refused at the limit.
-    refused: Arc<AtomicU64>,
+    /// Connections peers opened to us, open now, and how they are admitted.
+    incoming: Arc<Incoming>,
     tls_client: Option<(Arc<rustls::ClientConfig>, String, bool)>,
     log: MessageLog,
     silent: Arc<AtomicBool>,
@@ -234,8 +231,7 @@ impl SipTransport {
             writers: Arc::new(Mutex::new(HashMap::new())),
             events: tx,
             next_id: Arc::new(AtomicU64::new(1)),
-            incoming: Arc::default(),
-            refused: Arc::default(),
+            incoming: Arc::new(Incoming::new()),
             tls_client,
             log,
             silent: Arc::new(AtomicBool::new(false)),
@@ -330,6 +326,7 @@ impl SipTransport {
     async fn accept_loop(self, l: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>) {
         let mut said_full = false;
         loop {
+            self.incoming.room().await;
             let (tcp, peer) = match l.accept().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -344,22 +341,47 @@ impl SipTransport {
                 }
             };
             said_full = false;
-            if self.incoming.load(Ordering::Relaxed) >= MAX_INCOMING {
-                // A connection beyond the limit is closed at once: idle or hostile ones must
-                // not take the descriptors legitimate peers need.
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                drop(tcp);
-                continue;
-            }
+            let slot = match self.incoming.admit() {
+                Admission::Admitted(slot) => slot,
+                Admission::Evicted(slot) => {
+                    let (evicted, _) = self.incoming.counts();
+                    if evicted == 1 || evicted % 1000 == 0 {
+                        tracing::warn!(
+                            "SIP {} listener: {} connections open, the limit; closed the oldest \
+                             that never sent a message to admit {peer} ({evicted} so far)",
+                            self.protocol.via(),
+                            self.incoming.limit()
+                        );
+                    }
+                    slot
+                }
+                Admission::Full => {
+                    let (_, refused) = self.incoming.counts();
+                    if refused == 1 || refused % 1000 == 0 {
+                        tracing::warn!(
+                            "SIP {} listener: {} connections open, the limit, all in use; \
+                             refused {peer} ({refused} so far)",
+                            self.protocol.via(),
+                            self.incoming.limit()
+                        );
+                    }
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let t = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 match acceptor {
                     Some(a) => {
-                        match tokio::time::timeout(TLS_HANDSHAKE_DEADLINE, a.accept(tcp)).await {
+                        let handshake = tokio::time::timeout(TLS_HANDSHAKE_DEADLINE, a.accept(tcp));
+                        let done = tokio::select! {
+                            done = handshake => done,
+                            () = slot.closing() => return,
+                        };
+                        match done {
                             Ok(Ok(s)) => {
-                                t.register(s, peer, false);
+                                t.register(s, peer, Some(slot));
                             }
                             Ok(Err(e)) => {
                                 let f = TlsFailure::from_io(&e, false, "");
@@ -377,15 +399,16 @@ impl SipTransport {
                         tracing::warn!(%peer, "TLS connection refused: no certificate configured for this listener");
                     }
                     None => {
-                        t.register(tcp, peer, false);
+                        t.register(tcp, peer, Some(slot));
                     }
                 }
             });
         }
     }
 
-    /// Registers a connection and starts its reader and writer tasks.
-    fn register<S>(&self, stream: S, peer: SocketAddr, outgoing: bool) -> Flow
+    /// Registers a connection and starts its reader and writer tasks: one we opened, or one a
+    /// peer opened (`slot`: its place among the incoming).
+    fn register<S>(&self, stream: S, peer: SocketAddr, slot: Option<Slot>) -> Flow
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -407,9 +430,7 @@ impl SipTransport {
         });
         let t = self.clone();
         let opened = std::time::Instant::now();
-        if !outgoing {
-            self.incoming.fetch_add(1, Ordering::Relaxed);
-        }
+        let outgoing = slot.is_none();
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 16384];
@@ -417,11 +438,17 @@ impl SipTransport {
             let error = loop {
                 // A connection a peer opened and keeps silent (no message, no keepalive) is
                 // closed after IDLE_INCOMING: thousands of them cost memory and descriptors.
+                // One that never spoke may also be closed to make room for another.
                 let read = async {
-                    if outgoing {
-                        Ok(rd.read(&mut chunk).await)
-                    } else {
-                        tokio::time::timeout(IDLE_INCOMING, rd.read(&mut chunk)).await
+                    match &slot {
+                        None => Ok(rd.read(&mut chunk).await),
+                        Some(slot) => tokio::select! {
+                            read = tokio::time::timeout(IDLE_INCOMING, rd.read(&mut chunk)) => read,
+                            () = slot.closing() => {
+                                tracing::debug!(%peer, "silent SIP connection closed to make room");
+                                Ok(Ok(0))
+                            }
+                        },
                     }
                 };
                 let Ok(read) = read.await else {
@@ -469,6 +496,9 @@ impl SipTransport {
                         }
                         Ok(StreamRead::Message(m, used)) => {
                             got_message = true;
+                            if let Some(slot) = &slot {
+                                slot.spoke();
+                            }
                             t.log.record(
                                 Direction::Received,
                                 t.protocol.via(),
@@ -493,9 +523,7 @@ impl SipTransport {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
-            if !outgoing {
-                t.incoming.fetch_sub(1, Ordering::Relaxed);
-            }
+            drop(slot);
             let _ = t.events.send(TransportEvent::Closed { flow, error });
         });
         flow
@@ -521,7 +549,7 @@ impl SipTransport {
                     .await
                     .map_err(|e| io_err("connect to", e))?;
                 let _ = s.set_nodelay(true);
-                Ok(self.register(s, peer, true))
+                Ok(self.register(s, peer, None))
             }
             Protocol::Tls => {
                 let (cfg, trust, sent) = self.tls_client.clone().ok_or(
@@ -541,7 +569,7 @@ impl SipTransport {
                     .connect(name, s)
                     .await
                     .map_err(|e| TransportError::Tls(TlsFailure::from_io(&e, sent, &trust)))?;
-                Ok(self.register(tls, peer, true))
+                Ok(self.register(tls, peer, None))
             }
         }
     }
