@@ -299,3 +299,38 @@ fn the_import_reader_sees_what_a_file_imports() {
     assert_eq!(g["a"], ["b".to_owned()].into());
     assert_eq!(g["b"], ["a".to_owned(), "mod".to_owned()].into());
 }
+
+/// Someone who clones the repository has every document it points to: no file refers to a
+/// path outside it (a team folder beside the checkout, a home or build directory).
+#[test]
+fn no_file_refers_to_a_path_outside_the_repository() {
+    let outside = ["../shared", "/work/", "/home/", "/root/"];
+    let mut todo = vec![root()];
+    let mut offenders = Vec::new();
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                // Build output, git's own files and fuzzing's generated corpora are not ours.
+                if !matches!(name.as_str(), "target" | ".git" | "corpus" | "artifacts") {
+                    todo.push(p);
+                }
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue; // not text
+            };
+            for (n, line) in text.lines().enumerate() {
+                // This test names the paths it looks for.
+                if p.ends_with("tests/architecture.rs") {
+                    break;
+                }
+                if let Some(o) = outside.iter().find(|o| line.contains(*o)) {
+                    offenders.push(format!("{}:{}: {o}", p.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}

@@ -11,6 +11,8 @@
 //!   offer/answer with an SRTP policy, and the encryption verdict of a call;
 //! - [`ua`]: a user agent that places and answers calls over one transport;
 //! - [`scenario`]: load runs (`srtp-control run`, `srtp-control demo`) and their reports.
+//!
+//! The repository's `docs/architecture.md` draws both daemons and their contracts.
 
 mod charts;
 pub mod config_file;

@@ -129,6 +129,13 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
         tls: Option<Vec<PathBuf>>,
     },
+    /// Write the man pages and the bash, zsh and fish completions into a directory (for
+    /// packaging).
+    #[command(hide = true)]
+    Assets {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Write a lab CA and certificates for TLS tests (server, expired, client) to a directory.
     Pki {
         /// Output directory.
@@ -156,6 +163,16 @@ struct RunOutput {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Assets { dir } = &cli.command {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        return match srtp_engine::cli_assets::write(cmd, "srtp-control", dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("srtp-control: writing to {}: {e}", dir.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -262,6 +279,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
             password,
             tls,
         } => registrar(listen, max_expires, min_expires, realm, password, tls).await,
+        Command::Assets { .. } => Ok(true), // written before the runtime starts
         Command::Pki { dir, names } => {
             use srtp_control::pki::{CertSpec, LabCa, write_pair};
             use srtp_control::pki::{check_private_dir, write_exclusive};

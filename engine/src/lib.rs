@@ -15,8 +15,14 @@
 //!
 //! A client that only talks to an engine builds the crate with `default-features = false`
 //! and links none of the data plane.
+//!
+//! The repository's `docs/architecture.md` has the per-packet path, the sans-IO contracts,
+//! the registries (suites, metrics, commands, events) and how to add to each, and the test
+//! layers.
 #![deny(unsafe_code)]
 
+#[cfg(feature = "cli-assets")]
+pub mod cli_assets;
 #[cfg(feature = "dataplane")]
 pub mod config;
 pub mod ctl;

@@ -75,6 +75,13 @@ macro_rules! say {
 enum Command {
     /// Talk to a running engine over its control socket.
     Ctl(CtlArgs),
+    /// Write the man pages and the bash, zsh and fish completions into a directory (for
+    /// packaging).
+    #[command(hide = true)]
+    Assets {
+        /// Where to write them.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -312,8 +319,10 @@ fn list_suites() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Ctl(args)) = cli.command {
-        return ctl(args);
+    match cli.command {
+        Some(Command::Ctl(args)) => return ctl(args),
+        Some(Command::Assets { dir }) => return write_assets(&dir),
+        None => {}
     }
     if cli.list_suites {
         list_suites();
@@ -451,4 +460,16 @@ fn main() -> ExitCode {
         "stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// Man pages and shell completions into `dir`.
+fn write_assets(dir: &std::path::Path) -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match srtp_engine::cli_assets::write(cmd, "srtp-engine", dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("srtp-engine: writing to {}: {e}", dir.display());
+            ExitCode::from(2)
+        }
+    }
 }

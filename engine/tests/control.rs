@@ -847,6 +847,70 @@ fn the_docs_list_every_command_code_event_and_metric() {
 
 /// The Grafana dashboard uses only metrics the engine exports, and each of its queries is
 /// valid PromQL (`promtool check rules` parses them as recording rules).
+/// Every `srtp_engine_*` name in a PromQL expression is a metric the engine exports.
+fn assert_exported(expr: &str) {
+    let names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+    let mut rest = expr;
+    while let Some(at) = rest.find("srtp_engine_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        // A histogram is exported as its _bucket, _sum and _count series.
+        let name = &tail[..end];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| names.contains(f)))
+            .unwrap_or(name);
+        assert!(names.contains(&family), "{name} is not exported");
+        rest = &tail[end..];
+    }
+}
+
+/// The alerting rules pass `promtool check rules`, use only exported metrics, and each alert
+/// has a case that fires and one that stays quiet in `promtool test rules`.
+#[test]
+fn the_alert_rules_pass_promtool_and_each_has_a_firing_and_a_quiet_test() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prometheus");
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("alerts_test.yml")).unwrap();
+    let mut alerts = 0;
+    for line in rules.lines().map(str::trim) {
+        if let Some(e) = line.strip_prefix("expr:") {
+            assert_exported(e);
+        }
+        if let Some(name) = line.strip_prefix("- alert:").map(str::trim) {
+            alerts += 1;
+            let cases: Vec<&str> = tests
+                .lines()
+                .filter(|l| l.contains(&format!("alertname: {name}")))
+                .collect();
+            assert!(
+                cases.iter().any(|l| l.contains("exp_alerts: []"))
+                    && cases.iter().any(|l| !l.contains("exp_alerts: []")),
+                "{name} needs a firing and a quiet case in alerts_test.yml"
+            );
+        }
+    }
+    assert!(alerts >= 7, "{alerts} alerts");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (scripts/setup-debian installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn the_dashboard_queries_are_valid_and_use_exported_metrics() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -859,23 +923,8 @@ fn the_dashboard_queries_are_valid_and_use_exported_metrics() {
         }
     }
     assert!(exprs.len() >= 10);
-    let names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
     for e in &exprs {
-        let mut rest = e.as_str();
-        while let Some(at) = rest.find("srtp_engine_") {
-            let tail = &rest[at..];
-            let end = tail
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(tail.len());
-            // A histogram is exported as its _bucket, _sum and _count series.
-            let name = &tail[..end];
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| names.contains(f)))
-                .unwrap_or(name);
-            assert!(names.contains(&family), "{name} is not exported");
-            rest = &tail[end..];
-        }
+        assert_exported(e);
     }
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, e) in exprs.iter().enumerate() {

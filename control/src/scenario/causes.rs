@@ -310,6 +310,24 @@ pub fn of_dtls_reason(reason: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The operations guide's troubleshooting table has every cause with its advice.
+    #[test]
+    fn the_operations_guide_lists_every_cause() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        for c in CAUSES {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", c.name)))
+                .unwrap_or_else(|| panic!("docs/operations.md has no row for {}", c.name));
+            assert!(
+                row.contains(&c.advice.replace('|', "\\|")),
+                "docs/operations.md: {} has other advice than the report's",
+                c.name
+            );
+        }
+    }
+
     #[test]
     fn names_are_unique_and_every_produced_name_is_described() {
         let mut names: Vec<&str> = CAUSES.iter().map(|c| c.name).collect();

@@ -105,7 +105,7 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Connections closed at accept because [`MAX_CONNECTIONS`] were open.
+    /// Connections closed at accept because 512 were open.
     pub fn refused_connections(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
