@@ -36,6 +36,8 @@ enum Command {
         scenario: PathBuf,
         #[command(flatten)]
         out: RunOutput,
+        #[command(flatten)]
+        split: RunSplit,
     },
     /// A short loopback run on an embedded engine: 2,000 calls (SDES and DTLS-SRTP
     /// alternating) at 200 calls/s, held 3 s, caller and answerer on this machine.
@@ -147,6 +149,52 @@ enum Command {
     },
 }
 
+/// One scenario across several agents.
+#[derive(Debug, clap::Args)]
+struct RunSplit {
+    /// Run share I of N of the scenario (`0/4`): the calls whose number i has i % N == I, on
+    /// the whole scenario's schedule. Without it, a scenario with `load.shards = N` (or
+    /// --shards N) takes I from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// How many agents share the scenario (overrides load.shards).
+    #[arg(long, value_name = "N")]
+    shards: Option<u32>,
+    /// Start the calls at this time, so that agents started apart ramp together: Unix
+    /// seconds or RFC 3339 (2026-12-06T10:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    start_at: Option<String>,
+}
+
+impl RunSplit {
+    /// Sets the scenario's shard and start time.
+    fn apply(&self, s: &mut Scenario) -> Result<(), String> {
+        use srtp_control::scenario::shard::{INDEX_VAR, Shard, parse_start_at};
+        let count = self.shards.unwrap_or(s.load.shards);
+        s.shard = match &self.shard {
+            Some(text) => {
+                let shard = Shard::parse(text).map_err(|e| e.to_string())?;
+                if count > 1 && shard.count != count {
+                    return Err(format!(
+                        "--shard {shard}: the scenario is split in {count} (load.shards or --shards)"
+                    ));
+                }
+                shard
+            }
+            None if count > 1 => Shard::from_index(std::env::var(INDEX_VAR).ok().as_deref(), count)
+                .map_err(|e| e.to_string())?,
+            None => Shard::default(),
+        };
+        s.start_at = self
+            .start_at
+            .as_deref()
+            .map(parse_start_at)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct RunOutput {
     /// Write report.json, report.html and failed-calls.log here (overrides report.dir; the
@@ -252,8 +300,13 @@ async fn load_run(
 
 async fn run(cli: Cli) -> Result<bool, String> {
     match cli.command {
-        Command::Run { scenario, out } => {
-            let s = Scenario::load(&scenario).map_err(|e| e.to_string())?;
+        Command::Run {
+            scenario,
+            out,
+            split,
+        } => {
+            let mut s = Scenario::load(&scenario).map_err(|e| e.to_string())?;
+            split.apply(&mut s)?;
             load_run(s, out, None).await
         }
         Command::Demo { out } => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use srtp_engine::model::Mode;
 
-use super::config::{MediaMode, Method, Role, Scenario, ScenarioError};
+use super::config::{MediaMode, Method, Role, Scenario, ScenarioError, invalid};
 use super::engine::EngineLink;
 use super::error::RunError;
 use super::faults::{Faulty, random_fingerprint};
@@ -40,7 +40,13 @@ fn agent_config(
     if k > 0 && listen.port() != 0 {
         listen.set_port(listen.port().wrapping_add(k as u16));
     }
-    let mut cfg = UaConfig::new(if answerer { "answer" } else { "caller" }, protocol, listen);
+    // Each shard's callers have a user name of their own.
+    let user = match (answerer, s.shard.is_split()) {
+        (true, _) => "answer".to_owned(),
+        (false, false) => "caller".to_owned(),
+        (false, true) => format!("caller-{}", s.shard.index),
+    };
+    let mut cfg = UaConfig::new(&user, protocol, listen);
     cfg.security = s.security(method, answerer)?;
     cfg.tls = tls.clone();
     cfg.timers = timers(s);
@@ -68,54 +74,63 @@ pub(super) struct CallPlan {
     pub(super) ua: UserAgent,
     pub(super) method: KeyMethod,
     pub(super) log: MessageLog,
-    pub(super) target: Uri,
-    pub(super) peer: SocketAddr,
+    /// The URIs to call and the addresses to send to; call `i` goes to the `i % n`th.
+    pub(super) targets: Arc<Vec<(Uri, SocketAddr)>>,
 }
 
-/// The URI to call and the address to send to: the scenario's target (through its proxy, or
-/// at its host), else our own answerer.
-fn call_target(
+impl CallPlan {
+    /// Whom call number `i` of the scenario goes to, when `shards` agents share it: the
+    /// targets take turns along each agent's own calls, so that every agent reaches every
+    /// target.
+    pub(super) fn target(&self, i: u64, shards: u32) -> (Uri, SocketAddr) {
+        let turn = i / u64::from(shards.max(1));
+        self.targets[(turn % self.targets.len() as u64) as usize].clone()
+    }
+}
+
+/// Whom the callers call, as (URI, address) pairs: each of the scenario's targets through its
+/// proxy, or at its host (a name counts once per address it resolves to: a headless Service
+/// of answerer agents); with no target, our own answerer at `answerer`.
+async fn call_targets(
     s: &Scenario,
     protocol: Protocol,
-    target: Option<Uri>,
+    targets: &[Uri],
     answerer: Option<SocketAddr>,
-) -> Result<(Uri, SocketAddr), RunError> {
-    let target = match (target, answerer) {
-        (Some(t), _) => t,
-        (None, Some(at)) => Uri::new(Some("answer"), &at.ip().to_string(), Some(at.port())),
-        (None, None) => {
-            return Err(ScenarioError::Invalid {
-                key: "sip.target",
-                why: "role caller needs a target".into(),
-            }
-            .into());
-        }
+) -> Result<Vec<(Uri, SocketAddr)>, RunError> {
+    if targets.is_empty() {
+        let at = answerer.ok_or_else(|| invalid("sip.target", "role caller needs a target"))?;
+        let uri = Uri::new(Some("answer"), &at.ip().to_string(), Some(at.port()));
+        return Ok(vec![(uri, at)]);
+    }
+    let default_port = if protocol == Protocol::Tls {
+        5061
+    } else {
+        5060
     };
-    let peer = match (s.sip.proxy, target.socket_addr(), answerer) {
-        (Some(p), _, _) => p,
-        (None, Some(mut a), _) => {
-            if target.port.is_none() {
-                a.set_port(if protocol == Protocol::Tls {
-                    5061
-                } else {
-                    5060
-                });
-            }
-            a
+    let mut out = Vec::new();
+    for t in targets {
+        if let Some(p) = s.sip.proxy {
+            out.push((t.clone(), p));
+            continue;
         }
-        (None, None, Some(a)) => a,
-        (None, None, None) => {
-            return Err(ScenarioError::Invalid {
-                key: "sip.proxy",
-                why: format!(
-                    "the target's host {:?} is a name: set sip.proxy to the address to send to",
-                    target.host
-                ),
-            }
-            .into());
+        if let Some(mut a) = t.socket_addr() {
+            a.set_port(t.port.unwrap_or(default_port));
+            out.push((t.clone(), a));
+            continue;
         }
-    };
-    Ok((target, peer))
+        let port = t.port.unwrap_or(default_port);
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((t.host.as_str(), port))
+            .await
+            .map_err(|e| invalid("sip.target", format!("{}: {e}", t.host)))?
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(invalid("sip.target", format!("{} has no address", t.host)).into());
+        }
+        out.extend(addrs.into_iter().map(|a| (t.clone(), a)));
+    }
+    Ok(out)
 }
 
 /// The answerers, each with its events folded into the tallies.
@@ -198,7 +213,12 @@ pub(super) async fn start_callers(
             Method::Dual => &[KeyMethod::Dual],
             Method::Mixed => &[KeyMethod::Sdes, KeyMethod::Dtls],
         };
-        let target = s.target()?;
+        let targets = s.targets()?;
+        let shared_targets = if targets.is_empty() {
+            None
+        } else {
+            Some(Arc::new(call_targets(s, protocol, &targets, None).await?))
+        };
         for k in 0..s.sip.agents * methods.len() {
             let method = methods[k % methods.len()];
             let mut cfg = agent_config(s, protocol, k, method, &tls.caller, false)?;
@@ -209,15 +229,19 @@ pub(super) async fn start_callers(
             let (ua, _uas) = UserAgent::start(cfg, Box::new(link.media()?))
                 .await
                 .map_err(|e| RunError::Signaling(format!("caller on {listen}: {e}")))?;
-            let answerer =
-                (!answerers.is_empty()).then(|| answerers[k % answerers.len()].local_addr());
-            let (target, peer) = call_target(s, protocol, target.clone(), answerer)?;
+            let targets = match &shared_targets {
+                Some(t) => t.clone(),
+                None => {
+                    let answerer = (!answerers.is_empty())
+                        .then(|| answerers[k % answerers.len()].local_addr());
+                    Arc::new(call_targets(s, protocol, &[], answerer).await?)
+                }
+            };
             plans.push(Arc::new(CallPlan {
                 ua,
                 method,
                 log,
-                target,
-                peer,
+                targets,
             }));
         }
     }

@@ -24,6 +24,8 @@ pub(super) struct CallPace {
     pub(super) log_limit: usize,
     /// When the run started.
     pub(super) run_start: Instant,
+    /// Agents sharing the scenario.
+    pub(super) shards: u32,
 }
 
 /// A failure: its cause's name and its own words.
@@ -83,10 +85,8 @@ async fn call(
     rec: &mut CallRecord,
 ) -> Option<Failure> {
     let ua = &plan.ua;
-    let info = match ua
-        .call_as(plan.target.clone(), plan.peer, Some(call_id.to_owned()))
-        .await
-    {
+    let (target, peer) = plan.target(rec.index, pace.shards);
+    let info = match ua.call_as(target, peer, Some(call_id.to_owned())).await {
         Err(e) => {
             return Some((
                 causes::of_call_error(&e, plan.method != KeyMethod::Dtls),

@@ -94,6 +94,10 @@ pub struct SipSection {
     pub answerer_listen: SocketAddr,
     /// Whom to call (role `caller`, or `both` through a proxy): `sip:user@host:port`.
     pub target: Option<String>,
+    /// Several answerers to spread calls over (call `i` goes to the `i % n`th), instead of
+    /// `target`. A target whose host is a name with several addresses (a headless Service)
+    /// counts once per address.
+    pub targets: Vec<String>,
     /// Send calls to this address instead of the target's host (an SBC or proxy).
     pub proxy: Option<SocketAddr>,
     /// TLS: `system`, `skip`, or a CA file. Role `both` over TLS without a certificate uses a
@@ -123,6 +127,7 @@ impl Default for SipSection {
             caller_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             answerer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             target: None,
+            targets: Vec::new(),
             proxy: None,
             tls_verify: "system".into(),
             tls_cert: None,
@@ -192,6 +197,10 @@ pub struct LoadSection {
     pub max_concurrent: u64,
     /// How long each call is held after it connects, seconds.
     pub hold_s: f64,
+    /// Agents that share the scenario (`run --shard I/N`, or I from `JOB_COMPLETION_INDEX`):
+    /// each places the calls whose number `i` has `i % shards == I`, on the whole
+    /// scenario's schedule.
+    pub shards: u32,
 }
 
 impl Default for LoadSection {
@@ -203,6 +212,7 @@ impl Default for LoadSection {
             ramp_up_s: 0.0,
             max_concurrent: 1_000,
             hold_s: 5.0,
+            shards: 1,
         }
     }
 }
@@ -335,6 +345,12 @@ pub struct Scenario {
     pub report: ReportSection,
     /// Our answerer.
     pub answerer: AnswererSection,
+    /// This agent's share (`run --shard`; not in the file).
+    #[serde(skip)]
+    pub shard: super::shard::Shard,
+    /// When the calls start, for agents that start apart (`run --start-at`; not in the file).
+    #[serde(skip)]
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 impl Scenario {
@@ -384,13 +400,23 @@ impl Scenario {
             .ok_or_else(|| invalid("sip.transport", "is udp, tcp or tls"))
     }
 
-    /// The target URI, if any.
+    /// The target URI, if any (the first of `sip.targets`).
     pub fn target(&self) -> Result<Option<Uri>, ScenarioError> {
-        self.sip
-            .target
-            .as_deref()
-            .map(|t| Uri::parse(t).map_err(|e| invalid("sip.target", e.to_string())))
-            .transpose()
+        Ok(self.targets()?.into_iter().next())
+    }
+
+    /// Whom the callers call: `sip.targets`, or `sip.target`; empty for our own answerer.
+    pub fn targets(&self) -> Result<Vec<Uri>, ScenarioError> {
+        let (key, list): (&'static str, Vec<&str>) = match &self.sip.target {
+            Some(t) => ("sip.target", vec![t.as_str()]),
+            None => (
+                "sip.targets",
+                self.sip.targets.iter().map(String::as_str).collect(),
+            ),
+        };
+        list.into_iter()
+            .map(|t| Uri::parse(t).map_err(|e| invalid(key, format!("{t:?}: {e}"))))
+            .collect()
     }
 
     fn suites(key: &'static str, names: &[String]) -> Result<Vec<Suite>, ScenarioError> {
@@ -461,7 +487,19 @@ impl Scenario {
         let protocol = self.protocol()?;
         let target = self.target()?;
         if self.role == Role::Caller && target.is_none() {
-            return Err(invalid("sip.target", "role caller needs a target"));
+            return Err(invalid(
+                "sip.target",
+                "role caller needs a target (or sip.targets)",
+            ));
+        }
+        if self.sip.target.is_some() && !self.sip.targets.is_empty() {
+            return Err(invalid(
+                "sip.targets",
+                "set sip.target or sip.targets, not both",
+            ));
+        }
+        if self.load.shards == 0 {
+            return Err(invalid("load.shards", "must be at least 1"));
         }
         if self.role != Role::Answerer {
             let l = &self.load;

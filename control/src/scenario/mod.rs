@@ -19,6 +19,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod sample;
+pub mod shard;
 mod state;
 mod tls;
 

@@ -225,6 +225,9 @@ pub struct Report {
     pub method: String,
     /// Media mode.
     pub media_mode: String,
+    /// This agent's share of a scenario split across agents (`I/N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     /// UTC start.
     pub started_utc: String,
     /// Length, s.
@@ -424,6 +427,7 @@ impl Report {
             transport: s.sip.transport.clone(),
             method: format!("{:?}", s.security.method).to_lowercase(),
             media_mode: format!("{:?}", s.media.mode).to_lowercase(),
+            shard: s.shard.is_split().then(|| s.shard.to_string()),
             started_utc: format!("{}Z", crate::sip::log::utc(started)),
             duration_s: g.duration_s,
             engine: g.engine,
@@ -432,7 +436,7 @@ impl Report {
                 setup_ok,
                 failed,
                 setup_success_percent: setup_pct,
-                offered_rate: s.load.rate,
+                offered_rate: s.load.rate / f64::from(s.shard.count),
                 achieved_rate: achieved_rate(&g.records, s.load.ramp_up_s).or_else(|| {
                     g.placing_s
                         .map(|p| (g.offered.saturating_sub(1)) as f64 / p)
@@ -487,6 +491,12 @@ impl Report {
             self.engine.workers,
             self.duration_s
         );
+        if let Some(shard) = &self.shard {
+            let _ = writeln!(
+                o,
+                "  shard             {shard}: this agent's share of the scenario"
+            );
+        }
         if c.attempted > 0 {
             let _ = writeln!(
                 o,

@@ -47,11 +47,19 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
         return Err(e);
     }
     let plans = start_callers(s, protocol, &tls, &link, &answerers).await?;
+    // Agents that share a scenario start their calls together.
+    if let Some(at) = s.start_at {
+        let wait = super::shard::wait_until(at, SystemTime::now());
+        if wait.is_zero() && !plans.is_empty() {
+            tracing::warn!("--start-at has passed: calls start now, behind the other agents");
+        }
+        tokio::time::sleep(wait).await;
+    }
     let run_start = Instant::now();
     let (stop_sampler, sampler) = progress::start(
         link.clone(),
         shared.clone(),
-        s.load.calls,
+        s.shard.share(s.load.calls),
         progress,
         run_start,
     );
@@ -145,7 +153,8 @@ pub fn start_offset(i: u64, rate: f64, ramp: f64) -> Duration {
     Duration::from_secs_f64(t.max(0.0))
 }
 
-/// Places the scenario's calls on schedule, at most `load.max_concurrent` at once, and waits
+/// Places the scenario's calls on schedule (this shard's: call `i` when the shard owns it, at
+/// the time the whole scenario gives it), at most `load.max_concurrent` at once, and waits
 /// until every one has ended. Returns how many were started.
 async fn place_calls(
     s: &Scenario,
@@ -164,6 +173,7 @@ async fn place_calls(
         dtls_timeout: Duration::from_millis(s.security.dtls_timeout_ms),
         log_limit: s.report.failed_call_logs,
         run_start,
+        shards: s.shard.count,
     };
     let mut offered = 0;
     for i in 0u64.. {
@@ -173,6 +183,9 @@ async fn place_calls(
         let off = start_offset(i, s.load.rate, s.load.ramp_up_s);
         if s.load.duration_s > 0.0 && off.as_secs_f64() >= s.load.duration_s {
             break;
+        }
+        if !s.shard.owns(i) {
+            continue;
         }
         let at = run_start + off;
         tokio::time::sleep_until(at.into()).await;
@@ -184,8 +197,10 @@ async fn place_calls(
             let mut sh = lock(shared);
             sh.max_lag_ms = sh.max_lag_ms.max(lag);
         }
+        // By this agent's own count, so that a shard's calls use every user agent (and with
+        // `mixed`, alternate keying) whatever the shard's stride through the call numbers.
+        let plan = plans[(offered % plans.len() as u64) as usize].clone();
         offered += 1;
-        let plan = plans[(i % plans.len() as u64) as usize].clone();
         let (shared, pace) = (shared.clone(), pace.clone());
         tokio::spawn(async move {
             place_call(i, plan, pace, shared).await;
