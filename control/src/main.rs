@@ -39,6 +39,18 @@ enum Command {
         #[command(flatten)]
         split: RunSplit,
     },
+    /// Merge the reports of agents that shared a scenario (`run --shard`): exact totals,
+    /// merged histograms, the thresholds judged over the whole run, a row per agent and the
+    /// agents to look at. Exit code 0: every threshold held; 1: one failed; 2: a report could
+    /// not be read.
+    Merge {
+        /// The agents' `report.json` files (or their report directories).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Write merged.json and merged.html here.
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+    },
     /// A short loopback run on an embedded engine: 2,000 calls (SDES and DTLS-SRTP
     /// alternating) at 200 calls/s, held 3 s, caller and answerer on this machine.
     Demo {
@@ -333,6 +345,21 @@ async fn run(cli: Cli) -> Result<bool, String> {
             tls,
         } => registrar(listen, max_expires, min_expires, realm, password, tls).await,
         Command::Assets { .. } => Ok(true), // written before the runtime starts
+        Command::Merge {
+            reports,
+            report_dir,
+        } => {
+            let m = srtp_control::scenario::merge::merge(&reports)?;
+            print!("{}", m.summary());
+            if let Some(dir) = report_dir {
+                let files = m
+                    .write(&dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+                println!("reports: {}", names.join(", "));
+            }
+            Ok(m.pass)
+        }
         Command::Pki { dir, names } => {
             use srtp_control::pki::{CertSpec, LabCa, write_pair};
             use srtp_control::pki::{check_private_dir, write_exclusive};

@@ -144,4 +144,131 @@ fn two_caller_shards_are_the_scenario_between_two_answerers() {
         .map(|r| r["calls"]["setup_ok"].as_u64().unwrap())
         .sum();
     assert_eq!(set_up, 40);
+    // The merged report's totals are the sums of the agents' reports, exactly.
+    let (code, out, merged) = merge(&dir, &["report-0", "report-1"]);
+    assert_eq!(code, Some(0), "{out}");
+    let m = &merged["totals"];
+    let sum = |path: &[&str]| -> u64 {
+        reports
+            .iter()
+            .map(|r| {
+                path.iter()
+                    .fold(&r["totals"], |v, k| &v[*k])
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum()
+    };
+    for path in [
+        &["attempted"][..],
+        &["setup_ok"],
+        &["failed"],
+        &["setup_ms", "count"],
+        &["dtls_ms", "count"],
+        &["caller_media", "expected"],
+        &["caller_media", "lost"],
+        &["caller_media", "streams"],
+        &["caller_media", "mos", "count"],
+    ] {
+        let merged_value = path.iter().fold(m, |v, k| &v[*k]).as_u64().unwrap();
+        assert_eq!(merged_value, sum(path), "{path:?}");
+    }
+    assert_eq!(m["attempted"], 40);
+    assert!(m["dtls_ms"]["count"].as_u64().unwrap() >= 20, "{m}");
+    for b in 0..m["setup_ms"]["counts"].as_array().unwrap().len() {
+        let per: u64 = reports
+            .iter()
+            .map(|r| r["totals"]["setup_ms"]["counts"][b].as_u64().unwrap())
+            .sum();
+        assert_eq!(m["setup_ms"]["counts"][b].as_u64().unwrap(), per);
+    }
+    assert_eq!(merged["agents"].as_array().unwrap().len(), 2);
+    assert!(out.contains("result            PASS"), "{out}");
+    assert!(dir.join("merged").join("merged.html").exists());
+}
+
+/// `srtp-control merge` over reports in `dir`: (exit code, output, merged.json).
+fn merge(
+    dir: &srtp_engine_tests::peers::Scratch,
+    reports: &[&str],
+) -> (Option<i32>, String, Value) {
+    let out = std::process::Command::new(common::BIN)
+        .arg("merge")
+        .args(reports.iter().map(|r| dir.join(r)))
+        .arg("--report-dir")
+        .arg(dir.join("merged"))
+        .output()
+        .unwrap();
+    let merged: Value = std::fs::read_to_string(dir.join("merged").join("merged.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    (out.status.code(), common::text(&out), merged)
+}
+
+/// A shard whose answerer cannot be reached fails the merged run, and the merged report names
+/// that agent and why, while the other agent passes.
+#[test]
+fn a_shard_whose_answerer_is_unreachable_fails_the_merge_and_is_named() {
+    let answer_node = Node::start("shard-answer-ok", (41450, 41474));
+    let answerer = Answerer::start(&[
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--engine",
+        answer_node.sock(),
+        "--seconds",
+        "60",
+    ]);
+    // Nobody listens on this port.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let dir = srtp_engine_tests::peers::Scratch::new("shards-dead");
+    for (i, port) in [(0, answerer.port), (1, dead_port)] {
+        let scenario = dir.join(&format!("shard-{i}.toml"));
+        std::fs::write(
+            &scenario,
+            format!(
+                "name = \"sharded\"\nrole = \"caller\"\n\
+                 [engine]\nport_min = {}\nport_max = {}\nworkers = 1\npin = false\n\
+                 [sip]\ntarget = \"sip:answer@127.0.0.1:{port}\"\nt1_ms = 20\nagents = 1\n\
+                 [load]\ncalls = 10\nrate = 50.0\nhold_s = 0.3\n",
+                41475 + i * 12,
+                41486 + i * 12
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(common::BIN)
+            .arg("run")
+            .arg(&scenario)
+            .args(["--progress", "off", "--shard", &format!("{i}/2")])
+            .arg("--report-dir")
+            .arg(dir.join(&format!("agent-{i}")))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(i),
+            "shard {i} exits {i}: {}",
+            common::text(&out)
+        );
+    }
+    let (code, out, merged) = merge(&dir, &["agent-0", "agent-1"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("result            FAIL"), "{out}");
+    let named = out
+        .lines()
+        .find(|l| l.starts_with("look at agent-1"))
+        .unwrap_or_else(|| panic!("the failing agent is not named: {out}"));
+    assert!(
+        named.contains("agent-1 (shard 1/2)") && named.contains("timeout"),
+        "{named}"
+    );
+    // The passing agent is named only if its own machine was saturated (a busy test host).
+    if let Some(l) = out.lines().find(|l| l.starts_with("look at agent-0")) {
+        assert!(!l.contains("failed"), "{l}");
+    }
+    assert_eq!(merged["totals"]["attempted"], 10);
+    assert_eq!(merged["totals"]["setup_ok"], 5);
+    eprintln!("{out}");
 }

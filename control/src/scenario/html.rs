@@ -105,7 +105,7 @@ pub fn render(r: &Report) -> String {
             r##"<tr><td class="{c}">{p}</td><td>{n}</td><td>{v}</td><td>{l}</td></tr>"##,
             c = if t.pass { "pass" } else { "fail" },
             p = if t.pass { "pass" } else { "FAIL" },
-            n = esc(t.name),
+            n = esc(&t.name),
             v = esc(&t.value),
             l = esc(&t.limit)
         );

@@ -14,6 +14,7 @@ mod faults;
 pub mod host;
 pub mod html;
 pub mod media;
+pub mod merge;
 pub mod path;
 pub mod progress;
 pub mod report;
@@ -22,6 +23,7 @@ pub mod sample;
 pub mod shard;
 mod state;
 mod tls;
+pub mod totals;
 
 pub use config::Scenario;
 pub use error::RunError;

@@ -15,6 +15,8 @@ use super::config::{Role, Scenario};
 use super::host::GeneratorHealth;
 pub use super::media::{Balance, Flow, LegEnd, MediaTotals};
 pub use super::sample::Sample;
+pub use super::totals::Check;
+use super::totals::{Buckets, MS_EDGES, MediaSums, RunTotals, judge};
 
 /// One call as the caller saw it.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -175,19 +177,6 @@ pub struct FailureGroup {
     pub call_ids: Vec<String>,
 }
 
-/// One threshold, judged.
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    /// What.
-    pub name: &'static str,
-    /// The limit, as written.
-    pub limit: String,
-    /// The measured value.
-    pub value: String,
-    /// Whether it holds.
-    pub pass: bool,
-}
-
 /// Call counts.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CallFigures {
@@ -266,6 +255,8 @@ pub struct Report {
     pub failures: Vec<FailureGroup>,
     /// The thresholds, judged.
     pub thresholds: Vec<Check>,
+    /// The figures they judge, in a form that adds up across agents (`srtp-control merge`).
+    pub totals: RunTotals,
     /// Whether every threshold holds.
     pub pass: bool,
     /// Per second.
@@ -329,78 +320,44 @@ impl Report {
         }
         let mut failures: Vec<FailureGroup> = groups.into_values().collect();
         failures.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.cause.cmp(&b.cause)));
-        let setup_pct = if attempted > 0 {
-            100.0 * setup_ok as f64 / attempted as f64
-        } else {
-            0.0
+        let totals = RunTotals {
+            limits: s.thresholds.clone(),
+            caller_role: s.role != Role::Answerer,
+            attempted,
+            setup_ok,
+            failed,
+            by_method: by_method.clone(),
+            failures: failures
+                .iter()
+                .map(|f| (f.cause.clone(), f.calls))
+                .collect(),
+            answered: g.answered,
+            setup_ms: Buckets::of(setup.iter().copied(), &MS_EDGES),
+            dtls_ms: Buckets::of(dtls.iter().copied(), &MS_EDGES),
+            caller_media: MediaSums::of(
+                &caller_media,
+                g.records
+                    .iter()
+                    .filter_map(|r| r.media.as_ref())
+                    .map(|m| m.mos),
+            ),
+            answerer_media: MediaSums::of(
+                &answerer_media,
+                g.answerer_media
+                    .values()
+                    .flatten()
+                    .filter(|e| !e.released)
+                    .map(|e| e.mos),
+            ),
+            unaccounted: balance.as_ref().map(|b| {
+                (
+                    b.to_answerers.unaccounted,
+                    b.to_callers.unaccounted,
+                    b.to_answerers.calls,
+                )
+            }),
         };
-        let t = &s.thresholds;
-        let caller_role = s.role != Role::Answerer;
-        let expected = caller_media.expected + answerer_media.expected;
-        let lost = caller_media.lost + answerer_media.lost;
-        let loss = if expected > 0 {
-            100.0 * lost as f64 / expected as f64
-        } else {
-            0.0
-        };
-        let with_media = caller_media.streams + answerer_media.streams;
-        let mos_min = [&caller_media, &answerer_media]
-            .iter()
-            .filter(|m| m.streams > 0)
-            .map(|m| m.mos_min)
-            .fold(f64::INFINITY, f64::min);
-        let auth = caller_media.auth_failures + answerer_media.auth_failures;
-        let mut thresholds = Vec::new();
-        if caller_role {
-            thresholds.push(Check {
-                name: "setup success",
-                limit: format!(">= {}%", t.min_setup_success_percent),
-                value: format!("{setup_pct:.2}% ({setup_ok} of {attempted})"),
-                pass: attempted > 0 && setup_pct + 1e-9 >= t.min_setup_success_percent,
-            });
-        }
-        thresholds.push(Check {
-            name: "media loss",
-            limit: format!("<= {}%", t.max_loss_percent),
-            value: format!("{loss:.4}% ({lost} of {expected} packets)"),
-            pass: loss <= t.max_loss_percent + 1e-12,
-        });
-        thresholds.push(Check {
-            name: "lowest MOS",
-            limit: format!(">= {}", t.min_mos),
-            value: if with_media > 0 {
-                format!("{mos_min:.2}")
-            } else {
-                "no media".into()
-            },
-            pass: with_media == 0 || mos_min + 1e-9 >= t.min_mos,
-        });
-        thresholds.push(Check {
-            name: "SRTP authentication failures",
-            limit: format!("<= {}", t.max_auth_failures),
-            value: auth.to_string(),
-            pass: auth <= t.max_auth_failures,
-        });
-        let skips = caller_media.pacing_skips + answerer_media.pacing_skips;
-        thresholds.push(Check {
-            name: "generator kept pace",
-            limit: "0 periods skipped".into(),
-            value: format!("{skips} periods skipped"),
-            pass: skips == 0,
-        });
-        if let Some(b) = &balance {
-            let off =
-                b.to_answerers.unaccounted.unsigned_abs() + b.to_callers.unaccounted.unsigned_abs();
-            thresholds.push(Check {
-                name: "media accounted for",
-                limit: format!("<= {} packets unaccounted", t.max_unaccounted_packets),
-                value: format!(
-                    "{} to the answerers, {} to the callers ({} calls)",
-                    b.to_answerers.unaccounted, b.to_callers.unaccounted, b.to_answerers.calls
-                ),
-                pass: off <= t.max_unaccounted_packets,
-            });
-        }
+        let thresholds = judge(&totals);
         let pass = thresholds.iter().all(|c| c.pass);
         let failed_logs = g
             .records
@@ -435,7 +392,7 @@ impl Report {
                 attempted,
                 setup_ok,
                 failed,
-                setup_success_percent: setup_pct,
+                setup_success_percent: totals.setup_percent(),
                 offered_rate: s.load.rate / f64::from(s.shard.count),
                 achieved_rate: achieved_rate(&g.records, s.load.ramp_up_s).or_else(|| {
                     g.placing_s
@@ -457,6 +414,7 @@ impl Report {
             refused: g.refused.into_iter().collect(),
             failures,
             thresholds,
+            totals,
             pass,
             timeline: g.samples,
             call_records: if s.report.per_call {

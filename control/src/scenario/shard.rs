@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::config::ScenarioError;
+use crate::config_file::ConfigError as ScenarioError;
 
 /// Which share of a scenario this agent runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
