@@ -176,6 +176,12 @@ struct RunSplit {
     /// seconds or RFC 3339 (2026-12-06T10:00:00Z).
     #[arg(long, value_name = "TIME")]
     start_at: Option<String>,
+    /// Serve the run's live figures as Prometheus metrics (srtp_control_*) on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// After the run, keep serving the metrics this many seconds (for a last scrape).
+    #[arg(long, default_value_t = 0.0, value_name = "S")]
+    metrics_linger_s: f64,
 }
 
 impl RunSplit {
@@ -197,6 +203,11 @@ impl RunSplit {
                 .map_err(|e| e.to_string())?,
             None => Shard::default(),
         };
+        s.metrics = self.metrics;
+        if !(0.0..=3600.0).contains(&self.metrics_linger_s) {
+            return Err("--metrics-linger-s is 0 to 3600 seconds".into());
+        }
+        s.metrics_linger = std::time::Duration::from_secs_f64(self.metrics_linger_s);
         s.start_at = self
             .start_at
             .as_deref()

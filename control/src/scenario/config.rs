@@ -68,6 +68,9 @@ pub struct EngineSection {
     pub port_min: u16,
     /// Embedded engine: last local media port.
     pub port_max: u16,
+    /// Embedded engine: the address media binds on and the SDP names (a pod or node's
+    /// address when agents run on several machines).
+    pub local_ip: std::net::IpAddr,
 }
 
 impl Default for EngineSection {
@@ -78,6 +81,7 @@ impl Default for EngineSection {
             pin: true,
             port_min: 20_000,
             port_max: 49_999,
+            local_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         }
     }
 }
@@ -351,6 +355,12 @@ pub struct Scenario {
     /// When the calls start, for agents that start apart (`run --start-at`; not in the file).
     #[serde(skip)]
     pub start_at: Option<std::time::SystemTime>,
+    /// Serve the run's live figures for Prometheus here (`run --metrics`; not in the file).
+    #[serde(skip)]
+    pub metrics: Option<SocketAddr>,
+    /// Keep serving them this long after the run, for a last scrape (`run --metrics-linger-s`).
+    #[serde(skip)]
+    pub metrics_linger: std::time::Duration,
 }
 
 impl Scenario {

@@ -193,6 +193,7 @@ pub(super) fn start_engine(
                 media: MediaOptions {
                     port_min: s.engine.port_min,
                     port_max: s.engine.port_max,
+                    local_ips: vec![s.engine.local_ip],
                     ..MediaOptions::default()
                 },
                 ..EngineOptions::default()

@@ -13,6 +13,7 @@ pub mod error;
 mod faults;
 pub mod host;
 pub mod html;
+pub mod live;
 pub mod media;
 pub mod merge;
 pub mod path;

@@ -287,13 +287,7 @@ impl Report {
         }
         let attempted = g.records.len() as u64;
         let failed = g.records.iter().filter(|r| r.cause.is_some()).count() as u64;
-        let mut by_method: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for r in &g.records {
-            let e = by_method.entry(r.method.to_owned()).or_default();
-            e.0 += 1;
-            e.1 +=
-                u64::from(r.setup_ms.is_some() && !r.cause.as_deref().is_some_and(is_setup_cause));
-        }
+        let by_method = by_method(&g.records);
         let setup_ok: u64 = by_method.values().map(|(_, ok)| ok).sum();
         let setup: Vec<f64> = g.records.iter().filter_map(|r| r.setup_ms).collect();
         let dtls: Vec<f64> = g.records.iter().filter_map(|r| r.dtls_ms).collect();
@@ -647,6 +641,17 @@ fn pair_ends(
 }
 
 /// Causes that mean the call never got set up (as opposed to media trouble after set-up).
+/// Per keying method: (calls attempted, calls set up), of ended calls.
+pub(super) fn by_method(records: &[CallRecord]) -> BTreeMap<String, (u64, u64)> {
+    let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in records {
+        let e = by.entry(r.method.to_owned()).or_default();
+        e.0 += 1;
+        e.1 += u64::from(r.setup_ms.is_some() && !r.cause.as_deref().is_some_and(is_setup_cause));
+    }
+    by
+}
+
 fn is_setup_cause(cause: &str) -> bool {
     !matches!(cause, "srtp_auth_failures" | "no_media" | "bye_failed")
 }

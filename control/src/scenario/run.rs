@@ -36,6 +36,13 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
         far_end.extend(link.fingerprint());
     }
     tokio::spawn(fold_events(events, shared.clone()));
+    let metrics = s
+        .metrics
+        .map(|addr| {
+            super::live::serve(addr, shared.clone(), s.name.clone(), s.shard.to_string())
+                .map_err(|e| RunError::Signaling(format!("run metrics on {addr}: {e}")))
+        })
+        .transpose()?;
     let answerers = start_answerers(s, protocol, &tls, &link, &shared).await?;
     if s.answerer.register.is_some()
         && !answerers.is_empty()
@@ -85,6 +92,11 @@ pub async fn run(s: &Scenario, progress: Progress) -> Result<Report, RunError> {
         a.stop();
     }
     let engine = link.finish(&last_tick);
+    if let Some(m) = metrics {
+        // Every call has ended: the figures are final. Prometheus gets a last look.
+        tokio::time::sleep(s.metrics_linger).await;
+        drop(m);
+    }
     let sh = std::mem::take(&mut *lock(&shared));
     Ok(Report::build(
         s,

@@ -176,24 +176,12 @@ pub fn render(s: &Scrape<'_>) -> String {
     for (r, n) in DtlsFailureReason::ALL.iter().zip(d.failed) {
         o.sample(&DTLS_HANDSHAKES, &[r.as_str()], n as f64);
     }
-    o.family(&DTLS_DURATION);
-    let mut cumulative = 0;
-    for (k, n) in d.buckets.iter().enumerate() {
-        cumulative += n;
-        let le = HANDSHAKE_BUCKETS
-            .get(k)
-            .map_or("+Inf".to_string(), |b| b.to_string());
-        o.line(format_args!(
-            "{}_bucket{{le=\"{le}\"}} {cumulative}",
-            DTLS_DURATION.name
-        ));
-    }
-    o.line(format_args!(
-        "{}_sum {}",
-        DTLS_DURATION.name,
-        d.duration_sum_ns as f64 / 1e9
-    ));
-    o.line(format_args!("{}_count {cumulative}", DTLS_DURATION.name));
+    o.histogram(
+        &DTLS_DURATION,
+        &HANDSHAKE_BUCKETS,
+        &d.buckets,
+        d.duration_sum_ns as f64 / 1e9,
+    );
     o.one(&DTLS_SESSIONS, d.sessions as f64);
     let load = |f: fn(&CtlCounters) -> u64| s.control.map_or(0.0, |c| f(c) as f64);
     o.one(

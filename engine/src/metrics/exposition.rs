@@ -85,6 +85,20 @@ impl Exposition {
         self.buf.push('\n');
     }
 
+    /// Writes a histogram family: `counts[k]` values fell in bucket `k`, whose upper bound is
+    /// `edges[k]` (the last count, beyond the edges, is the `+Inf` bucket), summing to `sum`.
+    pub fn histogram(&mut self, m: &Metric, edges: &[f64], counts: &[u64], sum: f64) {
+        self.family(m);
+        let mut cumulative = 0;
+        for (k, n) in counts.iter().enumerate() {
+            cumulative += n;
+            let le = edges.get(k).map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(self.buf, "{}_bucket{{le=\"{le}\"}} {cumulative}", m.name);
+        }
+        let _ = writeln!(self.buf, "{}_sum {sum}", m.name);
+        let _ = writeln!(self.buf, "{}_count {cumulative}", m.name);
+    }
+
     /// Writes a family with its one unlabelled sample.
     pub fn one(&mut self, m: &Metric, value: f64) {
         self.family(m);
