@@ -188,73 +188,64 @@ fn two_caller_shards_and_two_answerers_in_four_namespaces_add_up_everywhere() {
             .spawn()
             .expect("prometheus (scripts/setup-debian installs it)"),
     );
-    // The answerers, one per node, for long enough to outlast the calls.
-    let mut agents = Vec::new();
-    for k in [2, 3] {
-        let at = nodes.addr(k);
-        let scenario = dir.join(&format!("answerer-{k}.toml"));
-        std::fs::write(
-            &scenario,
-            format!(
-                "name = \"scale-out\"\nrole = \"answerer\"\n\
-                 [engine]\nworkers = 1\npin = false\nlocal_ip = \"{at}\"\n\
-                 [sip]\nanswerer_listen = \"{at}:5060\"\nagents = 2\n\
-                 [security]\nmethod = \"mixed\"\n\
-                 [load]\nduration_s = 16.0\n"
-            ),
-        )
-        .unwrap();
-        let args = vec![
-            "run".to_owned(),
-            scenario.display().to_string(),
-            "--progress".into(),
-            "off".into(),
-            "--metrics".into(),
-            metrics(k),
-            "--metrics-linger-s".into(),
-            "4".into(),
-            "--report-dir".into(),
-            dir.join(&format!("agent-a{}", k - 2)).display().to_string(),
-        ];
-        agents.push((format!("agent-a{}", k - 2), nodes.spawn(k, &args)));
-    }
-    // The callers: shards 0 and 1 of one scenario, starting together in 4 s.
+    // Each agent: `run` of its scenario (the common part, then its own), with metrics on its
+    // node's address and its report in `agent-NAME`.
     let start_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
         + 4.0;
-    for k in [0, 1] {
+    let mut agents = Vec::new();
+    for (k, name) in [(2, "a0"), (3, "a1"), (0, "c0"), (1, "c1")] {
         let at = nodes.addr(k);
-        let scenario = dir.join(&format!("caller-{k}.toml"));
+        let (own, extra) = if name.starts_with('a') {
+            // An answerer, for long enough to outlast the calls.
+            (
+                format!(
+                    "role = \"answerer\"\n[sip]\nanswerer_listen = \"{at}:5060\"\nagents = 2\n\
+                     [load]\nduration_s = 16.0\n"
+                ),
+                vec![],
+            )
+        } else {
+            // A caller: shard k of one scenario, the two starting together in 4 s.
+            (
+                format!(
+                    "role = \"caller\"\n[sip]\ncaller_listen = \"{at}:0\"\ntargets = [{targets}]\nagents = 2\n\
+                     [load]\ncalls = 1000\nrate = 200.0\nhold_s = 1.0\nshards = 2\n"
+                ),
+                vec![
+                    "--shard".to_owned(),
+                    format!("{k}/2"),
+                    "--start-at".into(),
+                    format!("{start_at:.3}"),
+                ],
+            )
+        };
+        let scenario = dir.join(&format!("{name}.toml"));
         std::fs::write(
             &scenario,
             format!(
-                "name = \"scale-out\"\nrole = \"caller\"\n\
+                "name = \"scale-out\"\n{own}\
                  [engine]\nworkers = 1\npin = false\nlocal_ip = \"{at}\"\n\
-                 [sip]\ncaller_listen = \"{at}:0\"\ntargets = [{targets}]\nagents = 2\n\
-                 [security]\nmethod = \"mixed\"\n\
-                 [load]\ncalls = 1000\nrate = 200.0\nhold_s = 1.0\nshards = 2\n"
+                 [security]\nmethod = \"mixed\"\n"
             ),
         )
         .unwrap();
-        let args = vec![
+        let mut args = vec![
             "run".to_owned(),
             scenario.display().to_string(),
             "--progress".into(),
             "off".into(),
-            "--shard".into(),
-            format!("{k}/2"),
-            "--start-at".into(),
-            format!("{start_at:.3}"),
             "--metrics".into(),
             metrics(k),
             "--metrics-linger-s".into(),
             "4".into(),
             "--report-dir".into(),
-            dir.join(&format!("agent-c{k}")).display().to_string(),
+            dir.join(&format!("agent-{name}")).display().to_string(),
         ];
-        agents.push((format!("agent-c{k}"), nodes.spawn(k, &args)));
+        args.extend(extra);
+        agents.push((format!("agent-{name}"), nodes.spawn(k, &args)));
     }
     // Every agent ends by itself, exit code 0.
     let deadline = Instant::now() + Duration::from_secs(60);
