@@ -182,6 +182,11 @@ struct RunSplit {
     /// After the run, keep serving the metrics this many seconds (for a last scrape).
     #[arg(long, default_value_t = 0.0, value_name = "S")]
     metrics_linger_s: f64,
+    /// This agent's address: the embedded engine's media binds on it (the SDP names it) and
+    /// SIP listens on it (overrides engine.local_ip and the IPs of sip.caller_listen and
+    /// sip.answerer_listen). In a pod with host networking: the node's, $(POD_IP).
+    #[arg(long, value_name = "IP")]
+    node_ip: Option<std::net::IpAddr>,
 }
 
 impl RunSplit {
@@ -204,6 +209,11 @@ impl RunSplit {
             None => Shard::default(),
         };
         s.metrics = self.metrics;
+        if let Some(ip) = self.node_ip {
+            s.engine.local_ip = ip;
+            s.sip.caller_listen.set_ip(ip);
+            s.sip.answerer_listen.set_ip(ip);
+        }
         if !(0.0..=3600.0).contains(&self.metrics_linger_s) {
             return Err("--metrics-linger-s is 0 to 3600 seconds".into());
         }
