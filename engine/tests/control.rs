@@ -897,17 +897,9 @@ fn the_alert_rules_pass_promtool_and_each_has_a_firing_and_a_quiet_test() {
         ["check", "rules", "alerts.yml"],
         ["test", "rules", "alerts_test.yml"],
     ] {
-        let out = std::process::Command::new("promtool")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("promtool (scripts/setup-debian installs it)");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(said) = srtp_engine_tests::promtool_in(&dir, &args) {
+            panic!("{said}");
+        }
     }
 }
 

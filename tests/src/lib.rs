@@ -40,6 +40,29 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
     }
 }
 
+/// `promtool ARGS` run in `dir` (rule files name their neighbours relatively): `Err` carries
+/// what it said when it failed, as `promtool check rules` or `test rules` do.
+///
+/// # Panics
+/// When promtool is not installed.
+pub fn promtool_in(dir: &std::path::Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool (run scripts/setup-debian to install it)");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::promtool_check_metrics;

@@ -213,17 +213,9 @@ mod tests {
             ["check", "rules", "recording.yml"],
             ["test", "rules", "recording_test.yml"],
         ] {
-            let out = std::process::Command::new("promtool")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("promtool");
-            assert!(
-                out.status.success(),
-                "promtool {args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if let Err(said) = srtp_engine_tests::promtool_in(std::path::Path::new(dir), &args) {
+                panic!("{said}");
+            }
         }
     }
 }
