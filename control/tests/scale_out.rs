@@ -1,6 +1,8 @@
 //! Past one machine (issue 28), on one machine: two caller shards and two answerer agents, each
 //! in a network namespace of its own with its own address on a bridge (four "nodes"), carry
-//! 1,000 calls at 200 calls/s in total, SDES and DTLS-SRTP mixed. A real Prometheus (Debian's
+//! 1,000 calls at 200 calls/s in total, SDES and DTLS-SRTP mixed. The callers call one name
+//! that resolves to both answerers (as a headless Service's does), and each answerer must get
+//! half of the calls. A real Prometheus (Debian's
 //! `prometheus`) scrapes the four agents' `--metrics` with the shipped recording rules.
 //!
 //! The bar: every call set up with zero loss; the merged report's totals equal the sums of the
@@ -83,6 +85,14 @@ impl Nodes {
         format!("{}.{}", self.subnet, k + 1)
     }
 
+    /// Node `k`'s own /etc/hosts (`ip netns exec` mounts /etc/netns/NAME/hosts over it): how
+    /// a name resolves to several answerers there, as a headless Service's does in a cluster.
+    fn hosts(&self, k: usize, text: &str) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.spaces[k]);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), text).unwrap();
+    }
+
     /// Starts `srtp-control` with `args` in node `k`'s namespace.
     fn spawn(&mut self, k: usize, args: &[String]) -> usize {
         let child = Command::new("ip")
@@ -105,6 +115,7 @@ impl Drop for Nodes {
         }
         for ns in &self.spaces {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(ns));
         }
         let _ = Command::new("ip")
             .args(["link", "del", &format!("sobr{}", self.tag)])
@@ -149,11 +160,14 @@ fn two_caller_shards_and_two_answerers_in_four_namespaces_add_up_everywhere() {
     let dir = srtp_engine_tests::peers::Scratch::new("scale-out");
     let subnet = nodes.subnet.clone();
     let metrics = |k: usize| format!("{subnet}.{}:9700", k + 1);
-    let targets = format!(
-        "\"sip:answer@{}:5060\", \"sip:answer@{}:5060\"",
+    // The callers call one name, `answerers`, which resolves to both answerers' nodes.
+    let hosts = format!(
+        "127.0.0.1 localhost\n{} answerers\n{} answerers\n",
         nodes.addr(2),
         nodes.addr(3)
     );
+    nodes.hosts(0, &hosts);
+    nodes.hosts(1, &hosts);
     // Prometheus on this host, scraping the four agents every second with the shipped rules.
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../configs/prometheus/recording.yml")
@@ -211,7 +225,7 @@ fn two_caller_shards_and_two_answerers_in_four_namespaces_add_up_everywhere() {
             // A caller: shard k of one scenario, the two starting together in 4 s.
             (
                 format!(
-                    "role = \"caller\"\n[sip]\ncaller_listen = \"{at}:0\"\ntargets = [{targets}]\nagents = 2\n\
+                    "role = \"caller\"\n[sip]\ncaller_listen = \"{at}:0\"\ntarget = \"sip:answer@answerers:5060\"\nagents = 2\n\
                      [load]\ncalls = 1000\nrate = 200.0\nhold_s = 1.0\nshards = 2\n"
                 ),
                 vec![
@@ -313,6 +327,12 @@ fn two_caller_shards_and_two_answerers_in_four_namespaces_add_up_everywhere() {
         assert_eq!(get(m, path), sum, "{path:?}");
     }
     assert_eq!(get(m, &["answered"]), 1000);
+    // The name spread the calls: each answerer answered half.
+    for (name, r) in names.iter().zip(&reports) {
+        if name.starts_with("agent-a") {
+            assert_eq!(get(&r["totals"], &["answered"]), 500, "{name}");
+        }
+    }
     // Prometheus's sums over the agents, after the run, equal the merged totals.
     let prom = |q: &str| {
         query(&prom_listen, &format!("max_over_time(({q})[2m:1s])"))
