@@ -19,16 +19,7 @@ fn every_invite_arrives_once_over_udp() {
     let node = Node::start("first-invite", (39000, 39099));
     let dir = srtp_engine_tests::peers::Scratch::new("first-invite");
     let log = dir.join("answer.sip");
-    let bob = Answerer::start(&[
-        "--listen",
-        "udp:127.0.0.1:0",
-        "--engine",
-        node.sock(),
-        "--seconds",
-        "60",
-        "--sip-log",
-        log.to_str().unwrap(),
-    ]);
+    let bob = Answerer::on(&node, "60", &["--sip-log", log.to_str().unwrap()]);
     let to = format!("sip:bob@127.0.0.1:{}", bob.port);
     for _ in 0..3 {
         let o = call(&[
@@ -60,16 +51,7 @@ fn every_invite_arrives_once_over_udp() {
 #[test]
 fn a_delayed_offer_is_answered_in_the_ack() {
     let node = Node::start("delayed", (39200, 39399));
-    let bob = Answerer::start(&[
-        "--listen",
-        "udp:127.0.0.1:0",
-        "--engine",
-        node.sock(),
-        "--method",
-        "dual",
-        "--seconds",
-        "60",
-    ]);
+    let bob = Answerer::on(&node, "60", &["--method", "dual"]);
     let to = format!("sip:bob@127.0.0.1:{}", bob.port);
     for method in ["sdes", "dtls"] {
         let o = call(&[
@@ -107,14 +89,7 @@ fn a_delayed_offer_is_answered_in_the_ack() {
 fn sigterm_ends_every_call_with_bye() {
     let theirs = Node::start("sigterm-callers", (39400, 39599));
     let ours = Node::start("sigterm-answerer", (39600, 39799));
-    let mut bob = Answerer::start(&[
-        "--listen",
-        "udp:127.0.0.1:0",
-        "--engine",
-        ours.sock(),
-        "--seconds",
-        "60",
-    ]);
+    let mut bob = Answerer::on(&ours, "60", &[]);
     let to = format!("sip:bob@127.0.0.1:{}", bob.port);
     let callers: Vec<_> = (0..2)
         .map(|_| {
@@ -162,14 +137,7 @@ fn sigterm_ends_every_call_with_bye() {
 fn a_restarted_engine_is_reconnected() {
     let theirs = Node::start("restart-caller", (39800, 39899));
     let ours = Node::start("restart-answerer", (39900, 39949));
-    let mut bob = Answerer::start(&[
-        "--listen",
-        "udp:127.0.0.1:0",
-        "--engine",
-        ours.sock(),
-        "--seconds",
-        "60",
-    ]);
+    let mut bob = Answerer::on(&ours, "60", &[]);
     let to = format!("sip:bob@127.0.0.1:{}", bob.port);
     let args = |hold: &'static str| {
         vec![
@@ -264,16 +232,7 @@ fn an_answerer_out_of_ports_answers_503_with_retry_after() {
     // One port: one call's stream (rtcp-mux) takes it.
     let full = Node::start("full-answerer", (41200, 41200));
     let caller = Node::start("full-caller", (41210, 41249));
-    let mut bob = Answerer::start(&[
-        "--listen",
-        "udp:127.0.0.1:0",
-        "--user",
-        "bob",
-        "--engine",
-        full.sock(),
-        "--seconds",
-        "30",
-    ]);
+    let mut bob = Answerer::on(&full, "30", &["--user", "bob"]);
     let to = format!("sip:bob@127.0.0.1:{}", bob.port);
     let first = call_spawn(&[
         "--listen",
@@ -367,16 +326,7 @@ fn a_stalled_tls_client_is_closed_with_its_cause() {
 fn an_invite_never_acknowledged_gets_no_media() {
     use std::net::UdpSocket;
     let node = Node::start("held-answerer", (41000, 41049));
-    let bob = Answerer::start(&[
-        "--listen",
-        "udp:127.0.0.1:0",
-        "--engine",
-        node.sock(),
-        "--srtp",
-        "offered",
-        "--seconds",
-        "30",
-    ]);
+    let bob = Answerer::on(&node, "30", &["--srtp", "offered"]);
     let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
     let victim = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (me, media) = (sip.local_addr().unwrap(), victim.local_addr().unwrap());

@@ -20,18 +20,7 @@ fn two_caller_shards_are_the_scenario_between_two_answerers() {
     ];
     let mut answerers: Vec<Answerer> = answer_nodes
         .iter()
-        .map(|n| {
-            Answerer::start(&[
-                "--listen",
-                "udp:127.0.0.1:0",
-                "--engine",
-                n.sock(),
-                "--method",
-                "dual",
-                "--seconds",
-                "60",
-            ])
-        })
+        .map(|n| Answerer::on(n, "60", &["--method", "dual"]))
         .collect();
     let targets: Vec<String> = answerers
         .iter()
@@ -211,14 +200,7 @@ fn merge(
 #[test]
 fn a_shard_whose_answerer_is_unreachable_fails_the_merge_and_is_named() {
     let answer_node = Node::start("shard-answer-ok", (41450, 41474));
-    let answerer = Answerer::start(&[
-        "--listen",
-        "udp:127.0.0.1:0",
-        "--engine",
-        answer_node.sock(),
-        "--seconds",
-        "60",
-    ]);
+    let answerer = Answerer::on(&answer_node, "60", &[]);
     // Nobody listens on this port.
     let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();

@@ -16,6 +16,22 @@ fn config_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
 }
 
+/// Writes `text` to `path` and runs the daemon with it as its config and `extra` arguments:
+/// the exit code and what it said on stderr.
+fn with_config(path: &std::path::Path, text: &str, extra: &[&str]) -> (Option<i32>, String) {
+    std::fs::write(path, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_config_names_the_key_and_exits_2() {
     let dir = std::env::temp_dir().join(format!("srtp-engine-cfg-{}", std::process::id()));
@@ -31,15 +47,8 @@ fn bad_config_names_the_key_and_exits_2() {
             "sockets.port_max",
         ),
     ] {
-        let path = dir.join("bad.toml");
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{text}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (code, err) = with_config(&dir.join("bad.toml"), text, &[]);
+        assert_eq!(code, Some(2), "{text}");
         assert!(err.contains(key), "{key} not in {err}");
     }
     let out = Command::new(BIN)
@@ -83,32 +92,20 @@ fn bad_config_names_the_key_and_exits_2() {
             "/nonexistent.pem",
         ),
     ] {
-        let path = dir.join("host.toml");
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .arg("--check-config")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        let (code, err) = with_config(&dir.join("host.toml"), text, &["--check-config"]);
+        assert_eq!(code, Some(2), "{text}: {err}");
         assert!(
             err.contains(key_name) && err.contains(words),
             "{text}: {err}"
         );
     }
     // A control socket anyone may use is allowed, with a warning.
-    let path = dir.join("open.toml");
-    std::fs::write(&path, "[control]\nmode = 0o666\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let (code, err) = with_config(
+        &dir.join("open.toml"),
+        "[control]\nmode = 0o666\n",
+        &["--check-config"],
+    );
+    assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("warning: control.mode 0o666"), "{err}");
 }
 

@@ -142,6 +142,15 @@ impl Answerer {
         a
     }
 
+    /// `srtp-control answer` over UDP on loopback (any port), with `node` as its engine, for
+    /// `seconds`, and `extra` arguments.
+    pub fn on(node: &Node, seconds: &str, extra: &[&str]) -> Answerer {
+        let mut args = vec!["--listen", "udp:127.0.0.1:0", "--engine", node.sock()];
+        args.extend(["--seconds", seconds]);
+        args.extend(extra);
+        Answerer::start(&args)
+    }
+
     /// Waits for a line matching `f`; returns it.
     pub fn wait_line(&mut self, f: impl Fn(&str) -> bool, within: Duration) -> Option<String> {
         let end = Instant::now() + within;
